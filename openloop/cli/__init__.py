@@ -1,0 +1,102 @@
+"""The `openloop` command: click groups that parse, call the core, and print.
+
+Errors from the core are OpenLoopError subclasses; `main()` is the one place that turns them into
+a one-line message and an exit code (0 ok, 1 operation failed, 2 usage or invalid input).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from openloop import __version__
+from openloop.env import Environment
+from openloop.errors import OpenLoopError
+
+
+class LazyGroup(click.Group):
+    """Subcommand modules are imported only when used, to keep `openloop --help` fast."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx, name):
+        if name in self.lazy:
+            module_name, attr = self.lazy[name].rsplit(":", 1)
+            module = __import__(module_name, fromlist=[attr])
+            return getattr(module, attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "project": "openloop.cli.project_cmds:project",
+        "task": "openloop.cli.task_cmds:task",
+        "enqueue": "openloop.cli.task_cmds:enqueue",
+        "config": "openloop.cli.config_cmds:config",
+    },
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="\b\nQuick start:\n"
+    "  openloop project add web ~/src/web --init\n"
+    "  openloop task add -p web --title 'Add a /health endpoint' --risk low-risk\n"
+    "  openloop task list -p web\n\n"
+    "Set OPENLOOP_DEBUG=1 (or --debug) to see tracebacks.",
+)
+@click.version_option(__version__, "--version", "-V", prog_name="openloop")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """OpenLoop: hand a backlog to the pi coding agent and walk away.
+
+    Each linked git repository gets a control plane in <repo>/.openloop/ (config, policy, task
+    ledger). An iteration picks a task, runs the agent in an isolated worktree, validates the
+    result and promotes it by policy. systemd timers schedule the iterations.
+    """
+    if debug:
+        os.environ["OPENLOOP_DEBUG"] = "1"
+    if ctx.obj is None:
+        ctx.obj = Environment.from_os()
+
+
+def main(argv: list[str] | None = None, env: Environment | None = None) -> None:
+    sys.exit(run(argv, env))
+
+
+def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        result = cli.main(args=args, prog_name="openloop", obj=env, standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except OpenLoopError as exc:
+        if os.environ.get("OPENLOOP_DEBUG"):
+            traceback.print_exc()
+        click.echo(f"openloop: error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug: say so in one line, show the traceback only on request
+        if os.environ.get("OPENLOOP_DEBUG"):
+            traceback.print_exc()
+        click.echo(
+            f"openloop: internal error: {type(exc).__name__}: {exc} "
+            "(run with OPENLOOP_DEBUG=1 for the traceback)",
+            err=True,
+        )
+        return 1

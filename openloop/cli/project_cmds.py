@@ -1,0 +1,178 @@
+"""`openloop project ...`"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from openloop import projects, trust
+from openloop.cli.options import examples, format_options
+from openloop.cli.output import info, print_json, print_table, want_json
+from openloop.controlplane import InitReport
+
+
+@click.group(
+    epilog=examples(
+        "openloop project add web ~/src/web --init",
+        "openloop project list",
+        "openloop project activate web",
+    )
+)
+def project() -> None:
+    """Link git repositories and manage their control planes."""
+
+
+def _report_init(report: InitReport) -> None:
+    for label, items in (
+        ("added", report.added),
+        ("updated", report.updated),
+        ("kept (edited by you)", report.kept),
+        ("backed up", report.backed_up),
+    ):
+        for item in items:
+            info(f"  {label}: {item}")
+    if report.detection is not None:
+        for slot in ("lint", "typecheck", "test"):
+            found = getattr(report.detection, slot)
+            info(f"  {slot}: {found.command} (from {found.source})" if found else f"  {slot}: -")
+
+
+@project.command(
+    "add",
+    epilog=examples(
+        "openloop project add web ~/src/web --init",
+        "openloop project add api . --init",
+        "openloop project add web ~/src/web-moved --force   # relink an alias to a new path",
+    ),
+)
+@click.argument("alias")
+@click.argument("path", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--init", "do_init", is_flag=True, help="Also create the control plane (.openloop/).")
+@click.option("--force", is_flag=True, help="Relink an alias that already exists.")
+@click.pass_obj
+def add_cmd(env, alias: str, path: Path, do_init: bool, force: bool) -> None:
+    """Link the git repository at PATH under ALIAS.
+
+    ALIAS becomes the systemd instance name (openloop@ALIAS.timer): lowercase letters, digits,
+    '-', '_' and '.', at most 64, not starting with '-' or '.'.
+    """
+    result = projects.add(env, alias, path, init=do_init, force=force)
+    click.echo(f"Linked project {result.entry.alias} -> {result.entry.path}")
+    if result.report:
+        _report_init(result.report)
+    elif not result.entry.initialized:
+        info(f"Next: openloop project init {alias}")
+    if result.untrusted_commands:
+        info(
+            f"This repository asks OpenLoop to run commands; review and approve them with "
+            f"'openloop project trust {alias}'"
+        )
+
+
+@project.command(
+    "init", epilog=examples("openloop project init web", "openloop project init web --force")
+)
+@click.argument("alias")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace files you edited too (backed up to .openloop/backup/ first). "
+    "The task ledger is never touched.",
+)
+@click.pass_obj
+def init_cmd(env, alias: str, force: bool) -> None:
+    """Create or refresh the control plane of a linked project.
+
+    Safe to re-run: missing files are added, files OpenLoop wrote and you did not edit are
+    updated, files you edited are kept. Detected validation commands only fill empty slots.
+    """
+    report = projects.init(env, alias, force=force)
+    click.echo(f"Initialized {alias}")
+    _report_init(report)
+
+
+@project.command("list", epilog=examples("openloop project list", "openloop project list --json"))
+@format_options
+@click.pass_obj
+def list_cmd(env, fmt: str | None) -> None:
+    """List linked projects."""
+    entries = projects.list_projects(env)
+    if want_json(fmt, env.stdout_isatty):
+        print_json([e.to_data() for e in entries])
+        return
+    rows = [
+        {"alias": e.alias, "initialized": e.initialized, "paused": e.paused, "path": e.path}
+        for e in entries
+    ]
+    print_table(
+        rows,
+        ["alias", "initialized", "paused", "path"],
+        empty="No linked projects. Link one with 'openloop project add ALIAS PATH --init'.",
+    )
+
+
+@project.command("show", epilog=examples("openloop project show web"))
+@click.argument("alias")
+@click.pass_obj
+def show_cmd(env, alias: str) -> None:
+    """Show a project's registry entry, control-plane paths and trust state (JSON)."""
+    proj = projects.resolve(env, alias)
+    data = proj.entry.to_data()
+    data["controlPlane"] = str(proj.plane.dir)
+    data["controlPlaneExists"] = proj.plane.exists()
+    if proj.plane.exists():
+        data["commandsTrusted"] = trust.is_trusted(proj.entry, proj.config())
+    print_json(data)
+
+
+@project.command(
+    "remove", epilog=examples("openloop project remove web", "openloop project remove web --purge")
+)
+@click.argument("alias")
+@click.option("--purge", is_flag=True, help="Also delete <repo>/.openloop/ (ledger, runs, config).")
+@click.pass_obj
+def remove_cmd(env, alias: str, purge: bool) -> None:
+    """Unlink a project. Its .openloop/ stays in the repository unless --purge."""
+    entry = projects.remove(env, alias, purge=purge)
+    kept = "deleted" if purge else "kept"
+    click.echo(f"Removed project {alias}. Control plane in {entry.path}/.openloop {kept}.")
+
+
+@project.command("activate", epilog=examples("openloop project activate web"))
+@click.argument("alias")
+@click.pass_obj
+def activate_cmd(env, alias: str) -> None:
+    """Make ALIAS the default for commands that take --project."""
+    projects.activate(env, alias)
+    click.echo(f"Active project set to {alias}")
+
+
+@project.command(
+    "trust", epilog=examples("openloop project trust web --check", "openloop project trust web")
+)
+@click.argument("alias")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Only show the commands and whether they are approved; exit 1 if not.",
+)
+@click.pass_obj
+def trust_cmd(env, alias: str, check: bool) -> None:
+    """Approve the commands this repository asks OpenLoop to run.
+
+    Validation commands and a custom agent command live in the repository's
+    .openloop/project.json, which a pull or an agent's commit can change. OpenLoop runs them
+    only after you approve them here; the diff since your last approval is shown first.
+    """
+    proj = projects.resolve(env, alias)
+    config = proj.config()
+    diff = trust.trust_diff(proj.entry, config)
+    trusted = trust.is_trusted(proj.entry, config)
+    for line in diff or ["  (no commands)"]:
+        click.echo(line)
+    if check:
+        click.echo("approved" if trusted else "NOT approved")
+        click.get_current_context().exit(0 if trusted else 1)
+    projects.trust_project(env, alias)
+    click.echo(f"Approved the commands of {alias}.")

@@ -1,0 +1,299 @@
+"""The task ledger (`.openloop/tasks.json`): task model, state machine, and locked edits.
+
+Status lifecycle (the only place transitions are decided is `TRANSITIONS` + `transition()`):
+
+    proposed -> planned -> ready -> in_progress -> validating -> review -> promoted
+                                        |              |-> promoted (auto-merge)
+                                        |              '-> ready (retry) / blocked / failed
+                                        '-> ready (retry, repair) / blocked / failed
+    blocked, failed -> ready (retry);  any open state -> cancelled
+
+`done` is kept for ledgers written by the original tool (validated work not promoted through
+OpenLoop); a reviewer may also mark reviewed work done after merging it by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from openloop.errors import ConfigError, InputError, NotFoundError, StateError
+from openloop.models_base import FileModel, validate
+from openloop.storage import (
+    atomic_write_text,
+    dump_json,
+    load_json_object,
+    locked,
+    read_text_or_none,
+)
+
+LEDGER_VERSION = 2
+
+Status = Literal[
+    "proposed",
+    "planned",
+    "ready",
+    "in_progress",
+    "validating",
+    "review",
+    "done",
+    "promoted",
+    "blocked",
+    "failed",
+    "cancelled",
+]
+STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
+Kind = Literal[
+    "feature",
+    "bugfix",
+    "test",
+    "refactor",
+    "docs",
+    "lint-fix",
+    "type-fix",
+    "localized-test-fix",
+    "ci-heal",
+    "discovery",
+    "scope-proposal",
+    "chore",
+]
+KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
+Risk = Literal["low-risk", "medium-risk", "high-risk"]
+RISKS: tuple[str, ...] = Risk.__args__  # type: ignore[attr-defined]
+PromotionMode = Literal["auto-merge", "pull-request", "manual-only"]
+
+RUNNING = frozenset({"in_progress", "validating"})
+TERMINAL = frozenset({"promoted", "cancelled"})
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "proposed": frozenset({"planned", "ready", "in_progress", "blocked", "cancelled"}),
+    "planned": frozenset({"ready", "proposed", "in_progress", "blocked", "cancelled"}),
+    "ready": frozenset({"proposed", "in_progress", "blocked", "cancelled"}),
+    # Leaving in_progress: the diff goes to validation, or the attempt ends (back to the queue,
+    # to the state it was picked from on repair, or stopped).
+    "in_progress": frozenset({"validating", "proposed", "planned", "ready", "blocked", "failed"}),
+    "validating": frozenset({"review", "promoted", "ready", "blocked", "failed"}),
+    "review": frozenset({"promoted", "done", "ready", "blocked", "cancelled"}),
+    "done": frozenset({"promoted", "ready"}),
+    "blocked": frozenset({"ready", "proposed", "cancelled"}),
+    "failed": frozenset({"ready", "cancelled"}),
+    "promoted": frozenset(),
+    "cancelled": frozenset(),
+}
+
+TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_SLUG_RUN = re.compile(r"[^a-z0-9]+")
+SLUG_MAX = 48
+
+
+class TaskScope(FileModel):
+    paths: list[str] = Field(default_factory=list)
+
+
+class TaskSource(FileModel):
+    type: Literal["human", "issue", "discovery", "ci", "spec"] = "human"
+    ref: str | None = None
+
+
+class StatusChange(FileModel):
+    at: str
+    from_: str | None = Field(None, alias="from")
+    to: str
+    reason: str
+
+
+class Task(FileModel):
+    id: str
+    title: str
+    description: str | None = None
+    kind: Kind = "feature"
+    status: Status = "ready"
+    risk: Risk = "medium-risk"
+    priority: int = 0
+    scope: TaskScope | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    source: TaskSource = Field(default_factory=TaskSource)
+    spec_id: str | None = None
+    branch: str | None = None
+    owner: str | None = None
+    acceptance_criteria: list[str] = Field(default_factory=list)
+    attempts: int = Field(0, ge=0)
+    last_failure_signature: str | None = None
+    last_failure: str | None = None
+    no_progress_streak: int = Field(0, ge=0)
+    last_diff_hash: str | None = None
+    promotion: PromotionMode | None = None
+    promoted_at: str | None = None
+    notes: list[str] = Field(default_factory=list)
+    last_run: dict[str, Any] | None = None
+    history: list[StatusChange] = Field(default_factory=list)
+    created_at: str
+    updated_at: str
+
+    def scope_paths(self) -> list[str]:
+        return list(self.scope.paths) if self.scope else []
+
+
+class TaskLedger(FileModel):
+    version: Literal[2] = LEDGER_VERSION
+    updated_at: str | None = None
+    tasks: list[Task] = Field(default_factory=list)
+
+    def find(self, task_id: str) -> Task | None:
+        return next((t for t in self.tasks if t.id == task_id), None)
+
+    def get(self, task_id: str) -> Task:
+        task = self.find(task_id)
+        if task is None:
+            raise NotFoundError(f"--task: unknown task id '{task_id}'")
+        return task
+
+
+# --- reading and writing ------------------------------------------------------------------------
+
+
+def parse_ledger(data: dict[str, Any], source: str) -> TaskLedger:
+    version = data.get("version", 1)
+    if version == 1:
+        # Version 1 (TypeScript OpenLoop) tasks carry a subset of our fields and the same status
+        # names; the only change is the version number. Unknown keys ride along.
+        data = {**data, "version": LEDGER_VERSION}
+    elif isinstance(version, int) and version > LEDGER_VERSION:
+        raise ConfigError(f"{source}: version: {version} is newer than this OpenLoop understands")
+    ledger = validate(TaskLedger, data, source)
+    seen: set[str] = set()
+    for index, task in enumerate(ledger.tasks):
+        if task.id in seen:
+            raise ConfigError(f"{source}: tasks.{index}.id: duplicate task id '{task.id}'")
+        seen.add(task.id)
+    return ledger
+
+
+def load_ledger(path: Path) -> TaskLedger:
+    text = read_text_or_none(path)
+    if text is None:
+        return TaskLedger()
+    return parse_ledger(load_json_object(path, text), str(path))
+
+
+def save_ledger(path: Path, ledger: TaskLedger, now: str) -> None:
+    ledger.updated_at = now
+    atomic_write_text(path, dump_json(ledger.to_data()))
+
+
+@contextmanager
+def edit_ledger(path: Path, now: str) -> Iterator[TaskLedger]:
+    """Re-read, modify and write the ledger under its lock.
+
+    Each edit starts from the file as it is now, so a long iteration never writes back a stale
+    copy over tasks the CLI added meanwhile. Nothing is written if the block raises.
+    """
+    with locked(path, what=f"task ledger {path}"):
+        ledger = load_ledger(path)
+        yield ledger
+        save_ledger(path, ledger, now)
+
+
+# --- state machine ------------------------------------------------------------------------------
+
+
+def can_transition(current: str, target: str) -> bool:
+    return target in TRANSITIONS.get(current, frozenset())
+
+
+def transition(task: Task, target: str, reason: str, now: str) -> None:
+    """Move a task to `target`, or raise StateError naming the allowed moves."""
+    if target not in STATUSES:
+        raise InputError(f"--status: unknown status '{target}' (one of: {', '.join(STATUSES)})")
+    if not can_transition(task.status, target):
+        allowed = ", ".join(sorted(TRANSITIONS.get(task.status, ()))) or "none: it is final"
+        raise StateError(
+            f"task '{task.id}' cannot go from {task.status} to {target} (allowed: {allowed})"
+        )
+    task.history.append(StatusChange(at=now, from_=task.status, to=target, reason=reason))
+    task.status = target  # type: ignore[assignment]
+    task.updated_at = now
+
+
+def status_before_run(task: Task) -> str:
+    """The status a running task was picked from (what a repair returns it to)."""
+    for change in reversed(task.history):
+        if change.to == "in_progress" and change.from_ in ("proposed", "planned", "ready"):
+            return change.from_
+    return "ready"
+
+
+# --- ids ----------------------------------------------------------------------------------------
+
+
+def slugify(text: str) -> str:
+    slug = _SLUG_RUN.sub("-", text.lower()).strip("-")
+    if len(slug) > SLUG_MAX:
+        slug = slug[:SLUG_MAX].rsplit("-", 1)[0] or slug[:SLUG_MAX]
+    return slug.strip("-")
+
+
+def check_task_id(task_id: str, *, option: str = "--task") -> str:
+    if not TASK_ID_RE.match(task_id):
+        raise InputError(
+            f"{option}: '{task_id}' is not a valid task id "
+            "(lowercase letters, digits and '-', starting with a letter or digit, at most 64)"
+        )
+    return task_id
+
+
+def new_task_id(ledger: TaskLedger, text: str) -> str:
+    """A readable slug of `text`, made unique with -2, -3... Never reused for another task."""
+    base = slugify(text) or "task"
+    taken = {t.id for t in ledger.tasks}
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+# --- selection ----------------------------------------------------------------------------------
+
+
+def filter_tasks(
+    ledger: TaskLedger, *, status: str | None = None, risk: str | None = None
+) -> list[Task]:
+    tasks = [
+        t
+        for t in ledger.tasks
+        if (status is None or t.status == status) and (risk is None or t.risk == risk)
+    ]
+    return sorted(tasks, key=lambda t: (-t.priority, t.created_at, t.id))
+
+
+def summary(tasks: list[Task]) -> dict[str, Any]:
+    by_status = dict.fromkeys(STATUSES, 0)
+    by_risk = dict.fromkeys(RISKS, 0)
+    for t in tasks:
+        by_status[t.status] += 1
+        by_risk[t.risk] += 1
+    return {"total": len(tasks), "byStatus": by_status, "byRisk": by_risk}
+
+
+def return_stuck_tasks(ledger: TaskLedger, now: str, reason: str) -> list[tuple[Task, str]]:
+    """Put tasks left running by a dead iteration back where they were picked from.
+
+    The interrupted run counts as an attempt (a task that kills its iteration every time must
+    eventually stop being picked). Returns (task, status it was in) pairs.
+    """
+    moved = []
+    for task in ledger.tasks:
+        if task.status in RUNNING:
+            was = task.status
+            task.attempts += 1
+            task.last_failure_signature = "interrupted"
+            transition(task, status_before_run(task), reason, now)
+            moved.append((task, was))
+    return moved

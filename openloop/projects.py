@@ -1,0 +1,151 @@
+"""Project actions: link, initialize, inspect, trust and unlink repositories."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from openloop import gitops, trust
+from openloop.config import edit_config, load_config
+from openloop.controlplane import ControlPlane, InitReport, materialize
+from openloop.env import Environment
+from openloop.errors import InputError, NotFoundError
+from openloop.projectconfig import ProjectConfig, load_project_config
+from openloop.registry import ProjectEntry, check_alias, edit_registry, load_registry
+
+
+@dataclass(frozen=True)
+class Project:
+    """A linked project as the rest of OpenLoop sees it: registry entry + control plane."""
+
+    entry: ProjectEntry
+    plane: ControlPlane
+
+    @property
+    def alias(self) -> str:
+        return self.entry.alias
+
+    @property
+    def repo(self) -> Path:
+        return self.plane.repo
+
+    def config(self) -> ProjectConfig:
+        return load_project_config(self.plane.project_file)
+
+
+def resolve(env: Environment, alias: str | None) -> Project:
+    """The project named by --project, else the active one, else the only one linked."""
+    registry = load_registry(env)
+    if not alias:
+        alias = load_config(env).active_project
+    if not alias:
+        if len(registry.projects) == 1:
+            alias = registry.projects[0].alias
+        elif not registry.projects:
+            raise InputError("no project linked yet: run 'openloop project add ALIAS PATH --init'")
+        else:
+            raise InputError(
+                "--project: which project? pass --project ALIAS or set a default with "
+                "'openloop project activate ALIAS'"
+            )
+    entry = registry.get(alias)
+    plane = ControlPlane(Path(entry.path))
+    if not plane.repo.is_dir():
+        raise NotFoundError(f"project '{alias}': its path {entry.path} no longer exists")
+    return Project(entry, plane)
+
+
+def require_initialized(project: Project) -> None:
+    if not project.plane.exists():
+        raise InputError(
+            f"project '{project.alias}' has no control plane yet: run "
+            f"'openloop project init {project.alias}'"
+        )
+
+
+@dataclass(frozen=True)
+class AddResult:
+    entry: ProjectEntry
+    report: InitReport | None
+    untrusted_commands: bool
+
+
+def add(env: Environment, alias: str, path: Path, *, init: bool, force: bool = False) -> AddResult:
+    check_alias(alias)
+    root = gitops.work_tree_root(path.expanduser().absolute())
+    now = env.now_iso()
+    registry = load_registry(env)
+    existing = registry.find(alias)
+    if existing and not force:
+        raise InputError(
+            f"alias '{alias}' is already linked to {existing.path} (use --force to relink it)"
+        )
+    other = next((p for p in registry.projects if Path(p.path) == root and p.alias != alias), None)
+    if other:
+        raise InputError(f"path '{root}' is already linked as '{other.alias}'")
+    plane = ControlPlane(root)
+    report = materialize(plane, alias, now) if init else None
+    config = load_project_config(plane.project_file)
+    with edit_registry(env) as reg:
+        entry = reg.find(alias)
+        if entry is None:
+            entry = ProjectEntry(alias=alias, path=str(root), created_at=now, updated_at=now)
+            reg.projects.append(entry)
+        entry.path = str(root)
+        entry.updated_at = now
+        entry.initialized = plane.exists()
+        if init:
+            # The user just watched init print these commands: linking with --init approves them.
+            # A repository linked as-is (cloned, with its own project.json) needs explicit trust.
+            entry.trust = trust.approve(config, now)
+        result_entry = entry.model_copy(deep=True)
+    return AddResult(result_entry, report, not trust.is_trusted(result_entry, config))
+
+
+def init(env: Environment, alias: str, *, force: bool = False) -> InitReport:
+    project = resolve(env, alias)
+    now = env.now_iso()
+    report = materialize(project.plane, project.alias, now, force=force)
+    config = project.config()
+    with edit_registry(env) as reg:
+        entry = reg.get(project.alias)
+        entry.initialized = True
+        entry.updated_at = now
+        entry.trust = trust.approve(config, now)
+    return report
+
+
+def list_projects(env: Environment) -> list[ProjectEntry]:
+    return load_registry(env).projects
+
+
+def remove(env: Environment, alias: str, *, purge: bool = False) -> ProjectEntry:
+    with edit_registry(env) as reg:
+        entry = reg.get(alias)
+        reg.projects.remove(entry)
+    if purge:
+        plane = ControlPlane(Path(entry.path))
+        if plane.dir.is_dir():
+            shutil.rmtree(plane.dir)
+    with edit_config(env) as config:
+        if config.active_project == alias:
+            config.active_project = None
+    return entry
+
+
+def activate(env: Environment, alias: str) -> None:
+    load_registry(env).get(alias)
+    with edit_config(env) as config:
+        config.active_project = alias
+
+
+def trust_project(env: Environment, alias: str) -> tuple[list[str], bool]:
+    """Approve the project's current commands. Returns the diff shown and whether it changed."""
+    project = resolve(env, alias)
+    config = project.config()
+    diff = trust.trust_diff(project.entry, config)
+    changed = not trust.is_trusted(project.entry, config) or project.entry.trust is None
+    with edit_registry(env) as reg:
+        reg.get(project.alias).trust = trust.approve(config, env.now_iso())
+    return diff, changed

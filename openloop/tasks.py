@@ -1,0 +1,220 @@
+"""Task actions behind `openloop task ...`: create, change, cancel, retry, recover."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from openloop import refs
+from openloop.env import Environment
+from openloop.errors import InputError, StateError
+from openloop.ledger import (
+    RUNNING,
+    TERMINAL,
+    StatusChange,
+    Task,
+    TaskLedger,
+    TaskScope,
+    TaskSource,
+    check_task_id,
+    edit_ledger,
+    new_task_id,
+    return_stuck_tasks,
+    transition,
+)
+from openloop.projects import Project, require_initialized
+from openloop.storage import locked
+
+
+def check_scope(paths: list[str] | tuple[str, ...]) -> list[str]:
+    """Scope entries are repo-relative paths or globs; de-duplicated, order kept."""
+    clean: list[str] = []
+    for raw in paths:
+        path = raw.strip().replace("\\", "/")
+        if not path:
+            raise InputError("--scope: empty path")
+        if path.startswith("/"):
+            raise InputError(f"--scope: '{raw}' must be relative to the repository root")
+        if ".." in PurePosixPath(path).parts:
+            raise InputError(f"--scope: '{raw}' must not contain '..'")
+        path = path.removeprefix("./")
+        if path not in clean:
+            clean.append(path)
+    return clean
+
+
+def _check_dependencies(ledger: TaskLedger, depends_on: list[str], own_id: str | None) -> None:
+    for dep in depends_on:
+        check_task_id(dep, option="--depends-on")
+        if dep == own_id:
+            raise InputError(f"--depends-on: task '{dep}' cannot depend on itself")
+        if ledger.find(dep) is None:
+            raise InputError(f"--depends-on: unknown task id '{dep}'")
+
+
+@dataclass
+class NewTask:
+    title: str | None = None
+    kind: str = "feature"
+    risk: str = "medium-risk"
+    scope: tuple[str, ...] = ()
+    priority: int = 0
+    description: str | None = None
+    depends_on: tuple[str, ...] = ()
+    acceptance: tuple[str, ...] = ()
+    ref: str | None = None
+    task_id: str | None = None
+    needs_plan: bool = False
+
+
+def add_task(env: Environment, project: Project, spec: NewTask, *, fetch=refs.fetch_issue) -> Task:
+    require_initialized(project)
+    if spec.title is not None and not spec.title.strip():
+        raise InputError("--title: must not be empty")
+    scope = check_scope(list(spec.scope))
+    source = TaskSource(type="human", ref="openloop task add")
+    title, description, id_seed = spec.title, spec.description, spec.title
+    if spec.ref:
+        ref = refs.parse_ref(spec.ref)
+        fetched = fetch(ref)  # network and auth are optional: None falls back to the ref itself
+        title = title or (fetched.title if fetched else refs.fallback_title(ref))
+        description = description or (fetched.body if fetched else None)
+        source = TaskSource(type="issue", ref=ref.short())
+        id_seed = ref.slug()
+    if not title:
+        raise InputError("--title: required (or give --from-ref REF)")
+    if spec.task_id:
+        check_task_id(spec.task_id, option="--id")
+    now = env.now_iso()
+    with edit_ledger(project.plane.ledger_file, now) as ledger:
+        if spec.ref:
+            dup = next(
+                (
+                    t
+                    for t in ledger.tasks
+                    if t.source.ref == source.ref and t.status not in TERMINAL
+                ),
+                None,
+            )
+            if dup:
+                raise InputError(f"--ref: {source.ref} is already queued as task '{dup.id}'")
+        if spec.task_id and ledger.find(spec.task_id):
+            raise InputError(f"--id: task '{spec.task_id}' already exists")
+        task_id = spec.task_id or new_task_id(ledger, id_seed or title)
+        _check_dependencies(ledger, list(spec.depends_on), task_id)
+        task = Task(
+            id=task_id,
+            title=title.strip(),
+            description=description,
+            kind=spec.kind,
+            status="proposed" if spec.needs_plan else "ready",
+            risk=spec.risk,
+            priority=spec.priority,
+            scope=TaskScope(paths=scope) if scope else None,
+            depends_on=list(spec.depends_on),
+            source=source,
+            owner="openloop",
+            acceptance_criteria=list(spec.acceptance),
+            created_at=now,
+            updated_at=now,
+        )
+        task.history.append(StatusChange(at=now, from_=None, to=task.status, reason="created"))
+        ledger.tasks.append(task)
+    return task
+
+
+@dataclass
+class TaskChanges:
+    title: str | None = None
+    kind: str | None = None
+    risk: str | None = None
+    scope: tuple[str, ...] | None = None
+    priority: int | None = None
+    description: str | None = None
+    depends_on: tuple[str, ...] | None = None
+    status: str | None = None
+    reason: str | None = None
+
+
+def update_task(env: Environment, project: Project, task_id: str, changes: TaskChanges) -> Task:
+    check_task_id(task_id)
+    if changes.title is not None and not changes.title.strip():
+        raise InputError("--title: must not be empty")
+    scope = check_scope(list(changes.scope)) if changes.scope is not None else None
+    now = env.now_iso()
+    with edit_ledger(project.plane.ledger_file, now) as ledger:
+        task = ledger.get(task_id)
+        if task.status in RUNNING and changes.status is None:
+            raise StateError(f"task '{task_id}' is running; change it after the iteration ends")
+        if changes.depends_on is not None:
+            _check_dependencies(ledger, list(changes.depends_on), task_id)
+            task.depends_on = list(changes.depends_on)
+        for name in ("title", "kind", "risk", "priority", "description"):
+            value = getattr(changes, name)
+            if value is not None:
+                setattr(task, name, value.strip() if name == "title" else value)
+        if scope is not None:
+            task.scope = TaskScope(paths=scope) if scope else None
+        if changes.status is not None and changes.status != task.status:
+            transition(task, changes.status, changes.reason or "openloop task update", now)
+        task.updated_at = now
+    return task
+
+
+def cancel_task(env: Environment, project: Project, task_id: str, reason: str | None) -> Task:
+    check_task_id(task_id)
+    now = env.now_iso()
+    with edit_ledger(project.plane.ledger_file, now) as ledger:
+        task = ledger.get(task_id)
+        if task.status in RUNNING:
+            raise StateError(
+                f"task '{task_id}' is running; stop the iteration first "
+                f"('openloop service stop' or wait for it to finish)"
+            )
+        transition(task, "cancelled", reason or "cancelled by user", now)
+    return task
+
+
+def retry_task(env: Environment, project: Project, task_id: str, reason: str | None) -> Task:
+    check_task_id(task_id)
+    now = env.now_iso()
+    with edit_ledger(project.plane.ledger_file, now) as ledger:
+        task = ledger.get(task_id)
+        if task.status not in ("blocked", "failed"):
+            raise StateError(
+                f"task '{task_id}' is {task.status}; only blocked or failed tasks can be retried"
+            )
+        transition(task, "ready", reason or "retry requested by user", now)
+        task.attempts = 0
+        task.no_progress_streak = 0
+        task.last_failure_signature = None
+        task.last_diff_hash = None
+    return task
+
+
+def remove_task(env: Environment, project: Project, task_id: str) -> Task:
+    check_task_id(task_id)
+    with edit_ledger(project.plane.ledger_file, env.now_iso()) as ledger:
+        task = ledger.get(task_id)
+        if task.status in RUNNING:
+            raise StateError(f"task '{task_id}' is running; it cannot be removed now")
+        dependents = [t.id for t in ledger.tasks if task_id in t.depends_on]
+        if dependents:
+            raise StateError(f"task '{task_id}' is a dependency of: {', '.join(dependents)}")
+        ledger.tasks.remove(task)
+    return task
+
+
+def iteration_lock_target(env: Environment, alias: str):
+    return env.locks_dir / f"{alias}.iteration"
+
+
+def recover_tasks(env: Environment, project: Project) -> list[tuple[Task, str]]:
+    """Return tasks stuck running to the queue, but only when no iteration holds the project."""
+    with locked(
+        iteration_lock_target(env, project.alias),
+        timeout=0,
+        what=f"project '{project.alias}' (an iteration is running)",
+    ):
+        with edit_ledger(project.plane.ledger_file, env.now_iso()) as ledger:
+            return return_stuck_tasks(ledger, env.now_iso(), "recovered by 'openloop task recover'")

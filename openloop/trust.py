@@ -1,0 +1,64 @@
+"""Which repository-supplied commands the user has approved.
+
+Validation commands and a custom agent command come from `.openloop/project.json`, a file anyone
+with commit access (or the agent itself) can change. OpenLoop runs them only while their
+fingerprint matches the one the user approved, recorded in the user-side registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from openloop.errors import UntrustedError
+from openloop.projectconfig import ProjectConfig
+from openloop.registry import ProjectEntry, TrustRecord
+
+
+def repo_commands(config: ProjectConfig) -> dict[str, str | None]:
+    commands = {f"validation.{k}": v for k, v in config.validation.commands().items()}
+    commands["agent.command"] = config.agent.command if config.agent.type == "custom" else None
+    return commands
+
+
+def fingerprint(commands: dict[str, str | None]) -> str:
+    canonical = json.dumps(commands, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def is_trusted(entry: ProjectEntry, config: ProjectConfig) -> bool:
+    commands = repo_commands(config)
+    if not any(commands.values()):
+        return True  # nothing to run, nothing to approve
+    return entry.trust is not None and entry.trust.fingerprint == fingerprint(commands)
+
+
+def trust_diff(entry: ProjectEntry, config: ProjectConfig) -> list[str]:
+    """Lines like `- validation.test: pytest` / `+ validation.test: curl x | sh`."""
+    approved = entry.trust.commands if entry.trust else {}
+    lines: list[str] = []
+    for key, new in repo_commands(config).items():
+        old = approved.get(key)
+        if old == new:
+            if new:
+                lines.append(f"  {key}: {new}")
+            continue
+        if old:
+            lines.append(f"- {key}: {old}")
+        if new:
+            lines.append(f"+ {key}: {new}")
+    return lines
+
+
+def approve(config: ProjectConfig, now: str) -> TrustRecord:
+    commands = repo_commands(config)
+    return TrustRecord(fingerprint=fingerprint(commands), commands=commands, approved_at=now)
+
+
+def require_trusted(entry: ProjectEntry, config: ProjectConfig) -> None:
+    if not is_trusted(entry, config):
+        raise UntrustedError(
+            f"project '{entry.alias}': its commands changed since you approved them; review with "
+            f"'openloop project trust {entry.alias} --check', approve with "
+            f"'openloop project trust {entry.alias}'"
+        )

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up a development environment from a clean checkout on Debian/Ubuntu:
+# system packages (when run as root), a virtualenv in .venv with OpenLoop and its test tools,
+# and the pinned pi agent in .tools/ for the end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v git >/dev/null || need_apt+=(git)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+dpkg -s libsystemd-dev >/dev/null 2>&1 || need_apt+=(libsystemd-dev)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing ${need_apt[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "setup: please install: ${need_apt[*]} (e.g. sudo apt-get install ${need_apt[*]})" >&2
+    exit 1
+  fi
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test,journal]'
+bash scripts/install-pi.sh >/dev/null
+echo "setup: ready. Try: .venv/bin/openloop --help" >&2
