@@ -9,8 +9,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from openloop.env import Environment
-from openloop.errors import ConfigError, InputError
-from openloop.models_base import FileModel, validate
+from openloop.errors import InputError
+from openloop.models_base import FileModel, file_version, validate
 from openloop.storage import (
     atomic_write_text,
     dump_json,
@@ -76,11 +76,8 @@ def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_config(data: dict[str, Any], source: str) -> GlobalConfig:
-    version = data.get("version", 1)
-    if version == 1:
+    if file_version(data, CONFIG_VERSION, source) == 1:
         data = _migrate_v1(data)
-    elif isinstance(version, int) and version > CONFIG_VERSION:
-        raise ConfigError(f"{source}: version: {version} is newer than this OpenLoop understands")
     return validate(GlobalConfig, data, source)
 
 

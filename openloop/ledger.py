@@ -18,12 +18,12 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from openloop.errors import ConfigError, InputError, NotFoundError, StateError
-from openloop.models_base import FileModel, validate
+from openloop.models_base import FileModel, describe_validation_error, file_version, validate
 from openloop.storage import (
     atomic_write_text,
     dump_json,
@@ -33,6 +33,7 @@ from openloop.storage import (
 )
 
 LEDGER_VERSION = 2
+T = TypeVar("T", "Task", "TaskRow")
 
 Status = Literal[
     "proposed",
@@ -154,17 +155,41 @@ class TaskLedger(FileModel):
         return task
 
 
+class TaskRow(BaseModel):
+    """The listing view of a task, validated straight from the file's bytes.
+
+    `task list` on a large ledger must stay fast: this reads only the fields a listing shows
+    (still type-checked), skipping the full model of every task.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    # Named as in the file (no alias generator: measurably faster on 10,000 rows).
+    id: str
+    title: str
+    status: Status = "ready"
+    risk: Risk = "medium-risk"
+    kind: Kind = "feature"
+    priority: int = 0
+    attempts: int = Field(0, ge=0)
+    createdAt: str  # noqa: N815
+    updatedAt: str  # noqa: N815
+
+
+class _LedgerRows(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    version: int = 1
+    tasks: list[TaskRow] = Field(default_factory=list)
+
+
 # --- reading and writing ------------------------------------------------------------------------
 
 
 def parse_ledger(data: dict[str, Any], source: str) -> TaskLedger:
-    version = data.get("version", 1)
-    if version == 1:
+    if file_version(data, LEDGER_VERSION, source) == 1:
         # Version 1 (TypeScript OpenLoop) tasks carry a subset of our fields and the same status
         # names; the only change is the version number. Unknown keys ride along.
         data = {**data, "version": LEDGER_VERSION}
-    elif isinstance(version, int) and version > LEDGER_VERSION:
-        raise ConfigError(f"{source}: version: {version} is newer than this OpenLoop understands")
     ledger = validate(TaskLedger, data, source)
     seen: set[str] = set()
     for index, task in enumerate(ledger.tasks):
@@ -179,6 +204,22 @@ def load_ledger(path: Path) -> TaskLedger:
     if text is None:
         return TaskLedger()
     return parse_ledger(load_json_object(path, text), str(path))
+
+
+def load_rows(path: Path) -> list[TaskRow]:
+    """All tasks as listing rows; same errors as `load_ledger` for a broken file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    try:
+        rows = _LedgerRows.model_validate_json(raw)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            load_json_object(path, raw.decode("utf-8", "replace"))  # for the line number
+        raise ConfigError(describe_validation_error(path, exc)) from None
+    file_version({"version": rows.version}, LEDGER_VERSION, path)
+    return rows.tasks
 
 
 def save_ledger(path: Path, ledger: TaskLedger, now: str) -> None:
@@ -262,18 +303,22 @@ def new_task_id(ledger: TaskLedger, text: str) -> str:
 # --- selection ----------------------------------------------------------------------------------
 
 
-def filter_tasks(
-    ledger: TaskLedger, *, status: str | None = None, risk: str | None = None
-) -> list[Task]:
+def filter_tasks(tasks: list[T], *, status: str | None = None, risk: str | None = None) -> list[T]:
+    """Tasks (or rows) matching the filters, in run order: priority, then age."""
     tasks = [
         t
-        for t in ledger.tasks
+        for t in tasks
         if (status is None or t.status == status) and (risk is None or t.risk == risk)
     ]
-    return sorted(tasks, key=lambda t: (-t.priority, t.created_at, t.id))
+    return sorted(tasks, key=_run_order)
 
 
-def summary(tasks: list[Task]) -> dict[str, Any]:
+def _run_order(task: Task | TaskRow) -> tuple[int, str, str]:
+    created = task.createdAt if isinstance(task, TaskRow) else task.created_at
+    return (-task.priority, created, task.id)
+
+
+def summary(tasks: list[Task] | list[TaskRow]) -> dict[str, Any]:
     by_status = dict.fromkeys(STATUSES, 0)
     by_risk = dict.fromkeys(RISKS, 0)
     for t in tasks:

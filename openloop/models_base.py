@@ -46,3 +46,16 @@ def validate(model: type[M], data: Any, source: Path | str) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(source, exc)) from None
+
+
+def file_version(data: dict[str, Any], current: int, source: Path | str) -> int:
+    """The file's format version (absent means 1, the original tool's); refuse newer ones."""
+    version = data.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(f"{source}: version: expected a positive integer, got {version!r}")
+    if version > current:
+        raise ConfigError(
+            f"{source}: version: {version} is newer than this OpenLoop understands ({current}); "
+            "upgrade OpenLoop"
+        )
+    return version

@@ -7,8 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from openloop.errors import ConfigError
-from openloop.models_base import FileModel, validate
+from openloop.models_base import FileModel, file_version, validate
 from openloop.storage import (
     atomic_write_text,
     dump_json,
@@ -83,16 +82,13 @@ class ProjectConfig(FileModel):
 
 
 def parse_project_config(data: dict[str, Any], source: str) -> ProjectConfig:
-    version = data.get("version", 1)
-    if version == 1:
+    if file_version(data, PROJECT_VERSION, source) == 1:
         # v1 keys we do not model (pi.promptFiles, runtime.autoCommit, risk.*, project.repoRoot)
         # are kept verbatim as extra keys.
         data = {**data, "version": PROJECT_VERSION}
         project = data.get("project")
         if isinstance(project, dict) and "alias" in project and "name" not in project:
             data["project"] = {**project, "name": project["alias"]}
-    elif isinstance(version, int) and version > PROJECT_VERSION:
-        raise ConfigError(f"{source}: version: {version} is newer than this OpenLoop understands")
     return validate(ProjectConfig, data, source)
 
 

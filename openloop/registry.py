@@ -15,7 +15,7 @@ from pydantic import Field
 
 from openloop.env import Environment
 from openloop.errors import ConfigError, InputError, NotFoundError
-from openloop.models_base import FileModel, validate
+from openloop.models_base import FileModel, file_version, validate
 from openloop.storage import (
     atomic_write_text,
     dump_json,
@@ -86,11 +86,8 @@ def check_alias(alias: str) -> str:
 
 
 def parse_registry(data: dict[str, Any], source: str) -> Registry:
-    version = data.get("version", 1)
-    if version == 1:
+    if file_version(data, REGISTRY_VERSION, source) == 1:
         data = {**data, "version": REGISTRY_VERSION}
-    elif isinstance(version, int) and version > REGISTRY_VERSION:
-        raise ConfigError(f"{source}: version: {version} is newer than this OpenLoop understands")
     registry = validate(Registry, data, source)
     seen: set[str] = set()
     for index, entry in enumerate(registry.projects):

@@ -20,16 +20,21 @@ from openloop.errors import OpenLoopError
 class LazyGroup(click.Group):
     """Subcommand modules are imported only when used, to keep `openloop --help` fast."""
 
-    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy = lazy or {}
 
     def list_commands(self, ctx):
         return sorted({*super().list_commands(ctx), *self.lazy})
 
+    def format_commands(self, ctx, formatter):
+        rows = [(name, self.lazy[name][1]) for name in sorted(self.lazy)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def get_command(self, ctx, name):
         if name in self.lazy:
-            module_name, attr = self.lazy[name].rsplit(":", 1)
+            module_name, attr = self.lazy[name][0].rsplit(":", 1)
             module = __import__(module_name, fromlist=[attr])
             return getattr(module, attr)
         return super().get_command(ctx, name)
@@ -37,11 +42,21 @@ class LazyGroup(click.Group):
 
 @click.group(
     cls=LazyGroup,
+    # name -> (module:attribute, one-line help shown by `openloop --help` without importing it)
     lazy={
-        "project": "openloop.cli.project_cmds:project",
-        "task": "openloop.cli.task_cmds:task",
-        "enqueue": "openloop.cli.task_cmds:enqueue",
-        "config": "openloop.cli.config_cmds:config",
+        "project": (
+            "openloop.cli.project_cmds:project",
+            "Link git repositories and manage their control planes.",
+        ),
+        "task": ("openloop.cli.task_cmds:task", "Manage a project's task backlog."),
+        "enqueue": (
+            "openloop.cli.task_cmds:enqueue",
+            "Queue an issue as a task (same as 'task add --from-ref').",
+        ),
+        "config": (
+            "openloop.cli.config_cmds:config",
+            "Read and change global and per-project configuration.",
+        ),
     },
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="\b\nQuick start:\n"

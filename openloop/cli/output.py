@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +15,14 @@ def want_json(fmt: str | None, isatty: bool) -> bool:
 
 
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    """Pretty JSON; pydantic models inside `data` are dumped with their file (camelCase) keys.
+
+    pydantic-core's encoder is used because the stdlib's indenting encoder is pure Python and
+    dominates `task list --json` on large ledgers.
+    """
+    from pydantic_core import to_json
+
+    click.echo(to_json(data, indent=2, by_alias=True).decode())
 
 
 def print_table(

@@ -18,7 +18,7 @@ from openloop.cli.options import (
 )
 from openloop.cli.output import info, print_json, print_table, truncate, want_json
 from openloop.errors import InputError
-from openloop.ledger import filter_tasks, load_ledger, summary
+from openloop.ledger import filter_tasks, load_ledger, load_rows, summary
 
 
 @click.group(
@@ -169,29 +169,9 @@ def list_cmd(env, project, status, risk, fmt) -> None:
     """List tasks, highest priority first, then oldest."""
     proj = projects.resolve(env, project)
     projects.require_initialized(proj)
-    ledger = load_ledger(proj.plane.ledger_file)
-    rows = filter_tasks(ledger, status=status, risk=risk)
+    rows = filter_tasks(load_rows(proj.plane.ledger_file), status=status, risk=risk)
     if want_json(fmt, env.stdout_isatty):
-        print_json(
-            {
-                "summary": summary(rows),
-                "tasks": [
-                    {
-                        "id": t.id,
-                        "title": t.title,
-                        "status": t.status,
-                        "risk": t.risk,
-                        "kind": t.kind,
-                        "priority": t.priority,
-                        "attempts": t.attempts,
-                        "scopePaths": t.scope_paths(),
-                        "createdAt": t.created_at,
-                        "updatedAt": t.updated_at,
-                    }
-                    for t in rows
-                ],
-            }
-        )
+        print_json({"summary": summary(rows), "tasks": rows})
         return
     table = [
         {
