@@ -96,3 +96,89 @@ def is_ignored(repo: Path, paths: Sequence[str]) -> set[str]:
         return set()
     proc = git(repo, "check-ignore", "--stdin", input="\n".join(paths) + "\n", check=False)
     return set(proc.stdout.split("\n")) - {""}
+
+
+# --- worktrees and the task branch --------------------------------------------------------------
+
+
+def add_worktree(repo: Path, path: Path, branch: str, base: str) -> None:
+    """A fresh worktree at `path` on `branch`, reset to `base` (each attempt starts clean)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        remove_worktree(repo, path)
+    git(repo, "worktree", "prune")
+    git(repo, "worktree", "add", "--quiet", "-B", branch, str(path), base)
+
+
+def remove_worktree(repo: Path, path: Path) -> None:
+    """Remove a worktree even if the agent left it dirty; the branch stays."""
+    git(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+    git(repo, "worktree", "prune", check=False)
+
+
+def _identity_args(worktree: Path) -> list[str]:
+    has_email = git(worktree, "config", "user.email", check=False).stdout.strip()
+    if has_email:
+        return []
+    return ["-c", "user.name=OpenLoop", "-c", "user.email=openloop@localhost"]
+
+
+def commit_all(worktree: Path, message: str) -> bool:
+    """Stage everything the agent changed and commit it; False when there was nothing."""
+    git(worktree, "add", "--all")
+    if git(worktree, "diff", "--cached", "--quiet", check=False).returncode == 0:
+        return False
+    # --no-verify: validation is OpenLoop's job, and a hook must not block the record of work.
+    git(
+        worktree,
+        *_identity_args(worktree),
+        "-c",
+        "commit.gpgsign=false",
+        "commit",
+        "--quiet",
+        "--no-verify",
+        "-m",
+        message,
+    )
+    return True
+
+
+def name_status(repo: Path, base: str, head: str) -> list[tuple[str, str, str | None]]:
+    """(status letter, path, old path for renames/copies) for every change base..head."""
+    raw = git(repo, "diff", "--name-status", "-z", "-M", "--no-ext-diff", base, head).stdout
+    parts = raw.split("\0")
+    changes: list[tuple[str, str, str | None]] = []
+    i = 0
+    while i < len(parts) - 1:
+        status = parts[i]
+        letter = status[:1]
+        if letter in ("R", "C"):
+            changes.append((letter, parts[i + 2], parts[i + 1]))
+            i += 3
+        else:
+            changes.append((letter, parts[i + 1], None))
+            i += 2
+    return changes
+
+
+def lines_changed(repo: Path, base: str, head: str) -> int:
+    total = 0
+    for line in git(repo, "diff", "--numstat", "-M", base, head).stdout.splitlines():
+        added, deleted, _ = line.split("\t", 2)
+        total += (int(added) if added.isdigit() else 0) + (int(deleted) if deleted.isdigit() else 0)
+    return total
+
+
+def diff_hash(repo: Path, base: str, head: str) -> str:
+    import hashlib
+
+    patch = git(repo, "diff", "--binary", "--no-ext-diff", "-M", base, head).stdout
+    return hashlib.sha256(patch.encode()).hexdigest()
+
+
+def diffstat(repo: Path, base: str, head: str) -> str:
+    return git(repo, "diff", "--stat", "-M", base, head).stdout.rstrip()

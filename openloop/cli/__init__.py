@@ -17,6 +17,32 @@ from openloop.env import Environment
 from openloop.errors import OpenLoopError
 
 
+# name -> (module:attribute, one-line help shown by `openloop --help` without importing it)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "project": (
+        "openloop.cli.project_cmds:project",
+        "Link git repositories and manage their control planes.",
+    ),
+    "task": ("openloop.cli.task_cmds:task", "Manage a project's task backlog."),
+    "enqueue": (
+        "openloop.cli.task_cmds:enqueue",
+        "Queue an issue as a task (same as 'task add --from-ref').",
+    ),
+    "config": (
+        "openloop.cli.config_cmds:config",
+        "Read and change global and per-project configuration.",
+    ),
+    "run-once": (
+        "openloop.cli.run_cmds:run_once_cmd",
+        "Run one iteration for a project (what the systemd service runs).",
+    ),
+    "run": (
+        "openloop.cli.run_cmds:run_cmd",
+        "Run the agent on a one-off prompt, isolated and accounted like an iteration.",
+    ),
+}
+
+
 class LazyGroup(click.Group):
     """Subcommand modules are imported only when used, to keep `openloop --help` fast."""
 
@@ -42,22 +68,7 @@ class LazyGroup(click.Group):
 
 @click.group(
     cls=LazyGroup,
-    # name -> (module:attribute, one-line help shown by `openloop --help` without importing it)
-    lazy={
-        "project": (
-            "openloop.cli.project_cmds:project",
-            "Link git repositories and manage their control planes.",
-        ),
-        "task": ("openloop.cli.task_cmds:task", "Manage a project's task backlog."),
-        "enqueue": (
-            "openloop.cli.task_cmds:enqueue",
-            "Queue an issue as a task (same as 'task add --from-ref').",
-        ),
-        "config": (
-            "openloop.cli.config_cmds:config",
-            "Read and change global and per-project configuration.",
-        ),
-    },
+    lazy=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="\b\nQuick start:\n"
     "  openloop project add web ~/src/web --init\n"

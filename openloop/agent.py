@@ -1,0 +1,546 @@
+"""Run one coding agent (pi, or another CLI) on one task, unattended, and judge how it ended.
+
+pi is the agent we know best: its `--mode json` event stream gives cost, tool calls and the
+reason each model turn stopped. pi exits 0 even when the run failed and never gives up on a
+stalled model stream, so the outcome comes from the events and the clocks are ours. Other agents
+are plain commands: exit code and output lines only.
+
+Every agent runs in its own session; stopping it kills that process group and any process that
+still carries this run's marker variable, because pi starts each bash command in a new session
+of its own, out of reach of a process-group kill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from openloop.errors import InputError
+
+OUTCOMES = ("completed", "agent-error", "stalled", "timed-out", "budget-stopped")
+AGENT_TYPES = ("pi", "claude", "codex", "aider", "custom")
+TRANSCRIPT, STDERR, PROMPT, SYSTEM = "transcript.jsonl", "agent.stderr", "prompt.md", "system.md"
+MARKER_VAR = "OPENLOOP_AGENT_RUN"
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+EXIT_DRAIN = 2.0  # seconds a leftover process may hold stdout open after the agent exited
+TOKEN_KEYS = ("input", "output", "cacheRead", "cacheWrite", "total")
+PI_MISSING = "'pi' not found: install it or set OPENLOOP_PI_BIN"
+
+
+@dataclass(frozen=True)
+class AgentRequest:
+    cwd: Path
+    prompt: str
+    system_append: str
+    model: str | None
+    provider: str | None
+    run_dir: Path
+    run_timeout: float
+    inactivity_timeout: float
+    budget_left_usd: float | None
+    env: Mapping[str, str]
+    command: str | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    event_type: str
+    tool_calls: int
+    cost_usd: float
+    elapsed: float
+    last_tool: str | None
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    outcome: str
+    stop_reason: str | None
+    error: str | None
+    exit_code: int | None
+    cost_usd: float
+    tokens: dict[str, int]
+    tool_calls: int
+    tool_errors: int
+    duration: float
+    final_text: str | None
+
+
+OnEvent = Callable[[Progress], None]
+
+
+class AgentAdapter(Protocol):
+    name: str
+    reports_cost: bool
+    reports_progress: bool
+
+    def run(self, request: AgentRequest, on_event: OnEvent | None = None) -> AgentResult: ...
+
+
+def make_adapter(agent_type: str, *, pi_binary: str | None = None) -> AgentAdapter:
+    if agent_type == "pi":
+        return PiAdapter(pi_binary)
+    if agent_type in AGENT_TYPES:
+        return CommandAdapter(agent_type)
+    raise InputError(f"unknown agent type {agent_type!r}: expected one of {', '.join(AGENT_TYPES)}")
+
+
+def find_pi_binary(env: Mapping[str, str]) -> str | None:
+    # The agent's own PATH, not ours: it is the environment pi will run in.
+    return env.get("OPENLOOP_PI_BIN") or shutil.which("pi", path=env.get("PATH", ""))
+
+
+# --- pi ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PiAdapter:
+    binary: str | None = None
+    name: str = "pi"
+    reports_cost: bool = True
+    reports_progress: bool = True
+
+    def run(self, request: AgentRequest, on_event: OnEvent | None = None) -> AgentResult:
+        prompt, system = _write_inputs(request, request.prompt)
+        binary = self.binary or find_pi_binary(request.env)
+        if not binary:
+            return _failed(PI_MISSING)
+        argv = [binary, "--mode", "json", "-p"]
+        if request.provider:
+            argv += ["--provider", request.provider]
+        if request.model:
+            argv += ["--model", request.model]
+        for source in _append_sources(request, system):
+            argv += ["--append-system-prompt", str(source)]
+        tally = _PiTally()
+        budget = request.budget_left_usd
+
+        def on_line(raw: bytes, elapsed: float) -> str | None:
+            event = _parse_event(raw)
+            if event is None:
+                return None  # kept in the transcript, otherwise not ours to interpret
+            _tally(tally, event)
+            if on_event is not None:
+                progress = Progress(
+                    str(event.get("type")), tally.tool_calls, tally.cost, elapsed, tally.last_tool
+                )
+                on_event(progress)
+            if budget is not None and tally.cost > budget:
+                return f"spent ${tally.cost:.4f}, exceeded budget left ${budget:.4f}"
+            return None
+
+        # pi reads a non-TTY stdin to its end and takes it verbatim as the prompt: the prompt
+        # stays out of argv (ps, ARG_MAX) and, unlike `@file`, is not wrapped in <file> tags.
+        try:
+            ended = _supervise(argv, request, prompt, request.env, on_line)
+        except OSError as err:
+            missing = isinstance(err, FileNotFoundError) and err.filename == binary
+            return _failed(PI_MISSING if missing else f"cannot start pi: {err}")
+        last = tally.last_assistant or {}
+        outcome, error = ended.forced, ended.error
+        if outcome is None:
+            outcome, error = _judge_pi(tally, ended.exit_code, _stderr_tail(request))
+        return _result(
+            outcome,
+            error,
+            ended,
+            stop_reason=last.get("stopReason"),
+            cost_usd=tally.cost,
+            tokens=dict(tally.tokens),
+            tool_calls=tally.tool_calls,
+            tool_errors=tally.tool_errors,
+            final_text=_message_text(last),
+        )
+
+
+@dataclass
+class _PiTally:
+    """Running totals of one pi event stream (mutable: it changes with every event)."""
+
+    tool_calls: int = 0
+    tool_errors: int = 0
+    cost: float = 0.0
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_KEYS, 0))
+    last_tool: str | None = None
+    last_assistant: dict[str, Any] | None = None
+    retry_failure: str | None = None
+
+
+def _tally(tally: _PiTally, event: dict[str, Any]) -> None:
+    kind = event.get("type")
+    message = event.get("message")
+    if kind == "tool_execution_start":
+        tally.tool_calls += 1
+        tally.last_tool = event.get("toolName")
+    elif kind == "tool_execution_end" and event.get("isError"):
+        tally.tool_errors += 1
+    elif kind == "message_end" and isinstance(message, dict) and message.get("role") == "assistant":
+        tally.last_assistant = message
+        usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
+        cost = usage.get("cost") if isinstance(usage.get("cost"), dict) else {}
+        tally.cost += _number(cost.get("total"))
+        for key, source in zip(TOKEN_KEYS, TOKEN_KEYS[:4] + ("totalTokens",), strict=True):
+            tally.tokens[key] += int(_number(usage.get(source)))
+        if message.get("stopReason") != "error":
+            tally.retry_failure = None  # a retry succeeded after all
+    elif kind == "auto_retry_end" and event.get("success") is False:
+        tally.retry_failure = str(event.get("finalError") or "retries exhausted")
+
+
+def _judge_pi(tally: _PiTally, exit_code: int | None, stderr: str) -> tuple[str, str | None]:
+    last = tally.last_assistant
+    if last is None:
+        detail = f": {stderr}" if stderr else ""
+        return "agent-error", f"agent produced no answer (exit code {exit_code}){detail}"
+    reason = last.get("stopReason")
+    if tally.retry_failure is not None:
+        return "agent-error", f"model failed after retries: {tally.retry_failure}"
+    if reason == "stop":
+        return "completed", None
+    if reason in ("error", "aborted"):
+        return "agent-error", str(last.get("errorMessage") or f"model turn {reason}")
+    # "length" means the answer was cut off mid-sentence or mid-tool-call: not a finished task.
+    if reason == "length":
+        return "agent-error", "output truncated: the model hit its output token limit"
+    return "agent-error", f"agent ended after a {reason!r} turn (exit code {exit_code})"
+
+
+def _append_sources(request: AgentRequest, system: Path | None) -> list[Path]:
+    """pi drops its discovered APPEND_SYSTEM.md once --append-system-prompt is given, so pass
+    that file on explicitly: ours adds to the project's rules instead of replacing them."""
+    if system is None:
+        return []
+    agent_dir = request.env.get("PI_CODING_AGENT_DIR") or str(
+        Path(request.env.get("HOME", "~")) / ".pi" / "agent"
+    )
+    for candidate in (request.cwd / ".pi", Path(agent_dir).expanduser()):
+        if (candidate / "APPEND_SYSTEM.md").is_file():
+            return [(candidate / "APPEND_SYSTEM.md").resolve(), system]
+    return [system]
+
+
+# --- other agents -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommandAdapter:
+    """claude, codex, aider or a custom command: exit code 0 is success, output is progress."""
+
+    name: str
+    reports_cost: bool = False
+    reports_progress: bool = False
+
+    def run(self, request: AgentRequest, on_event: OnEvent | None = None) -> AgentResult:
+        # codex and aider have no system-prompt option: the rules go first in the prompt.
+        folded = self.name in ("codex", "aider") and request.system_append.strip()
+        text = f"{request.system_append}\n\n---\n\n{request.prompt}" if folded else request.prompt
+        prompt, system = _write_inputs(request, text)
+        argv, stdin, env = self._command(request, prompt, system)
+        if not argv:
+            return _failed("the custom agent needs a command")
+        tail: list[str] = []
+
+        def on_line(raw: bytes, elapsed: float) -> None:
+            tail.append(raw.decode("utf-8", "replace"))
+            del tail[:-200]
+            if on_event is not None:
+                on_event(Progress("output", 0, 0.0, elapsed, None))
+
+        try:
+            ended = _supervise(argv, request, stdin, env, on_line, frame=True)
+        except OSError as err:
+            if isinstance(err, FileNotFoundError) and err.filename == argv[0]:
+                return _failed(f"{argv[0]!r} not found: install it or put it on PATH")
+            return _failed(f"cannot start {argv[0]!r}: {err}")
+        outcome, error = ended.forced, ended.error
+        if outcome is None and ended.exit_code == 0:
+            outcome = "completed"
+        elif outcome is None:
+            outcome, error = "agent-error", _exit_error(ended.exit_code, _stderr_tail(request))
+        return _result(outcome, error, ended, final_text="".join(tail).strip()[-4000:] or None)
+
+    def _command(
+        self, request: AgentRequest, prompt: Path, system: Path | None
+    ) -> tuple[list[str], Path, dict[str, str]]:
+        model = ["--model", request.model] if request.model else []
+        env = dict(request.env)
+        if self.name == "claude":
+            rules = ["--append-system-prompt", request.system_append] if system else []
+            return ["claude", "-p", "--output-format", "text", *model, *rules], prompt, env
+        if self.name == "codex":
+            return ["codex", "exec", *model, "-"], prompt, env
+        if self.name == "aider":
+            argv = ["aider", "--yes", "--no-auto-commits", *model, "--message-file", str(prompt)]
+            return argv, Path(os.devnull), env
+        env["OPENLOOP_PROMPT_FILE"] = str(prompt)
+        if system is not None:
+            env["OPENLOOP_SYSTEM_FILE"] = str(system)
+        if request.model:
+            env["OPENLOOP_MODEL"] = request.model
+        if request.provider:
+            env["OPENLOOP_PROVIDER"] = request.provider
+        return shlex.split(request.command or ""), prompt, env
+
+
+def _exit_error(code: int | None, stderr: str) -> str:
+    if code is not None and code < 0:
+        message = f"killed by signal {signal.Signals(-code).name}"
+    else:
+        message = f"exited with code {code}"
+    return f"{message}: {stderr}" if stderr else message
+
+
+# --- running and stopping the process ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ended:
+    forced: str | None  # "stalled", "timed-out" or "budget-stopped" when we stopped the agent
+    error: str | None
+    exit_code: int | None
+    duration: float
+
+
+LineHandler = Callable[[bytes, float], str | None]
+
+
+def _supervise(
+    argv: list[str],
+    request: AgentRequest,
+    stdin: Path,
+    env: Mapping[str, str],
+    on_line: LineHandler,
+    frame: bool = False,
+) -> _Ended:
+    """Runs argv to its end or until a limit hits, recording stdout line by line as it comes.
+
+    on_line sees each line (with the seconds elapsed) and returns a reason to stop, or None.
+    An exception from on_line stops the agent and then propagates. With frame, plain output
+    lines are recorded as {"type": "output"} events, so every transcript.jsonl is JSON lines."""
+    marker = uuid.uuid4().hex
+    run_dir = request.run_dir
+    start = time.monotonic()
+    with (
+        open(stdin, "rb") as stdin_file,
+        open(run_dir / STDERR, "wb") as stderr_file,
+        open(run_dir / TRANSCRIPT, "wb") as transcript,
+    ):
+        proc = subprocess.Popen(
+            argv,
+            cwd=request.cwd,
+            env={**env, MARKER_VAR: marker},
+            stdin=stdin_file,
+            stdout=subprocess.PIPE,
+            stderr=stderr_file,
+            start_new_session=True,
+        )
+        lines: queue.Queue[bytes | None] = queue.Queue()
+        assert proc.stdout is not None
+        reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
+        reader.start()
+
+        def record(line: bytes) -> str | None:
+            if frame:
+                text = line.decode("utf-8", "replace").rstrip("\n")
+                transcript.write(json.dumps({"type": "output", "text": text}).encode() + b"\n")
+            else:
+                transcript.write(line if line.endswith(b"\n") else line + b"\n")
+            transcript.flush()
+            return on_line(line, time.monotonic() - start)
+
+        try:
+            forced, error = _watch(proc, lines, request, start, record)
+        finally:
+            _stop(proc, marker)
+            reader.join(timeout=KILL_GRACE)
+            if not reader.is_alive():  # closing under a blocked read would block us too
+                proc.stdout.close()
+        # Lines that were already on their way when the agent stopped still belong to the run.
+        while not lines.empty() and (line := lines.get()) is not None:
+            record(line)
+    return _Ended(forced, error, proc.returncode, time.monotonic() - start)
+
+
+def _watch(
+    proc: subprocess.Popen[bytes],
+    lines: queue.Queue[bytes | None],
+    request: AgentRequest,
+    start: float,
+    record: Callable[[bytes], str | None],
+) -> tuple[str | None, str | None]:
+    last_line = start
+    exited_at: float | None = None
+    eof = False
+    while True:
+        now = time.monotonic()
+        if now - start >= request.run_timeout:
+            return "timed-out", f"still running after {request.run_timeout:g}s"
+        if now - last_line >= request.inactivity_timeout:
+            return "stalled", f"no event for {request.inactivity_timeout:g}s"
+        deadline = min(start + request.run_timeout, last_line + request.inactivity_timeout)
+        wait = min(deadline - now, 0.25)
+        if eof:  # stdout closed: the agent is exiting, or closed it and carries on regardless
+            try:
+                proc.wait(timeout=wait)
+                return None, None
+            except subprocess.TimeoutExpired:
+                continue
+        try:
+            line = lines.get(timeout=wait)
+        except queue.Empty:
+            if proc.poll() is not None:
+                exited_at = exited_at or now
+                # A descendant may keep stdout open after the agent itself is gone.
+                if now - exited_at >= EXIT_DRAIN:
+                    return None, None
+            continue
+        if line is None:
+            eof = True
+            continue
+        last_line = time.monotonic()
+        if (reason := record(line)) is not None:
+            return "budget-stopped", reason
+
+
+def _pump(stream: IO[bytes], lines: queue.Queue[bytes | None]) -> None:
+    try:
+        for line in iter(stream.readline, b""):
+            lines.put(line)
+    except (OSError, ValueError):
+        pass  # the pipe was closed under us while stopping
+    finally:
+        lines.put(None)
+
+
+def _stop(proc: subprocess.Popen[bytes], marker: str) -> None:
+    """SIGTERM to everything the run started (pi then kills its own bash commands), SIGKILL to
+    whatever is left after KILL_GRACE. Also sweeps up leftovers after a normal exit."""
+    deadline = time.monotonic() + KILL_GRACE
+    survivors = _members(proc.pid, marker)
+    if survivors:
+        _signal(proc.pid, survivors, signal.SIGTERM)
+    while survivors and time.monotonic() < deadline:
+        time.sleep(0.05)
+        proc.poll()  # reap the leader, or its zombie would count as alive
+        survivors = _members(proc.pid, marker)
+    for _ in range(3):  # again, in case something forked while we were killing
+        if not survivors:
+            break
+        _signal(proc.pid, survivors, signal.SIGKILL)
+        time.sleep(0.05)
+        survivors = _members(proc.pid, marker)
+    proc.wait()
+
+
+def _members(pgid: int, marker: str) -> set[int]:
+    """Live processes in the agent's process group or carrying the run's marker variable."""
+    needle = f"{MARKER_VAR}={marker}".encode()
+    try:
+        names = os.listdir("/proc")
+    except OSError:  # no /proc (not Linux): the process group is all we can reach
+        try:
+            os.killpg(pgid, 0)
+            return {pgid}
+        except OSError:
+            return set()
+    found = set()
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            # The command name in parentheses may itself contain spaces or parentheses.
+            stat = Path("/proc", name, "stat").read_bytes()
+            state, _ppid, pgrp = stat.rsplit(b")", 1)[1].split()[:3]
+            if state == b"Z":
+                continue  # already dead; an orphan's zombie may never be reaped in a container
+            environ = Path("/proc", name, "environ").read_bytes().split(b"\0")
+            if int(pgrp) == pgid or needle in environ:
+                found.add(int(name))
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or another user's process
+    return found
+
+
+def _signal(pgid: int, pids: set[int], sig: signal.Signals) -> None:
+    for send, target in [(os.killpg, pgid)] + [(os.kill, pid) for pid in pids]:
+        try:
+            send(target, sig)
+        except OSError:
+            pass  # already gone
+
+
+# --- small helpers ----------------------------------------------------------------------------
+
+
+def _write_inputs(request: AgentRequest, prompt_text: str) -> tuple[Path, Path | None]:
+    """prompt.md (what the agent gets as its task) and system.md (the rules, if any)."""
+    run_dir = request.run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prompt = run_dir / PROMPT
+    prompt.write_text(prompt_text)
+    if not request.system_append.strip():
+        return prompt, None
+    system = run_dir / SYSTEM
+    system.write_text(request.system_append)
+    return prompt, system
+
+
+def _failed(error: str) -> AgentResult:
+    return _result("agent-error", error, None)
+
+
+def _result(outcome: str, error: str | None, ended: _Ended | None, **fields: Any) -> AgentResult:
+    blank = {"stop_reason": None, "cost_usd": 0.0, "tokens": dict.fromkeys(TOKEN_KEYS, 0)}
+    blank |= {"tool_calls": 0, "tool_errors": 0, "final_text": None}
+    return AgentResult(
+        outcome=outcome,
+        error=error,
+        exit_code=ended.exit_code if ended else None,
+        duration=ended.duration if ended else 0.0,
+        **(blank | fields),
+    )
+
+
+def _parse_event(raw: bytes) -> dict[str, Any] | None:
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and "type" in event else None
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _message_text(message: Mapping[str, Any]) -> str | None:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content or None
+    parts = [
+        part.get("text", "")
+        for part in content or []
+        if isinstance(part, dict) and part.get("type") == "text"
+    ]
+    return "".join(parts) or None
+
+
+def _stderr_tail(request: AgentRequest, limit: int = 800) -> str:
+    try:
+        with open(request.run_dir / STDERR, "rb") as file:
+            file.seek(max(0, file.seek(0, os.SEEK_END) - limit))
+            text = file.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-5:] if line.strip())

@@ -1,0 +1,79 @@
+"""`openloop run-once` and `openloop run`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from openloop import scheduler
+from openloop.cli.options import examples, project_option
+from openloop.cli.output import print_json
+from openloop.progress import LineReporter, LiveReporter
+
+
+def _reporter(quiet: bool):
+    if quiet:
+        return None
+    return LiveReporter() if sys.stderr.isatty() else LineReporter()
+
+
+@click.command(
+    "run-once",
+    epilog=examples(
+        "openloop run-once -p web",
+        "openloop run-once -p web --dry-run",
+        "openloop run-once -p web --model claude-sonnet-4-5 --json",
+    ),
+)
+@project_option
+@click.option("--model", help="Model for this run (wins over project and global config).")
+@click.option("--provider", help="Provider for this run.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print what the next iteration would do (mode, role, task, prompt); "
+    "run and write nothing.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.pass_obj
+def run_once_cmd(env, project, model, provider, dry_run, as_json, quiet) -> int:
+    """Run one iteration for a project and exit.
+
+    \b
+    Picks the next eligible task, runs the agent in a fresh git worktree on branch
+    openloop/<task-id>, commits the result there, validates it (lint, typecheck, test), and
+    hands it over (review branch) or sends it back for another attempt.
+    \b
+    Exit status: 0 completed, planned, idle or skipped; 10 validation failed; 11 agent error;
+    12 stalled; 13 timed out; 14 budget stopped; 15 no progress; 16 blocked by policy;
+    1 OpenLoop itself failed (e.g. another iteration of the project is running).
+    """
+    if dry_run:
+        print_json(scheduler.dry_run(env, project, model=model))
+        return 0
+    result = scheduler.run_once(
+        env, project, model=model, provider=provider, reporter=_reporter(quiet)
+    )
+    if as_json:
+        print_json(
+            result.record
+            or {
+                "outcome": result.outcome.value,
+                "reason": result.reason,
+                "project": result.project,
+                "taskId": result.task_id,
+            }
+        )
+    else:
+        task = f" task {result.task_id}" if result.task_id else ""
+        click.echo(f"{result.project}{task}: {result.outcome.value}: {result.reason}")
+        if result.record:
+            r = result.record
+            click.echo(
+                f"  run {r['runId']}  cost ${r['costUsd']:.4f}  tools {r['toolCalls']}  "
+                f"files {len(r['changedFiles'])}  branch {r['branch']}  "
+                f"task now {r['taskStatus']}"
+            )
+    return result.exit_code

@@ -1,0 +1,75 @@
+"""Run records: `.openloop/runs/<run-id>.json` (summary) and `.openloop/runs/<run-id>/` (transcript,
+validation logs, prompt). A record is written when a run starts (outcome "running") and
+rewritten when it ends, so a run killed from outside is visible and the next iteration can close
+it as interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from openloop.storage import atomic_write_text, dump_json, read_text_or_none
+
+RUNNING = "running"
+
+
+def new_run_id(now: datetime, task_id: str | None) -> str:
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{task_id or 'adhoc'}-{secrets.token_hex(2)}"
+
+
+def record_path(runs_dir: Path, run_id: str) -> Path:
+    return runs_dir / f"{run_id}.json"
+
+
+def write_record(runs_dir: Path, record: dict[str, Any]) -> Path:
+    path = record_path(runs_dir, record["runId"])
+    atomic_write_text(path, dump_json({"version": 1, **record}))
+    return path
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    text = read_text_or_none(path)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def unfinished(runs_dir: Path) -> list[dict[str, Any]]:
+    """Records still marked running (their iteration died), oldest first."""
+    found = []
+    if not runs_dir.is_dir():
+        return found
+    for path in sorted(runs_dir.glob("*.json")):
+        data = read_record(path)
+        if data and data.get("outcome") == RUNNING:
+            found.append(data)
+    return found
+
+
+def list_records(runs_dir: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    if not runs_dir.is_dir():
+        return []
+    paths = sorted(runs_dir.glob("*.json"), reverse=True)
+    records = [r for r in (read_record(p) for p in paths[:limit] if p.is_file()) if r]
+    return records
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,141 @@
+"""Run the project's lint, typecheck and test commands in a worktree.
+
+Commands are shell lines the user approved (see trust.py), so they run under /bin/sh. Each has
+its own timeout and runs in its own process group, killed whole when it overruns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ORDER = ("lint", "typecheck", "test")
+TAIL_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    command: str | None
+    status: str  # "passed", "failed", "timed-out", "not-configured"
+    exit_code: int | None = None
+    duration: float = 0.0
+    log: str | None = None  # path of the full output
+    tail: str = ""  # the end of the output, for the next prompt
+
+    def to_data(self) -> dict:
+        data = asdict(self)
+        data["exitCode"] = data.pop("exit_code")
+        return data
+
+
+def run_check(
+    name: str, command: str, cwd: Path, log_path: Path, timeout: float, env: Mapping[str, str]
+) -> CheckResult:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,
+        )
+        try:
+            code = proc.wait(timeout=timeout)
+            status = "passed" if code == 0 else "failed"
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            code, status = None, "timed-out"
+    output = log_path.read_bytes()[-TAIL_CHARS:].decode("utf-8", "replace")
+    if status == "timed-out":
+        output += f"\n[openloop: '{name}' killed after {timeout:.0f}s]"
+    return CheckResult(
+        name, command, status, code, round(time.monotonic() - start, 3), str(log_path), output
+    )
+
+
+def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM the whole process group, then SIGKILL whatever is left after `grace`."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            # The leader is gone; make sure no member of its group survives it.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_all(
+    commands: Mapping[str, str | None],
+    cwd: Path,
+    run_dir: Path,
+    timeout: float,
+    env: Mapping[str, str],
+    on_start=None,
+) -> list[CheckResult]:
+    """Every configured check, in ORDER. All run (not stop-at-first) so the next attempt sees
+    every failure at once."""
+    results = []
+    for name in ORDER:
+        command = commands.get(name)
+        if not command:
+            results.append(CheckResult(name, None, "not-configured"))
+            continue
+        if on_start:
+            on_start(name)
+        results.append(run_check(name, command, cwd, run_dir / f"{name}.log", timeout, env))
+    return results
+
+
+def all_passed(results: list[CheckResult]) -> bool | None:
+    """True if every configured check passed, False if one did not, None if none is configured."""
+    configured = [r for r in results if r.status != "not-configured"]
+    if not configured:
+        return None
+    return all(r.status == "passed" for r in configured)
+
+
+_VOLATILE = re.compile(r"\d+(\.\d+)?(ms|s)?|0x[0-9a-f]+|/tmp/\S+", re.IGNORECASE)
+
+
+def failure_signature(results: list[CheckResult]) -> str | None:
+    """A stable fingerprint of what failed: same checks failing with the same output (timings,
+    addresses and temp paths masked) give the same signature across attempts."""
+    failed = [r for r in results if r.status in ("failed", "timed-out")]
+    if not failed:
+        return None
+    digest = hashlib.sha256()
+    for r in failed:
+        digest.update(f"{r.name}:{r.status}\n".encode())
+        digest.update(_VOLATILE.sub("#", r.tail).encode())
+    names = "+".join(r.name for r in failed)
+    return f"validation-{names}:{digest.hexdigest()[:12]}"
+
+
+def failure_summary(results: list[CheckResult], limit: int = 6000) -> str:
+    """The failing checks' output tails, for the next attempt's prompt."""
+    parts = []
+    for r in results:
+        if r.status in ("failed", "timed-out"):
+            parts.append(f"$ {r.command}  (exit {r.exit_code}, {r.status})\n{r.tail.strip()}")
+    text = "\n\n".join(parts)
+    return text[-limit:]
