@@ -1,13 +1,11 @@
 """Run one coding agent (pi, or another CLI) on one task, unattended, and judge how it ended.
 
-pi is the agent we know best: its `--mode json` event stream gives cost, tool calls and the
-reason each model turn stopped. pi exits 0 even when the run failed and never gives up on a
-stalled model stream, so the outcome comes from the events and the clocks are ours. Other agents
-are plain commands: exit code and output lines only.
+pi exits 0 even when the run failed and never gives up on a stalled model stream, so its outcome
+comes from its `--mode json` events and the clocks are ours. Other agents are plain commands:
+exit code and output lines only.
 
-Every agent runs in its own session; stopping it kills that process group and any process that
-still carries this run's marker variable, because pi starts each bash command in a new session
-of its own, out of reach of a process-group kill.
+Stopping an agent kills its process group and every process still carrying this run's marker
+variable: pi starts each bash command in a session of its own, out of reach of a group kill.
 """
 
 from __future__ import annotations
@@ -41,22 +39,22 @@ PI_MISSING = "'pi' not found: install it or set OPENLOOP_PI_BIN"
 
 @dataclass(frozen=True)
 class AgentRequest:
-    cwd: Path
-    prompt: str
-    system_append: str
+    cwd: Path  # the task's worktree
+    prompt: str  # reaches the agent through a file or stdin, never argv
+    system_append: str  # runtime rules added to the agent's system prompt
     model: str | None
     provider: str | None
-    run_dir: Path
-    run_timeout: float
-    inactivity_timeout: float
-    budget_left_usd: float | None
-    env: Mapping[str, str]
-    command: str | None = None
+    run_dir: Path  # receives prompt.md, system.md, transcript.jsonl, agent.stderr
+    run_timeout: float  # wall-clock seconds
+    inactivity_timeout: float  # seconds without an output line
+    budget_left_usd: float | None  # pi only: stop once the run's cost exceeds this
+    env: Mapping[str, str]  # the agent's whole environment
+    command: str | None = None  # the custom adapter's command line (shlex syntax)
 
 
 @dataclass(frozen=True)
 class Progress:
-    event_type: str
+    event_type: str  # pi's event type; "output" for other agents
     tool_calls: int
     cost_usd: float
     elapsed: float
@@ -65,16 +63,16 @@ class Progress:
 
 @dataclass(frozen=True)
 class AgentResult:
-    outcome: str
-    stop_reason: str | None
-    error: str | None
-    exit_code: int | None
+    outcome: str  # one of OUTCOMES
+    stop_reason: str | None  # the last assistant message's stopReason (pi only)
+    error: str | None  # why the outcome is not "completed"
+    exit_code: int | None  # negative: killed by that signal
     cost_usd: float
-    tokens: dict[str, int]
+    tokens: dict[str, int]  # TOKEN_KEYS
     tool_calls: int
     tool_errors: int
     duration: float
-    final_text: str | None
+    final_text: str | None  # pi: the last assistant text; others: the output's tail
 
 
 OnEvent = Callable[[Progress], None]
@@ -97,7 +95,7 @@ def make_adapter(agent_type: str, *, pi_binary: str | None = None) -> AgentAdapt
 
 
 def find_pi_binary(env: Mapping[str, str]) -> str | None:
-    # The agent's own PATH, not ours: it is the environment pi will run in.
+    # The agent's PATH, not ours: it is the environment pi will run in.
     return env.get("OPENLOOP_PI_BIN") or shutil.which("pi", path=env.get("PATH", ""))
 
 
@@ -106,7 +104,7 @@ def find_pi_binary(env: Mapping[str, str]) -> str | None:
 
 @dataclass(frozen=True)
 class PiAdapter:
-    binary: str | None = None
+    binary: str | None = None  # None: find_pi_binary(request.env) at run time
     name: str = "pi"
     reports_cost: bool = True
     reports_progress: bool = True
@@ -115,16 +113,13 @@ class PiAdapter:
         prompt, system = _write_inputs(request, request.prompt)
         binary = self.binary or find_pi_binary(request.env)
         if not binary:
-            return _failed(PI_MISSING)
+            return _result("agent-error", PI_MISSING)
         argv = [binary, "--mode", "json", "-p"]
-        if request.provider:
-            argv += ["--provider", request.provider]
-        if request.model:
-            argv += ["--model", request.model]
+        argv += ["--provider", request.provider] if request.provider else []
+        argv += ["--model", request.model] if request.model else []
         for source in _append_sources(request, system):
             argv += ["--append-system-prompt", str(source)]
-        tally = _PiTally()
-        budget = request.budget_left_usd
+        tally, budget = _PiTally(), request.budget_left_usd
 
         def on_line(raw: bytes, elapsed: float) -> str | None:
             event = _parse_event(raw)
@@ -132,21 +127,19 @@ class PiAdapter:
                 return None  # kept in the transcript, otherwise not ours to interpret
             _tally(tally, event)
             if on_event is not None:
-                progress = Progress(
-                    str(event.get("type")), tally.tool_calls, tally.cost, elapsed, tally.last_tool
-                )
-                on_event(progress)
+                kind = str(event["type"])
+                on_event(Progress(kind, tally.tool_calls, tally.cost, elapsed, tally.last_tool))
             if budget is not None and tally.cost > budget:
                 return f"spent ${tally.cost:.4f}, exceeded budget left ${budget:.4f}"
             return None
 
-        # pi reads a non-TTY stdin to its end and takes it verbatim as the prompt: the prompt
-        # stays out of argv (ps, ARG_MAX) and, unlike `@file`, is not wrapped in <file> tags.
+        # pi reads a non-TTY stdin to its end and takes it verbatim as the prompt: out of argv
+        # (ps, ARG_MAX) and, unlike `@file`, not wrapped in <file name=...> tags.
         try:
             ended = _supervise(argv, request, prompt, request.env, on_line)
         except OSError as err:
             missing = isinstance(err, FileNotFoundError) and err.filename == binary
-            return _failed(PI_MISSING if missing else f"cannot start pi: {err}")
+            return _result("agent-error", PI_MISSING if missing else f"cannot start pi: {err}")
         last = tally.last_assistant or {}
         outcome, error = ended.forced, ended.error
         if outcome is None:
@@ -178,8 +171,7 @@ class _PiTally:
 
 
 def _tally(tally: _PiTally, event: dict[str, Any]) -> None:
-    kind = event.get("type")
-    message = event.get("message")
+    kind, message = event["type"], event.get("message")
     if kind == "tool_execution_start":
         tally.tool_calls += 1
         tally.last_tool = event.get("toolName")
@@ -210,23 +202,22 @@ def _judge_pi(tally: _PiTally, exit_code: int | None, stderr: str) -> tuple[str,
         return "completed", None
     if reason in ("error", "aborted"):
         return "agent-error", str(last.get("errorMessage") or f"model turn {reason}")
-    # "length" means the answer was cut off mid-sentence or mid-tool-call: not a finished task.
+    # "length": the answer was cut off, maybe mid-tool-call; not a task the agent finished.
     if reason == "length":
         return "agent-error", "output truncated: the model hit its output token limit"
     return "agent-error", f"agent ended after a {reason!r} turn (exit code {exit_code})"
 
 
 def _append_sources(request: AgentRequest, system: Path | None) -> list[Path]:
-    """pi drops its discovered APPEND_SYSTEM.md once --append-system-prompt is given, so pass
-    that file on explicitly: ours adds to the project's rules instead of replacing them."""
+    """pi ignores its usual APPEND_SYSTEM.md once --append-system-prompt is given, so pass that
+    file on too: our rules then add to the project's instead of replacing them."""
     if system is None:
         return []
-    agent_dir = request.env.get("PI_CODING_AGENT_DIR") or str(
-        Path(request.env.get("HOME", "~")) / ".pi" / "agent"
-    )
-    for candidate in (request.cwd / ".pi", Path(agent_dir).expanduser()):
-        if (candidate / "APPEND_SYSTEM.md").is_file():
-            return [(candidate / "APPEND_SYSTEM.md").resolve(), system]
+    home_dir = Path(request.env.get("HOME", "~")) / ".pi" / "agent"
+    agent_dir = Path(request.env.get("PI_CODING_AGENT_DIR") or home_dir).expanduser()
+    for found in (request.cwd / ".pi" / "APPEND_SYSTEM.md", agent_dir / "APPEND_SYSTEM.md"):
+        if found.is_file():
+            return [found.resolve(), system]
     return [system]
 
 
@@ -248,7 +239,7 @@ class CommandAdapter:
         prompt, system = _write_inputs(request, text)
         argv, stdin, env = self._command(request, prompt, system)
         if not argv:
-            return _failed("the custom agent needs a command")
+            return _result("agent-error", "the custom agent needs a command")
         tail: list[str] = []
 
         def on_line(raw: bytes, elapsed: float) -> None:
@@ -261,18 +252,24 @@ class CommandAdapter:
             ended = _supervise(argv, request, stdin, env, on_line, frame=True)
         except OSError as err:
             if isinstance(err, FileNotFoundError) and err.filename == argv[0]:
-                return _failed(f"{argv[0]!r} not found: install it or put it on PATH")
-            return _failed(f"cannot start {argv[0]!r}: {err}")
+                return _result(
+                    "agent-error", f"{argv[0]!r} not found: install it or put it on PATH"
+                )
+            return _result("agent-error", f"cannot start {argv[0]!r}: {err}")
         outcome, error = ended.forced, ended.error
         if outcome is None and ended.exit_code == 0:
             outcome = "completed"
         elif outcome is None:
-            outcome, error = "agent-error", _exit_error(ended.exit_code, _stderr_tail(request))
+            code = ended.exit_code or 0
+            how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            stderr = _stderr_tail(request)
+            outcome, error = "agent-error", f"{how}: {stderr}" if stderr else how
         return _result(outcome, error, ended, final_text="".join(tail).strip()[-4000:] or None)
 
     def _command(
         self, request: AgentRequest, prompt: Path, system: Path | None
     ) -> tuple[list[str], Path, dict[str, str]]:
+        """(argv, stdin, env); none of these agents reports cost or tool calls."""
         model = ["--model", request.model] if request.model else []
         env = dict(request.env)
         if self.name == "claude":
@@ -284,21 +281,14 @@ class CommandAdapter:
             argv = ["aider", "--yes", "--no-auto-commits", *model, "--message-file", str(prompt)]
             return argv, Path(os.devnull), env
         env["OPENLOOP_PROMPT_FILE"] = str(prompt)
-        if system is not None:
-            env["OPENLOOP_SYSTEM_FILE"] = str(system)
-        if request.model:
-            env["OPENLOOP_MODEL"] = request.model
-        if request.provider:
-            env["OPENLOOP_PROVIDER"] = request.provider
+        for var, value in (
+            ("OPENLOOP_SYSTEM_FILE", system),
+            ("OPENLOOP_MODEL", request.model),
+            ("OPENLOOP_PROVIDER", request.provider),
+        ):
+            if value:
+                env[var] = str(value)
         return shlex.split(request.command or ""), prompt, env
-
-
-def _exit_error(code: int | None, stderr: str) -> str:
-    if code is not None and code < 0:
-        message = f"killed by signal {signal.Signals(-code).name}"
-    else:
-        message = f"exited with code {code}"
-    return f"{message}: {stderr}" if stderr else message
 
 
 # --- running and stopping the process ---------------------------------------------------------
@@ -312,29 +302,24 @@ class _Ended:
     duration: float
 
 
-LineHandler = Callable[[bytes, float], str | None]
-
-
 def _supervise(
     argv: list[str],
     request: AgentRequest,
     stdin: Path,
     env: Mapping[str, str],
-    on_line: LineHandler,
+    on_line: Callable[[bytes, float], str | None],
     frame: bool = False,
 ) -> _Ended:
     """Runs argv to its end or until a limit hits, recording stdout line by line as it comes.
 
-    on_line sees each line (with the seconds elapsed) and returns a reason to stop, or None.
-    An exception from on_line stops the agent and then propagates. With frame, plain output
-    lines are recorded as {"type": "output"} events, so every transcript.jsonl is JSON lines."""
-    marker = uuid.uuid4().hex
-    run_dir = request.run_dir
-    start = time.monotonic()
+    on_line sees each line (and the seconds elapsed) and returns a reason to stop, or None; an
+    exception from it stops the agent and propagates. With frame, plain output lines are
+    recorded as {"type": "output"} events, so every transcript.jsonl is JSON lines."""
+    marker, start = uuid.uuid4().hex, time.monotonic()
     with (
         open(stdin, "rb") as stdin_file,
-        open(run_dir / STDERR, "wb") as stderr_file,
-        open(run_dir / TRANSCRIPT, "wb") as transcript,
+        open(request.run_dir / STDERR, "wb") as stderr_file,
+        open(request.run_dir / TRANSCRIPT, "wb") as transcript,
     ):
         proc = subprocess.Popen(
             argv,
@@ -345,17 +330,17 @@ def _supervise(
             stderr=stderr_file,
             start_new_session=True,
         )
-        lines: queue.Queue[bytes | None] = queue.Queue()
         assert proc.stdout is not None
+        lines: queue.Queue[bytes | None] = queue.Queue()
         reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
         reader.start()
 
         def record(line: bytes) -> str | None:
+            kept = line
             if frame:
                 text = line.decode("utf-8", "replace").rstrip("\n")
-                transcript.write(json.dumps({"type": "output", "text": text}).encode() + b"\n")
-            else:
-                transcript.write(line if line.endswith(b"\n") else line + b"\n")
+                kept = json.dumps({"type": "output", "text": text}).encode()
+            transcript.write(kept if kept.endswith(b"\n") else kept + b"\n")
             transcript.flush()
             return on_line(line, time.monotonic() - start)
 
@@ -366,7 +351,7 @@ def _supervise(
             reader.join(timeout=KILL_GRACE)
             if not reader.is_alive():  # closing under a blocked read would block us too
                 proc.stdout.close()
-        # Lines that were already on their way when the agent stopped still belong to the run.
+        # Lines already on their way when the agent stopped still belong to the run.
         while not lines.empty() and (line := lines.get()) is not None:
             record(line)
     return _Ended(forced, error, proc.returncode, time.monotonic() - start)
@@ -379,9 +364,7 @@ def _watch(
     start: float,
     record: Callable[[bytes], str | None],
 ) -> tuple[str | None, str | None]:
-    last_line = start
-    exited_at: float | None = None
-    eof = False
+    last_line, exited_at, eof = start, None, False
     while True:
         now = time.monotonic()
         if now - start >= request.run_timeout:
@@ -390,7 +373,7 @@ def _watch(
             return "stalled", f"no event for {request.inactivity_timeout:g}s"
         deadline = min(start + request.run_timeout, last_line + request.inactivity_timeout)
         wait = min(deadline - now, 0.25)
-        if eof:  # stdout closed: the agent is exiting, or closed it and carries on regardless
+        if eof:  # stdout closed: the agent is exiting, or carries on without it
             try:
                 proc.wait(timeout=wait)
                 return None, None
@@ -399,9 +382,9 @@ def _watch(
         try:
             line = lines.get(timeout=wait)
         except queue.Empty:
+            # A descendant may hold stdout open after the agent itself is gone.
             if proc.poll() is not None:
                 exited_at = exited_at or now
-                # A descendant may keep stdout open after the agent itself is gone.
                 if now - exited_at >= EXIT_DRAIN:
                     return None, None
             continue
@@ -425,7 +408,7 @@ def _pump(stream: IO[bytes], lines: queue.Queue[bytes | None]) -> None:
 
 def _stop(proc: subprocess.Popen[bytes], marker: str) -> None:
     """SIGTERM to everything the run started (pi then kills its own bash commands), SIGKILL to
-    whatever is left after KILL_GRACE. Also sweeps up leftovers after a normal exit."""
+    what is left after KILL_GRACE. After a normal exit this sweeps up leftovers."""
     deadline = time.monotonic() + KILL_GRACE
     survivors = _members(proc.pid, marker)
     if survivors:
@@ -444,32 +427,25 @@ def _stop(proc: subprocess.Popen[bytes], marker: str) -> None:
 
 
 def _members(pgid: int, marker: str) -> set[int]:
-    """Live processes in the agent's process group or carrying the run's marker variable."""
-    needle = f"{MARKER_VAR}={marker}".encode()
-    try:
-        names = os.listdir("/proc")
-    except OSError:  # no /proc (not Linux): the process group is all we can reach
-        try:
-            os.killpg(pgid, 0)
-            return {pgid}
-        except OSError:
-            return set()
-    found = set()
-    for name in names:
+    """Live processes in the agent's process group or carrying the run's marker (Linux /proc)."""
+    needle, found = f"{MARKER_VAR}={marker}".encode(), set()
+    for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             # The command name in parentheses may itself contain spaces or parentheses.
-            stat = Path("/proc", name, "stat").read_bytes()
-            state, _ppid, pgrp = stat.rsplit(b")", 1)[1].split()[:3]
-            if state == b"Z":
-                continue  # already dead; an orphan's zombie may never be reaped in a container
-            environ = Path("/proc", name, "environ").read_bytes().split(b"\0")
-            if int(pgrp) == pgid or needle in environ:
+            stat = Path("/proc", name, "stat").read_bytes().rsplit(b")")[-1].split()
+            if stat[0] == b"Z":
+                continue  # dead; an orphan's zombie may never be reaped in a container
+            if int(stat[2]) == pgid or needle in _environ(name):
                 found.add(int(name))
         except (OSError, ValueError):
-            continue  # gone meanwhile, or another user's process
+            continue  # gone meanwhile, or another user's
     return found
+
+
+def _environ(pid: str) -> list[bytes]:
+    return Path("/proc", pid, "environ").read_bytes().split(b"\0")
 
 
 def _signal(pgid: int, pids: set[int], sig: signal.Signals) -> None:
@@ -487,28 +463,21 @@ def _write_inputs(request: AgentRequest, prompt_text: str) -> tuple[Path, Path |
     """prompt.md (what the agent gets as its task) and system.md (the rules, if any)."""
     run_dir = request.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    prompt = run_dir / PROMPT
-    prompt.write_text(prompt_text)
+    (run_dir / PROMPT).write_text(prompt_text)
     if not request.system_append.strip():
-        return prompt, None
-    system = run_dir / SYSTEM
-    system.write_text(request.system_append)
-    return prompt, system
+        return run_dir / PROMPT, None
+    (run_dir / SYSTEM).write_text(request.system_append)
+    return run_dir / PROMPT, run_dir / SYSTEM
 
 
-def _failed(error: str) -> AgentResult:
-    return _result("agent-error", error, None)
-
-
-def _result(outcome: str, error: str | None, ended: _Ended | None, **fields: Any) -> AgentResult:
+def _result(
+    outcome: str, error: str | None, ended: _Ended | None = None, **fields: Any
+) -> AgentResult:
     blank = {"stop_reason": None, "cost_usd": 0.0, "tokens": dict.fromkeys(TOKEN_KEYS, 0)}
     blank |= {"tool_calls": 0, "tool_errors": 0, "final_text": None}
+    exit_code, duration = (ended.exit_code, ended.duration) if ended else (None, 0.0)
     return AgentResult(
-        outcome=outcome,
-        error=error,
-        exit_code=ended.exit_code if ended else None,
-        duration=ended.duration if ended else 0.0,
-        **(blank | fields),
+        outcome=outcome, error=error, exit_code=exit_code, duration=duration, **(blank | fields)
     )
 
 
@@ -525,22 +494,17 @@ def _number(value: object) -> float:
 
 
 def _message_text(message: Mapping[str, Any]) -> str | None:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content or None
-    parts = [
-        part.get("text", "")
-        for part in content or []
-        if isinstance(part, dict) and part.get("type") == "text"
-    ]
-    return "".join(parts) or None
+    parts = message.get("content") or []
+    texts = [p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text"]
+    return "".join(texts) or None
 
 
 def _stderr_tail(request: AgentRequest, limit: int = 800) -> str:
+    """The last few stderr lines, joined into one line for an error message."""
     try:
         with open(request.run_dir / STDERR, "rb") as file:
             file.seek(max(0, file.seek(0, os.SEEK_END) - limit))
             text = file.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text.strip().splitlines()[-5:] if line.strip())
+    return " | ".join(line.strip() for line in text.splitlines()[-5:] if line.strip())

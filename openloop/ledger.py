@@ -342,3 +342,12 @@ def return_stuck_tasks(ledger: TaskLedger, now: str, reason: str) -> list[tuple[
             transition(task, status_before_run(task), reason, now)
             moved.append((task, was))
     return moved
+
+
+def block_if_exhausted(task: Task, max_attempts: int, now: str, reason: str = "") -> bool:
+    """Block a task that used up its attempts; True if it did."""
+    if task.attempts < max_attempts:
+        return False
+    detail = f" (last: {reason})" if reason else ""
+    transition(task, "blocked", f"reached the maximum of {max_attempts} attempts{detail}", now)
+    return True

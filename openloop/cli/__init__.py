@@ -16,7 +16,6 @@ from openloop import __version__
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
 
-
 # name -> (module:attribute, one-line help shown by `openloop --help` without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
     "project": (

@@ -1,0 +1,343 @@
+"""Running one attempt at a task: worktree, prompt, agent, collect, validate, judge, record.
+
+Each step is a small function over the Iteration; scheduler.py decides whether and what to run
+and calls `execute`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from openloop import agent as agents
+from openloop import budget, gitops, prompts, runs, validation
+from openloop.env import iso
+from openloop.iteration import Iteration, IterationResult, Stop
+from openloop.ledger import Task, block_if_exhausted, edit_ledger, transition
+from openloop.outcomes import Outcome
+from openloop.policy import Change, assess, summary_for_prompt
+from openloop.projects import Project
+
+FAILURE_TEXT_LIMIT = 6000
+
+
+def execute(it: Iteration) -> IterationResult:
+    start(it)
+    outcome, reason = Outcome.AGENT_ERROR, "iteration ended unexpectedly"
+    try:
+        prepare_worktree(it)
+        it.prompt = build_prompt(it)
+        run_agent(it)
+        collect(it)
+        outcome, reason = judge(it)
+    except Stop as stop:
+        outcome, reason = stop.outcome, stop.reason
+    finally:
+        if it.worktree is not None:
+            gitops.remove_worktree(it.project.repo, it.worktree)
+    record = finish(it, outcome, reason)
+    it.reporter.finished(outcome.value, reason, task=it.task.id)
+    return IterationResult(outcome, reason, it.project.alias, it.task.id, it.run_id, record)
+
+
+def start(it: Iteration) -> None:
+    env, plane, sel = it.env, it.project.plane, it.selection
+    assert sel is not None
+    now = env.now()
+    it.started = iso(now)
+    it.run_id = runs.new_run_id(now, sel.task.id)
+    it.run_dir = plane.runs_dir / it.run_id
+    it.run_dir.mkdir(parents=True, exist_ok=True)
+    with edit_ledger(plane.ledger_file, it.started) as ledger:
+        task = ledger.get(sel.task.id)
+        transition(task, "in_progress", f"run {it.run_id} ({sel.mode}, {sel.role})", it.started)
+        task.owner = "openloop"
+        it.attempt = task.attempts + 1
+        sel.task = task.model_copy(deep=True)
+    runs.write_record(plane.runs_dir, _record(it, runs.RUNNING, "started"))
+    it.reporter.phase("started", task=sel.task.id, role=sel.role, attempt=it.attempt)
+
+
+def prepare_worktree(it: Iteration) -> None:
+    repo = it.project.repo
+    it.base_branch = gitops.default_branch(repo, it.pconf.runtime.default_branch)
+    it.base_commit = gitops.rev_parse(repo, f"refs/heads/{it.base_branch}")
+    it.branch = f"{it.pconf.runtime.branch_prefix}{it.task.id}"
+    it.worktree = it.env.worktrees_dir / it.project.alias / it.task.id
+    it.reporter.phase("worktree", task=it.task.id)
+    gitops.add_worktree(repo, it.worktree, it.branch, it.base_commit)
+
+
+def build_prompt(it: Iteration) -> str:
+    sel = it.selection
+    assert sel is not None
+    spec_text = _read_spec(it.project, sel.task) if sel.mode == "implement" else None
+    return prompts.build_prompt(
+        role=sel.role,
+        repo=it.project.repo,
+        task=sel.task,
+        attempt=sel.task.attempts + 1,
+        validation=it.pconf.validation.commands(),
+        policy_summary=summary_for_prompt(it.policy),
+        spec_text=spec_text,
+        previous_failure=sel.task.last_failure,
+    )
+
+
+def _read_spec(project: Project, task: Task) -> str | None:
+    """The task's spec, only from the user's control plane (never a path outside specs/)."""
+    if not task.spec_id:
+        return None
+    specs = project.plane.specs_dir.resolve()
+    path = (project.repo / task.spec_id).resolve()
+    if not path.is_relative_to(specs) or not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8", errors="replace")[:50_000]
+
+
+def agent_env(it: Iteration) -> dict[str, str]:
+    env = dict(it.env.environ)
+    env["OPENLOOP_RUN_ID"] = it.run_id or ""
+    env["OPENLOOP_PROJECT"] = it.project.alias
+    env["OPENLOOP_TASK_ID"] = it.task.id
+    return env
+
+
+def run_agent(it: Iteration) -> None:
+    assert it.worktree is not None and it.run_dir is not None and it.prompt is not None
+    adapter = it.adapter_factory(it.pconf.agent.type)
+    left = budget.left_today(it.env, it.gconf.budgets.daily_cost_usd)
+    request = agents.AgentRequest(
+        cwd=it.worktree,
+        prompt=it.prompt,
+        system_append=prompts.runtime_rules(),
+        model=it.model.model,
+        provider=it.model.provider,
+        run_dir=it.run_dir,
+        run_timeout=float(it.limit("run_timeout_seconds")),
+        inactivity_timeout=float(it.limit("inactivity_timeout_seconds")),
+        budget_left_usd=left if adapter.reports_cost else None,
+        env=agent_env(it),
+        command=it.pconf.agent.command,
+    )
+    it.reporter.phase("agent", task=it.task.id, role=it.selection.role, attempt=it.attempt)
+    it.agent_result = adapter.run(
+        request, lambda p: it.reporter.agent_event(p.tool_calls, p.cost_usd, p.last_tool)
+    )
+
+
+def collect(it: Iteration) -> None:
+    """Commit whatever the agent left in the worktree on the task branch and measure it."""
+    assert it.worktree is not None and it.base_commit is not None
+    it.reporter.phase("collect", task=it.task.id)
+    message = (
+        f"openloop: {it.task.title}\n\nTask: {it.task.id}\nRun: {it.run_id}\nAttempt: {it.attempt}"
+    )
+    gitops.commit_all(it.worktree, message)
+    it.head_commit = gitops.rev_parse(it.worktree, "HEAD")
+    raw = gitops.name_status(it.worktree, it.base_commit, it.head_commit)
+    it.changes = [Change(status, path, old) for status, path, old in raw]
+    it.lines_changed = gitops.lines_changed(it.worktree, it.base_commit, it.head_commit)
+    it.diff_hash = gitops.diff_hash(it.worktree, it.base_commit, it.head_commit) if raw else None
+
+
+# --- judging the attempt ------------------------------------------------------------------------
+
+
+def judge(it: Iteration) -> tuple[Outcome, str]:
+    result = it.agent_result
+    assert result is not None
+    if result.outcome != "completed":
+        return Outcome(result.outcome), result.error or result.outcome
+    if it.selection.mode == "plan":
+        return _judge_plan(it)
+    if not it.changes:
+        return Outcome.NO_PROGRESS, "the agent finished without changing anything"
+    if it.diff_hash and it.diff_hash == it.task.last_diff_hash:
+        return Outcome.NO_PROGRESS, "the change is identical to the previous attempt's"
+    _set_status(it, "validating", f"run {it.run_id}: agent finished, validating")
+    commands = it.pconf.validation.commands()
+    it.checks = validation.run_all(
+        commands,
+        it.worktree,
+        it.run_dir,
+        float(it.limit("validation_timeout_seconds")),
+        _validation_env(it),
+        on_start=lambda name: it.reporter.phase("validate", check=name),
+    )
+    if validation.all_passed(it.checks) is False:
+        names = ", ".join(c.name for c in it.checks if c.status in ("failed", "timed-out"))
+        return Outcome.VALIDATION_FAILED, f"validation failed: {names}"
+    verdict = assess(
+        it.changes,
+        it.policy,
+        declared_risk=it.task.risk,
+        declared_scope=it.task.scope_paths() or None,
+        lines_changed=it.lines_changed,
+        validations_passed=validation.all_passed(it.checks),
+    )
+    it.decision = {
+        "risk": verdict.risk,
+        "autoMergeAllowed": verdict.auto_merge,
+        "blocked": verdict.blocked,
+        "reasons": list(verdict.reasons),
+    }
+    if verdict.blocked:
+        return Outcome.BLOCKED_BY_POLICY, "; ".join(verdict.reasons)
+    return Outcome.COMPLETED, "validated; " + (
+        "auto-merge allowed by policy" if verdict.auto_merge else "kept for review"
+    )
+
+
+def _validation_env(it: Iteration) -> dict[str, str]:
+    env = agent_env(it)
+    env.pop("OPENLOOP_RUN_ID", None)  # validation children are not the agent's to sweep
+    return env
+
+
+def _judge_plan(it: Iteration) -> tuple[Outcome, str]:
+    assert it.worktree is not None
+    written = it.worktree / ".openloop" / "specs" / f"{it.task.id}.md"
+    if not written.is_file() or not written.read_text(encoding="utf-8", errors="replace").strip():
+        return Outcome.NO_PROGRESS, f"the planner wrote no spec at .openloop/specs/{it.task.id}.md"
+    target = it.project.plane.specs_dir / f"{it.task.id}.md"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(written, target)
+    return Outcome.PLANNED, f"spec written to .openloop/specs/{it.task.id}.md"
+
+
+# --- recording ----------------------------------------------------------------------------------
+
+
+def finish(it: Iteration, outcome: Outcome, reason: str) -> dict[str, Any]:
+    """Apply the outcome to the task, charge the budget, write the run summary."""
+    cost = it.agent_result.cost_usd if it.agent_result else 0.0
+    if cost:
+        budget.record_spend(it.env, it.project.alias, cost)
+    outcome, reason = _apply_outcome(it, outcome, reason)
+    record = _record(it, outcome.value, reason)
+    runs.write_record(it.project.plane.runs_dir, record)
+    return record
+
+
+def _apply_outcome(it: Iteration, outcome: Outcome, reason: str) -> tuple[Outcome, str]:
+    """Move the task according to the outcome. A repeated failure that exhausts the
+    no-progress limit turns the outcome into no-progress, so record and ledger agree."""
+    now = it.env.now_iso()
+    limit = it.limit("no_progress_repeat_limit")
+    max_attempts = it.limit("max_attempts_per_task")
+    signature = validation.failure_signature(it.checks) if it.checks else None
+    with edit_ledger(it.project.plane.ledger_file, now) as ledger:
+        task = ledger.get(it.task.id)
+        task.last_run = {
+            "runId": it.run_id,
+            "outcome": outcome.value,
+            "reason": reason,
+            "completedAt": now,
+            "branch": it.branch,
+            "headCommit": it.head_commit,
+        }
+        if outcome == Outcome.COMPLETED:
+            task.no_progress_streak = 0
+            task.last_failure = task.last_failure_signature = None
+            task.branch = it.branch
+            _hand_over(it, task, now)
+        elif outcome == Outcome.PLANNED:
+            task.spec_id = f".openloop/specs/{task.id}.md"
+            task.no_progress_streak = 0
+            transition(task, "ready", reason, now)
+        elif outcome == Outcome.BLOCKED_BY_POLICY:
+            task.branch = it.branch
+            task.last_failure = reason
+            transition(task, "blocked", reason, now)
+        else:
+            no_progress = outcome == Outcome.NO_PROGRESS or (
+                signature is not None and signature == task.last_failure_signature
+            )
+            task.no_progress_streak = task.no_progress_streak + 1 if no_progress else 0
+            if outcome != Outcome.BUDGET_STOPPED:  # the budget ran out, not the task's fault
+                task.attempts += 1
+            task.last_failure_signature = signature or outcome.value
+            task.last_failure = _failure_text(it, outcome, reason)
+            if it.diff_hash:
+                task.last_diff_hash = it.diff_hash
+            if task.no_progress_streak >= limit:
+                outcome = Outcome.NO_PROGRESS
+                reason = f"no progress in {task.no_progress_streak} attempts in a row: {reason}"
+                transition(task, "blocked", reason, now)
+            elif not block_if_exhausted(task, max_attempts, now, reason):
+                transition(
+                    task,
+                    _requeue_status(it),
+                    f"attempt {it.attempt} {outcome.value}: {reason}",
+                    now,
+                )
+        it.task_status = task.status
+    return outcome, reason
+
+
+def _requeue_status(it: Iteration) -> str:
+    return "proposed" if it.selection.mode == "plan" else "ready"
+
+
+def _failure_text(it: Iteration, outcome: Outcome, reason: str) -> str:
+    if outcome == Outcome.VALIDATION_FAILED:
+        return validation.failure_summary(it.checks, FAILURE_TEXT_LIMIT)
+    text = f"{outcome.value}: {reason}"
+    if it.agent_result and it.agent_result.final_text:
+        text += f"\nThe agent's last message:\n{it.agent_result.final_text[-2000:]}"
+    return text
+
+
+def _hand_over(it: Iteration, task: Task, now: str) -> None:
+    from openloop import promotion
+
+    decision = promotion.hand_over(it, task, now)
+    it.decision = {**(it.decision or {}), **decision}
+
+
+def _set_status(it: Iteration, status: str, reason: str) -> None:
+    with edit_ledger(it.project.plane.ledger_file, it.env.now_iso()) as ledger:
+        transition(ledger.get(it.task.id), status, reason, it.env.now_iso())
+
+
+def _record(it: Iteration, outcome: str, reason: str) -> dict[str, Any]:
+    result = it.agent_result
+    sel = it.selection
+    return {
+        "runId": it.run_id,
+        "project": it.project.alias,
+        "taskId": sel.task.id if sel else None,
+        "title": sel.task.title if sel else None,
+        "mode": sel.mode if sel else None,
+        "role": sel.role if sel else None,
+        "attempt": it.attempt,
+        "model": it.model.model,
+        "provider": it.model.provider,
+        "agent": it.pconf.agent.type,
+        "pid": os.getpid(),
+        "startedAt": it.started,
+        "endedAt": None if outcome == runs.RUNNING else it.env.now_iso(),
+        "durationSeconds": round(result.duration, 3) if result else None,
+        "costUsd": result.cost_usd if result else 0.0,
+        "tokens": result.tokens if result else {},
+        "toolCalls": result.tool_calls if result else 0,
+        "toolErrors": result.tool_errors if result else 0,
+        "stopReason": result.stop_reason if result else None,
+        "baseBranch": it.base_branch,
+        "baseCommit": it.base_commit,
+        "branch": it.branch,
+        "headCommit": it.head_commit,
+        "changedFiles": [
+            {"status": c.status, "path": c.path, "oldPath": c.old_path} for c in it.changes
+        ],
+        "linesChanged": it.lines_changed,
+        "diffHash": it.diff_hash,
+        "validation": [c.to_data() for c in it.checks],
+        "decision": it.decision,
+        "outcome": outcome,
+        "reason": reason,
+        "taskStatus": it.task_status,
+        "transcript": str(it.run_dir / agents.TRANSCRIPT) if it.run_dir else None,
+    }

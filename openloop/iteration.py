@@ -1,0 +1,91 @@
+"""The state one iteration carries from step to step, and how it ends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openloop import agent as agents
+from openloop import validation
+from openloop.config import GlobalConfig, ModelChoice
+from openloop.env import Environment
+from openloop.ledger import Task
+from openloop.outcomes import Outcome
+from openloop.policy import Change, Policy
+from openloop.progress import Reporter
+from openloop.projectconfig import ProjectConfig
+from openloop.projects import Project
+
+
+class Stop(Exception):
+    """Ends the iteration early with an outcome (not an error of OpenLoop's)."""
+
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+@dataclass
+class Selection:
+    task: Task
+    mode: str  # "implement" or "plan"
+    role: str
+    reason: str
+
+
+@dataclass
+class Iteration:
+    env: Environment
+    project: Project
+    gconf: GlobalConfig
+    pconf: ProjectConfig
+    policy: Policy
+    model: ModelChoice
+    reporter: Reporter
+    adapter_factory: Callable[[str], agents.AgentAdapter]
+    selection: Selection | None = None
+    run_id: str | None = None
+    run_dir: Path | None = None
+    started: str | None = None
+    attempt: int = 0
+    base_branch: str | None = None
+    base_commit: str | None = None
+    head_commit: str | None = None
+    branch: str | None = None
+    worktree: Path | None = None
+    prompt: str | None = None
+    agent_result: agents.AgentResult | None = None
+    changes: list[Change] = field(default_factory=list)
+    lines_changed: int = 0
+    diff_hash: str | None = None
+    checks: list[validation.CheckResult] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    decision: dict[str, Any] | None = None
+    task_status: str | None = None
+
+    @property
+    def task(self) -> Task:
+        assert self.selection is not None
+        return self.selection.task
+
+    def limit(self, name: str) -> int:
+        """A runtime limit: the project's own value, else the global one."""
+        own = getattr(self.pconf.runtime, name, None)
+        return own if own is not None else getattr(self.gconf.runtime, name)
+
+
+@dataclass(frozen=True)
+class IterationResult:
+    outcome: Outcome
+    reason: str
+    project: str
+    task_id: str | None = None
+    run_id: str | None = None
+    record: dict[str, Any] | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return self.outcome.exit_code
