@@ -13,7 +13,7 @@ from typing import Any
 from openloop import agent as agents
 from openloop import budget, gitops, prompts, runs, validation
 from openloop.env import iso
-from openloop.iteration import Iteration, IterationResult, Stop
+from openloop.iteration import Iteration, IterationResult, Selection, Stop
 from openloop.ledger import Task, block_if_exhausted, edit_ledger, transition
 from openloop.outcomes import Outcome
 from openloop.policy import Change, assess, summary_for_prompt
@@ -33,12 +33,68 @@ def execute(it: Iteration) -> IterationResult:
         outcome, reason = judge(it)
     except Stop as stop:
         outcome, reason = stop.outcome, stop.reason
+    except Exception as exc:
+        # OpenLoop itself failed (git, disk, a bug): close the attempt properly, then let the
+        # error surface (exit 1; under systemd, OnFailure= fires).
+        finish(it, Outcome.INTERRUPTED, f"OpenLoop failed during the attempt: {exc}")
+        raise
     finally:
         if it.worktree is not None:
             gitops.remove_worktree(it.project.repo, it.worktree)
     record = finish(it, outcome, reason)
     it.reporter.finished(outcome.value, reason, task=it.task.id)
     return IterationResult(outcome, reason, it.project.alias, it.task.id, it.run_id, record)
+
+
+def execute_adhoc(it: Iteration, prompt_text: str, *, validate: bool = True) -> IterationResult:
+    """`openloop run`: a one-off prompt with an iteration's isolation (worktree, branch) and
+    accounting (budget, run record), but no ledger task."""
+    now = it.env.now()
+    task_id = f"adhoc-{now.strftime('%Y%m%d-%H%M%S')}"
+    title = (prompt_text.strip().splitlines() or ["ad-hoc prompt"])[0][:80]
+    task = Task(id=task_id, title=title, kind="chore", created_at=iso(now), updated_at=iso(now))
+    it.selection = Selection(task, "adhoc", "implementer", "ad-hoc prompt")
+    it.started, it.attempt = iso(now), 1
+    it.run_id = runs.new_run_id(now, task_id)
+    it.run_dir = it.project.plane.runs_dir / it.run_id
+    it.run_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_record(it.project.plane.runs_dir, _record(it, runs.RUNNING, "started"))
+    try:
+        prepare_worktree(it)
+        it.prompt = prompt_text
+        run_agent(it)
+        collect(it)
+        outcome, reason = _judge_adhoc(it, validate)
+    finally:
+        if it.worktree is not None:
+            gitops.remove_worktree(it.project.repo, it.worktree)
+    if it.agent_result and it.agent_result.cost_usd:
+        budget.record_spend(it.env, it.project.alias, it.agent_result.cost_usd)
+    record = _record(it, outcome.value, reason)
+    runs.write_record(it.project.plane.runs_dir, record)
+    it.reporter.finished(outcome.value, reason)
+    return IterationResult(outcome, reason, it.project.alias, None, it.run_id, record)
+
+
+def _judge_adhoc(it: Iteration, validate: bool) -> tuple[Outcome, str]:
+    result = it.agent_result
+    assert result is not None
+    if result.outcome != "completed":
+        return Outcome(result.outcome), result.error or result.outcome
+    if not it.changes:
+        return Outcome.COMPLETED, "the agent changed nothing"
+    if validate:
+        it.checks = validation.run_all(
+            it.pconf.validation.commands(),
+            it.worktree,
+            it.run_dir,
+            float(it.limit("validation_timeout_seconds")),
+            it.check_env(),
+            on_start=lambda name: it.reporter.phase("validate", check=name),
+        )
+        if validation.all_passed(it.checks) is False:
+            return Outcome.VALIDATION_FAILED, f"validation failed; changes on branch {it.branch}"
+    return Outcome.COMPLETED, f"changes committed on branch {it.branch}"
 
 
 def start(it: Iteration) -> None:
@@ -96,14 +152,6 @@ def _read_spec(project: Project, task: Task) -> str | None:
     return path.read_text(encoding="utf-8", errors="replace")[:50_000]
 
 
-def agent_env(it: Iteration) -> dict[str, str]:
-    env = dict(it.env.environ)
-    env["OPENLOOP_RUN_ID"] = it.run_id or ""
-    env["OPENLOOP_PROJECT"] = it.project.alias
-    env["OPENLOOP_TASK_ID"] = it.task.id
-    return env
-
-
 def run_agent(it: Iteration) -> None:
     assert it.worktree is not None and it.run_dir is not None and it.prompt is not None
     adapter = it.adapter_factory(it.pconf.agent.type)
@@ -118,7 +166,7 @@ def run_agent(it: Iteration) -> None:
         run_timeout=float(it.limit("run_timeout_seconds")),
         inactivity_timeout=float(it.limit("inactivity_timeout_seconds")),
         budget_left_usd=left if adapter.reports_cost else None,
-        env=agent_env(it),
+        env=it.agent_env(),
         command=it.pconf.agent.command,
     )
     it.reporter.phase("agent", task=it.task.id, role=it.selection.role, attempt=it.attempt)
@@ -163,7 +211,7 @@ def judge(it: Iteration) -> tuple[Outcome, str]:
         it.worktree,
         it.run_dir,
         float(it.limit("validation_timeout_seconds")),
-        _validation_env(it),
+        it.check_env(),
         on_start=lambda name: it.reporter.phase("validate", check=name),
     )
     if validation.all_passed(it.checks) is False:
@@ -188,12 +236,6 @@ def judge(it: Iteration) -> tuple[Outcome, str]:
     return Outcome.COMPLETED, "validated; " + (
         "auto-merge allowed by policy" if verdict.auto_merge else "kept for review"
     )
-
-
-def _validation_env(it: Iteration) -> dict[str, str]:
-    env = agent_env(it)
-    env.pop("OPENLOOP_RUN_ID", None)  # validation children are not the agent's to sweep
-    return env
 
 
 def _judge_plan(it: Iteration) -> tuple[Outcome, str]:

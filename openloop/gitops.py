@@ -182,3 +182,87 @@ def diff_hash(repo: Path, base: str, head: str) -> str:
 
 def diffstat(repo: Path, base: str, head: str) -> str:
     return git(repo, "diff", "--stat", "-M", base, head).stdout.rstrip()
+
+
+# --- advancing the default branch ---------------------------------------------------------------
+
+
+def checked_out_in(repo: Path, branch: str) -> Path | None:
+    """The worktree (main checkout or other) that has `branch` checked out, if any."""
+    current: Path | None = None
+    for line in git(repo, "worktree", "list", "--porcelain").stdout.splitlines():
+        if line.startswith("worktree "):
+            current = Path(line.removeprefix("worktree "))
+        elif line == f"branch refs/heads/{branch}" and current is not None:
+            return current
+    return None
+
+
+def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
+    proc = git(repo, "merge-base", "--is-ancestor", ancestor, descendant, check=False)
+    return proc.returncode == 0
+
+
+def advance_branch(repo: Path, branch: str, old: str, new: str) -> str | None:
+    """Move `branch` from `old` to `new` (a fast-forward) without ever mixing up a checkout.
+
+    Returns None on success, or why it could not be done now. Where the branch is checked out,
+    it moves exactly as `git merge --ff-only` there would (git refuses if local changes would
+    be overwritten, so HEAD, index and files never disagree); elsewhere the ref moves with a
+    compare-and-swap, so a concurrent push or commit is never overwritten.
+    """
+    if not is_ancestor(repo, old, new):
+        return f"{new[:12]} does not fast-forward {branch}"
+    checkout = checked_out_in(repo, branch)
+    if checkout is None:
+        proc = git(
+            repo,
+            "update-ref",
+            "-m",
+            "openloop: promote",
+            f"refs/heads/{branch}",
+            new,
+            old,
+            check=False,
+        )
+        return None if proc.returncode == 0 else f"{branch} moved meanwhile"
+    head = git(checkout, "rev-parse", "HEAD", check=False).stdout.strip()
+    if head != old:
+        return f"{branch} moved meanwhile"
+    proc = git(checkout, "merge", "--ff-only", "--quiet", new, check=False)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        return f"checkout busy: {detail[0] if detail else 'git merge --ff-only refused'}"
+    return None
+
+
+def rebase_in(worktree: Path, onto: str) -> str | None:
+    """Rebase the worktree's branch onto `onto`; None on success, else the conflict (aborted)."""
+    proc = git(
+        worktree,
+        *_identity_args(worktree),
+        "-c",
+        "commit.gpgsign=false",
+        "rebase",
+        "--quiet",
+        onto,
+        check=False,
+    )
+    if proc.returncode == 0:
+        return None
+    git(worktree, "rebase", "--abort", check=False)
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    conflict = next((ln for ln in lines if "CONFLICT" in ln), lines[-1] if lines else "")
+    return f"conflicts with the default branch: {conflict.strip()}"
+
+
+def delete_branch(repo: Path, branch: str) -> None:
+    git(repo, "branch", "-D", branch, check=False)
+
+
+def add_worktree_detached(repo: Path, path: Path, commit: str) -> None:
+    """A scratch worktree at `commit` on no branch (for rebasing and checking a promotion)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        remove_worktree(repo, path)
+    git(repo, "worktree", "add", "--quiet", "--detach", str(path), commit)

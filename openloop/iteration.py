@@ -65,11 +65,26 @@ class Iteration:
     repaired: list[str] = field(default_factory=list)
     decision: dict[str, Any] | None = None
     task_status: str | None = None
+    merges_done: int = 0
 
     @property
     def task(self) -> Task:
         assert self.selection is not None
         return self.selection.task
+
+    def agent_env(self) -> dict[str, str]:
+        """The agent's environment; OPENLOOP_RUN_ID lets a later repair find its leftovers."""
+        env = dict(self.env.environ)
+        env["OPENLOOP_RUN_ID"] = self.run_id or ""
+        env["OPENLOOP_PROJECT"] = self.project.alias
+        env["OPENLOOP_TASK_ID"] = self.task.id
+        return env
+
+    def check_env(self) -> dict[str, str]:
+        """The validation commands' environment (not marked as the agent's)."""
+        env = self.agent_env()
+        env.pop("OPENLOOP_RUN_ID", None)
+        return env
 
     def limit(self, name: str) -> int:
         """A runtime limit: the project's own value, else the global one."""

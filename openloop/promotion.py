@@ -12,8 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openloop import gitops, trust, validation
+from openloop.config import load_config
 from openloop.controlplane import ControlPlane
+from openloop.env import Environment
+from openloop.errors import NotFoundError, StateError
+from openloop.ledger import edit_ledger, transition
+from openloop.projectconfig import ProjectConfig
+from openloop.projects import Project
 from openloop.storage import atomic_write_text, dump_json, locked, read_text_or_none
+
+OPEN_STATUSES = frozenset({"pending", "deferred"})
 
 
 @dataclass(frozen=True)
@@ -62,46 +71,303 @@ def read_history(plane: ControlPlane, task_id: str) -> list[dict[str, Any]]:
     return entries
 
 
+# --- merging ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    merged: bool
+    reason: str
+    head: str | None = None
+    deferred: bool = False  # nothing wrong with the change: try again on a later iteration
+    checks: tuple[validation.CheckResult, ...] = ()
+
+
+def merge_branch(
+    env: Environment,
+    project: Project,
+    pconf: ProjectConfig,
+    branch: str,
+    *,
+    check_dir: Path,
+    check_env: dict[str, str],
+    timeout: float,
+    always_validate: bool = False,
+) -> MergeResult:
+    """Fast-forward the default branch to `branch`, rebasing and re-validating first if the
+    default branch moved since the task branch was cut. Never touches the user's work."""
+    repo = project.repo
+    base = gitops.default_branch(repo, pconf.runtime.default_branch)
+    base_tip = gitops.rev_parse(repo, f"refs/heads/{base}")
+    head = gitops.rev_parse(repo, f"refs/heads/{branch}")
+    checks: tuple[validation.CheckResult, ...] = ()
+    needs_rebase = not gitops.is_ancestor(repo, base_tip, head)
+    if needs_rebase or always_validate:
+        scratch = env.worktrees_dir / project.alias / f"_promote-{branch.replace('/', '-')}"
+        gitops.add_worktree_detached(repo, scratch, head)
+        try:
+            if needs_rebase:
+                conflict = gitops.rebase_in(scratch, base_tip)
+                if conflict:
+                    return MergeResult(False, conflict)
+            checks = tuple(
+                validation.run_all(
+                    pconf.validation.commands(), scratch, check_dir, timeout, check_env
+                )
+            )
+            if validation.all_passed(list(checks)) is False:
+                failed = ", ".join(
+                    c.name for c in checks if c.status != "passed" and c.status != "not-configured"
+                )
+                where = f"rebased onto {base}" if needs_rebase else "to be merged"
+                return MergeResult(
+                    False, f"validation failed on the result {where}: {failed}", checks=checks
+                )
+            head = gitops.rev_parse(scratch, "HEAD")
+        finally:
+            gitops.remove_worktree(repo, scratch)
+    problem = gitops.advance_branch(repo, base, base_tip, head)
+    if problem:
+        return MergeResult(False, f"merge deferred: {problem}", head, deferred=True, checks=checks)
+    if needs_rebase:  # the task branch shows exactly what was merged
+        gitops.git(repo, "update-ref", f"refs/heads/{branch}", head)
+    return MergeResult(True, f"merged {branch} into {base}", head, checks=checks)
+
+
+# --- the hand-over after an iteration -----------------------------------------------------------
+
+
 def hand_over(it, task, now: str) -> dict[str, Any]:
-    """Route a validated result: for now every result waits for a human on its review branch.
+    """Route a validated result: merge it when policy allows, else leave it for review.
 
     `it` is the scheduler's Iteration; `task` is the ledger's copy, in status validating.
+    Renovate's rule: merge silently when green and allowed, open a review otherwise; at most
+    one auto-merge per project per iteration.
     """
-    from openloop.ledger import transition
-
     plane: ControlPlane = it.project.plane
-    decision = it.decision or {}
-    request = {
+    decision = dict(it.decision or {})
+    wants_merge = bool(decision.get("autoMergeAllowed")) and task.promotion in (None, "auto-merge")
+    if decision.get("autoMergeAllowed") and not wants_merge:
+        decision.setdefault("reasons", []).append(f"the task asks for promotion '{task.promotion}'")
+    request = _request(it, task, now, decision, "auto-merge" if wants_merge else "review")
+    merged: MergeResult | None = None
+    if wants_merge and it.merges_done >= 1:
+        merged = MergeResult(False, "merge deferred: one auto-merge per iteration", deferred=True)
+    elif wants_merge:
+        merged = merge_branch(
+            it.env,
+            it.project,
+            it.pconf,
+            it.branch,
+            check_dir=it.run_dir / "promote",
+            check_env=it.check_env(),
+            timeout=float(it.limit("validation_timeout_seconds")),
+        )
+    return _settle(plane, task, request, merged, it, now)
+
+
+def _request(it, task, now: str, decision: dict, action: str) -> dict[str, Any]:
+    return {
         "taskId": task.id,
         "title": task.title,
         "createdAt": now,
         "status": "pending",
-        "action": "review",
+        "action": action,
         "branch": it.branch,
         "baseBranch": it.base_branch,
         "baseCommit": it.base_commit,
         "headCommit": it.head_commit,
         "risk": decision.get("risk", task.risk),
         "reasons": decision.get("reasons", []),
+        "diffstat": gitops.diffstat(it.project.repo, it.base_commit, it.head_commit),
         "changedFiles": [c.path for c in it.changes],
         "linesChanged": it.lines_changed,
         "validation": [c.to_data() for c in it.checks],
         "runIds": [it.run_id],
         "costUsd": it.agent_result.cost_usd if it.agent_result else 0.0,
     }
+
+
+def _settle(plane, task, request, merged: MergeResult | None, it, now: str) -> dict[str, Any]:
+    if merged is not None and merged.merged:
+        it.merges_done += 1
+        request.update(status="merged", mergedCommit=merged.head, processedAt=now)
+        transition(task, "promoted", f"{merged.reason} (run {request['runIds'][-1]})", now)
+        task.promoted_at = now
+    elif merged is not None and merged.deferred:
+        request.update(status="deferred", note=merged.reason)
+        transition(task, "review", f"{merged.reason}; retried on a later iteration", now)
+    else:
+        if merged is not None:  # merge attempted and refused: a human decides
+            request.update(action="review", note=merged.reason)
+        transition(
+            task,
+            "review",
+            f"review branch {request['branch']}" + (f": {merged.reason}" if merged else ""),
+            now,
+        )
     write_request(plane, task.id, request)
     append_history(
         plane,
         task.id,
         {
             "at": now,
-            "kind": "request",
-            "action": "review",
-            "runId": it.run_id,
-            "headCommit": it.head_commit,
+            "kind": "decision",
+            "action": request["action"],
+            "status": request["status"],
             "risk": request["risk"],
             "reasons": request["reasons"],
+            "runId": request["runIds"][-1],
+            "headCommit": request["headCommit"],
+            "note": request.get("note"),
         },
     )
-    transition(task, "review", f"validated in run {it.run_id}; review branch {it.branch}", now)
-    return {"action": "review"}
+    return {"action": request["action"], "status": request["status"]}
+
+
+# --- what a human (or a later iteration) does with a pending request -------------------------
+
+
+def list_requests(plane: ControlPlane) -> list[dict[str, Any]]:
+    if not plane.promotions_dir.is_dir():
+        return []
+    found = []
+    for path in sorted(plane.promotions_dir.glob("*.json")):
+        text = read_text_or_none(path)
+        try:
+            data = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict):
+            found.append(data)
+    return sorted(found, key=lambda r: r.get("createdAt", ""), reverse=True)
+
+
+def _open_request(plane: ControlPlane, task_id: str) -> dict[str, Any]:
+    request = read_request(plane, task_id)
+    if request is None:
+        raise NotFoundError(f"--task: no promotion request for task '{task_id}'")
+    if request.get("status") not in OPEN_STATUSES:
+        raise StateError(f"the promotion of '{task_id}' is already {request.get('status')}")
+    return request
+
+
+def apply(
+    env: Environment, project: Project, task_id: str, *, validate: bool = True
+) -> MergeResult:
+    """Merge a review branch into the default branch, or refuse and change nothing."""
+    plane = project.plane
+    request = _open_request(plane, task_id)
+    pconf = project.config()
+    if validate:
+        trust.require_trusted(project.entry, pconf)
+    branch = request["branch"]
+    if not gitops.ref_exists(project.repo, f"refs/heads/{branch}"):
+        raise StateError(f"branch {branch} no longer exists")
+    gconf = load_config(env)
+    now = env.now_iso()
+    result = merge_branch(
+        env,
+        project,
+        pconf,
+        branch,
+        check_dir=plane.runs_dir / f"apply-{task_id}",
+        check_env=dict(env.environ),
+        timeout=float(gconf.runtime.validation_timeout_seconds),
+        always_validate=validate,
+    )
+    if not result.merged:
+        append_history(
+            plane, task_id, {"at": now, "kind": "apply", "status": "refused", "note": result.reason}
+        )
+        raise StateError(f"cannot apply '{task_id}': {result.reason}; nothing was changed")
+    _close(plane, task_id, request, now, "applied", result.reason, merged=result.head)
+    with edit_ledger(plane.ledger_file, now) as ledger:
+        task = ledger.get(task_id)
+        transition(task, "promoted", f"applied by user: {result.reason}", now)
+        task.promoted_at = now
+    return result
+
+
+def reject(
+    env: Environment,
+    project: Project,
+    task_id: str,
+    *,
+    reason: str | None,
+    retry: bool = False,
+    delete_branch: bool = False,
+) -> str:
+    """Turn a request down: the task is cancelled, or with `retry` goes back to ready with the
+    reviewer's reason in its next prompt. Returns the task's new status."""
+    plane = project.plane
+    request = _open_request(plane, task_id)
+    now = env.now_iso()
+    why = reason or "rejected by reviewer"
+    with edit_ledger(plane.ledger_file, now) as ledger:
+        task = ledger.get(task_id)
+        if retry:
+            transition(task, "ready", f"review rejected, retry: {why}", now)
+            task.attempts = 0
+            task.no_progress_streak = 0
+            task.last_failure = f"A reviewer rejected the previous result: {why}"
+        else:
+            transition(task, "cancelled", f"review rejected: {why}", now)
+        status = task.status
+    _close(plane, task_id, request, now, "rejected", why)
+    if delete_branch:
+        gitops.delete_branch(project.repo, request["branch"])
+    return status
+
+
+def retry_deferred(it) -> None:
+    """Merges deferred by an earlier iteration (checkout busy, branch moved), tried again."""
+    plane = it.project.plane
+    for request in list_requests(plane):
+        if request.get("status") != "deferred" or it.merges_done >= 1:
+            continue
+        now = it.env.now_iso()
+        result = merge_branch(
+            it.env,
+            it.project,
+            it.pconf,
+            request["branch"],
+            check_dir=plane.runs_dir / f"promote-{request['taskId']}",
+            check_env=dict(it.env.environ),
+            timeout=float(it.limit("validation_timeout_seconds")),
+        )
+        if result.deferred:
+            continue
+        with edit_ledger(plane.ledger_file, now) as ledger:
+            task = ledger.find(request["taskId"])
+            if task is None or task.status != "review":
+                continue
+            if result.merged:
+                it.merges_done += 1
+                transition(task, "promoted", f"deferred merge done: {result.reason}", now)
+                task.promoted_at = now
+                _close(plane, task.id, request, now, "merged", result.reason, merged=result.head)
+            else:
+                request.update(status="pending", action="review", note=result.reason)
+                write_request(plane, task.id, request)
+                append_history(
+                    plane,
+                    task.id,
+                    {
+                        "at": now,
+                        "kind": "decision",
+                        "action": "review",
+                        "status": "pending",
+                        "note": result.reason,
+                    },
+                )
+
+
+def _close(plane, task_id, request, now, status, note, merged: str | None = None) -> None:
+    request.update(status=status, processedAt=now, note=note)
+    if merged:
+        request["mergedCommit"] = merged
+    write_request(plane, task_id, request)
+    append_history(
+        plane, task_id, {"at": now, "kind": status, "note": note, "mergedCommit": merged}
+    )

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from openloop import agent as agents
-from openloop import budget, gitops, pause, prompts, runs, trust
-from openloop.attempt import build_prompt, execute
+from openloop import budget, gitops, pause, promotion, prompts, runs, trust
+from openloop.attempt import build_prompt, execute, execute_adhoc
 from openloop.config import GlobalConfig, load_config, resolve_model
 from openloop.env import Environment
 from openloop.errors import BusyError
@@ -62,6 +62,7 @@ def run_once(
         try:
             gate(it)
             repair(it)
+            promotion.retry_deferred(it)
             select(it)
             precheck(it)
         except Stop as stop:
@@ -73,6 +74,32 @@ def run_once(
                 it.selection.task.id if it.selection else None,
             )
         return execute(it)
+
+
+def run_prompt(
+    env: Environment,
+    alias: str | None,
+    prompt_text: str,
+    *,
+    model: str | None = None,
+    provider: str | None = None,
+    validate: bool = True,
+    reporter: Reporter | None = None,
+    adapter_factory: Callable[[str], agents.AgentAdapter] | None = None,
+) -> IterationResult:
+    """`openloop run`: the agent on a one-off prompt, gated, isolated and accounted."""
+    project = resolve(env, alias)
+    require_initialized(project)
+    reporter = reporter or NullReporter()
+    with iteration_lock(env, project.alias):
+        it = _load(env, project, model, provider, reporter, adapter_factory)
+        try:
+            gate(it)
+            repair(it)
+        except Stop as stop:
+            reporter.finished(stop.outcome.value, stop.reason)
+            return IterationResult(stop.outcome, stop.reason, project.alias)
+        return execute_adhoc(it, prompt_text, validate=validate)
 
 
 def dry_run(env: Environment, alias: str | None, *, model: str | None = None) -> dict[str, Any]:

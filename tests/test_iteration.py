@@ -103,7 +103,7 @@ def add(ol, title, *extra):
 
 
 def test_clean_change_is_committed_on_the_task_branch_and_goes_to_review(ol, demo, env):
-    tid = add(ol, "Add hello", "--risk", "low-risk")
+    tid = add(ol, "Add hello")  # medium risk: never auto-merged
     agent = FakeAgent([write("hello.py", "print('hi')\n")])
     result = once(env, agent)
     assert result.outcome == Outcome.COMPLETED and result.exit_code == 0

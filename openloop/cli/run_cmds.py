@@ -77,3 +77,58 @@ def run_once_cmd(env, project, model, provider, dry_run, as_json, quiet) -> int:
                 f"task now {r['taskStatus']}"
             )
     return result.exit_code
+
+
+@click.command(
+    "run",
+    epilog=examples(
+        "openloop run -p web --prompt 'Explain the build in BUILD.md'",
+        "openloop run -p web --prompt-file task.md --no-validate",
+    ),
+)
+@project_option
+@click.option("--prompt", "prompt_text", help="What to ask the agent.")
+@click.option(
+    "--prompt-file", type=click.File("r"), help="Read the prompt from a file ('-': stdin)."
+)
+@click.option("--model", help="Model for this run.")
+@click.option("--provider", help="Provider for this run.")
+@click.option(
+    "--validate/--no-validate",
+    default=True,
+    show_default=True,
+    help="Run the project's checks on the result.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.pass_obj
+def run_cmd(
+    env, project, prompt_text, prompt_file, model, provider, validate, as_json, quiet
+) -> int:
+    """Run the agent once on a prompt, outside the task ledger.
+
+    Same isolation and accounting as an iteration: a fresh worktree on a branch
+    openloop/adhoc-<time> (kept for you to inspect or merge), the day's budget, a run record in
+    .openloop/runs/. Nothing is merged.
+    """
+    from openloop.errors import InputError
+
+    if bool(prompt_text) == bool(prompt_file):
+        raise InputError("--prompt or --prompt-file: give exactly one")
+    text = prompt_text or prompt_file.read()
+    if not text.strip():
+        raise InputError("--prompt: must not be empty")
+    result = scheduler.run_prompt(
+        env,
+        project,
+        text,
+        model=model,
+        provider=provider,
+        validate=validate,
+        reporter=_reporter(quiet),
+    )
+    if as_json:
+        print_json(result.record or {"outcome": result.outcome.value, "reason": result.reason})
+    else:
+        click.echo(f"{result.project}: {result.outcome.value}: {result.reason}")
+    return result.exit_code
