@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "openloop.cli.config_cmds:config",
         "Read and change global and per-project configuration.",
     ),
+    "promotion": (
+        "openloop.cli.promotion_cmds:promotion_group",
+        "Review, merge or reject what iterations produced.",
+    ),
     "run-once": (
         "openloop.cli.run_cmds:run_once_cmd",
         "Run one iteration for a project (what the systemd service runs).",

@@ -202,7 +202,16 @@ def show_cmd(env, project, task_id) -> None:
     projects.require_initialized(proj)
     tasks.check_task_id(task_id)
     found = load_ledger(proj.plane.ledger_file).get(task_id)
-    print_json({"project": proj.alias, "task": found.to_data()})
+    from openloop import promotion
+
+    print_json(
+        {
+            "project": proj.alias,
+            "task": found.to_data(),
+            "promotion": promotion.read_request(proj.plane, task_id),
+            "promotionHistory": promotion.read_history(proj.plane, task_id),
+        }
+    )
 
 
 @task.command(

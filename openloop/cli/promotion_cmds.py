@@ -1,0 +1,152 @@
+"""`openloop promotion ...`"""
+
+from __future__ import annotations
+
+import click
+
+from openloop import gitops, projects, promotion
+from openloop.cli.options import examples, format_options, project_option, task_option
+from openloop.cli.output import print_json, print_table, want_json
+from openloop.ledger import check_task_id
+
+
+@click.group(
+    epilog=examples(
+        "openloop promotion list -p web",
+        "openloop promotion show -p web --task add-health",
+        "openloop promotion apply -p web --task add-health",
+        "openloop promotion reject -p web --task add-health --reason 'wrong approach' --retry",
+    )
+)
+def promotion_group() -> None:
+    """Review what iterations produced: merge it, or send it back.
+
+    Validated work that policy does not auto-merge waits on its branch openloop/<task-id>
+    with a request in .openloop/promotions/. Every decision and outcome is appended to
+    .openloop/promotion-results/<task-id>.jsonl.
+    """
+
+
+@promotion_group.command("list", epilog=examples("openloop promotion list -p web --status pending"))
+@project_option
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "deferred", "merged", "applied", "rejected"]),
+    help="Only requests in this status.",
+)
+@format_options
+@click.pass_obj
+def list_cmd(env, project, status, fmt) -> None:
+    """List promotion requests, newest first."""
+    proj = projects.resolve(env, project)
+    rows = [r for r in promotion.list_requests(proj.plane) if not status or r["status"] == status]
+    if want_json(fmt, env.stdout_isatty):
+        print_json(rows)
+        return
+    table = [
+        {
+            "task": r["taskId"],
+            "status": r["status"],
+            "action": r["action"],
+            "risk": r.get("risk"),
+            "files": len(r.get("changedFiles", [])),
+            "branch": r.get("branch"),
+            "created": r.get("createdAt"),
+        }
+        for r in rows
+    ]
+    print_table(
+        table,
+        ["task", "status", "action", "risk", "files", "branch", "created"],
+        empty="No promotion requests.",
+    )
+
+
+@promotion_group.command(
+    "show", epilog=examples("openloop promotion show -p web --task add-health")
+)
+@project_option
+@task_option
+@click.pass_obj
+def show_cmd(env, project, task_id) -> None:
+    """Show a request with its diffstat, risk and reasons (JSON)."""
+    proj = projects.resolve(env, project)
+    check_task_id(task_id)
+    request = promotion.read_request(proj.plane, task_id)
+    if request is None:
+        from openloop.errors import NotFoundError
+
+        raise NotFoundError(f"--task: no promotion request for task '{task_id}'")
+    branch = request.get("branch")
+    request["branchExists"] = bool(branch) and gitops.ref_exists(proj.repo, f"refs/heads/{branch}")
+    request["history"] = promotion.read_history(proj.plane, task_id)
+    print_json(request)
+
+
+@promotion_group.command("history", epilog=examples("openloop promotion history -p web --task x"))
+@project_option
+@task_option
+@click.pass_obj
+def history_cmd(env, project, task_id) -> None:
+    """The chronology of decisions and outcomes for a task (JSON)."""
+    proj = projects.resolve(env, project)
+    check_task_id(task_id)
+    print_json(promotion.read_history(proj.plane, task_id))
+
+
+@promotion_group.command(
+    "apply",
+    epilog=examples(
+        "openloop promotion apply -p web --task add-health",
+    ),
+)
+@project_option
+@task_option
+@click.option(
+    "--no-validate",
+    is_flag=True,
+    help="Skip running the checks on the result to be merged (not recommended).",
+)
+@click.pass_obj
+def apply_cmd(env, project, task_id, no_validate) -> None:
+    """Merge a review branch into the default branch.
+
+    The branch is rebased onto the default branch if that moved, the project's checks run on
+    the result, and the default branch is fast-forwarded (in your checkout only the way
+    'git merge --ff-only' would). If anything fails, nothing is changed.
+    """
+    from openloop.scheduler import iteration_lock
+
+    proj = projects.resolve(env, project)
+    check_task_id(task_id)
+    with iteration_lock(env, proj.alias):
+        result = promotion.apply(env, proj, task_id, validate=not no_validate)
+    click.echo(f"Applied {task_id}: {result.reason} ({result.head[:12]})")
+
+
+@promotion_group.command(
+    "reject",
+    epilog=examples(
+        "openloop promotion reject -p web --task add-health --reason 'use the existing helper'",
+        "openloop promotion reject -p web --task add-health --retry --delete-branch",
+    ),
+)
+@project_option
+@task_option
+@click.option("--reason", help="Why; with --retry it is given to the agent's next attempt.")
+@click.option(
+    "--retry", is_flag=True, help="Send the task back to 'ready' instead of cancelling it."
+)
+@click.option("--delete-branch", is_flag=True, help="Also delete the review branch.")
+@click.pass_obj
+def reject_cmd(env, project, task_id, reason, retry, delete_branch) -> None:
+    """Reject a request: cancel the task, or send it back with --retry."""
+    from openloop.scheduler import iteration_lock
+
+    proj = projects.resolve(env, project)
+    check_task_id(task_id)
+    with iteration_lock(env, proj.alias):
+        status = promotion.reject(
+            env, proj, task_id, reason=reason, retry=retry, delete_branch=delete_branch
+        )
+    click.echo(f"Rejected {task_id}; task is now {status}")
