@@ -23,13 +23,21 @@ def make_ledger(repo: Path) -> None:
     now = "2026-11-25T10:00:00.000Z"
     tasks = [
         {
-            "id": f"task-{i}", "title": f"Benchmark task number {i} with a realistic title",
-            "description": "Some description of the work to do. " * 3, "kind": "feature",
-            "status": ("ready", "review", "blocked", "promoted")[i % 4], "risk": "medium-risk",
-            "priority": i % 5, "scope": {"paths": ["src/**"]}, "source": {"type": "human", "ref": None},
-            "acceptanceCriteria": ["It works"], "attempts": i % 3, "notes": [],
+            "id": f"task-{i}",
+            "title": f"Benchmark task number {i} with a realistic title",
+            "description": "Some description of the work to do. " * 3,
+            "kind": "feature",
+            "status": ("ready", "review", "blocked", "promoted")[i % 4],
+            "risk": "medium-risk",
+            "priority": i % 5,
+            "scope": {"paths": ["src/**"]},
+            "source": {"type": "human", "ref": None},
+            "acceptanceCriteria": ["It works"],
+            "attempts": i % 3,
+            "notes": [],
             "history": [{"at": now, "from": None, "to": "ready", "reason": "created"}],
-            "createdAt": now, "updatedAt": now,
+            "createdAt": now,
+            "updatedAt": now,
         }
         for i in range(TASKS)
     ]
@@ -48,7 +56,8 @@ def timed(cmd: list[str], env: dict[str, str], runs: int) -> list[float]:
 
 def report(name: str, samples: list[float]) -> None:
     ms = sorted(s * 1000 for s in samples)
-    print(f"{name:40} median {statistics.median(ms):7.1f} ms  (min {ms[0]:.1f}, max {ms[-1]:.1f}, n={len(ms)})")
+    spread = f"(min {ms[0]:.1f}, max {ms[-1]:.1f}, n={len(ms)})"
+    print(f"{name:40} median {statistics.median(ms):7.1f} ms  {spread}")
 
 
 def main() -> None:
@@ -62,13 +71,22 @@ def main() -> None:
         repo.mkdir()
         subprocess.run(["git", "init", "-q", str(repo)], check=True)
         env = {**os.environ, "OPENLOOP_HOME": str(root / "home")}
-        subprocess.run([*openloop, "project", "add", "bench", str(repo), "--init"], env=env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [*openloop, "project", "add", "bench", str(repo), "--init"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         make_ledger(repo)
         report("openloop --help", timed([*openloop, "--help"], env, args.runs))
-        report("python -c pass (interpreter floor)", timed([sys.executable, "-c", "pass"], env, args.runs))
-        report(f"openloop task list --json ({TASKS} tasks)",
-               timed([*openloop, "task", "list", "-p", "bench", "--json"], env, args.runs))
+        report(
+            "python -c pass (interpreter floor)",
+            timed([sys.executable, "-c", "pass"], env, args.runs),
+        )
+        report(
+            f"openloop task list --json ({TASKS} tasks)",
+            timed([*openloop, "task", "list", "-p", "bench", "--json"], env, args.runs),
+        )
 
 
 if __name__ == "__main__":

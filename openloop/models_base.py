@@ -23,6 +23,9 @@ class FileModel(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         validate_assignment=True,
+        # Build validators on first use: a CLI call touches only a few of the models, and
+        # building all of them up front dominated start-up.
+        defer_build=True,
     )
 
     def to_data(self) -> dict[str, Any]:

@@ -65,7 +65,12 @@ _Mode = Literal["auto-merge", "pull-request", "manual-only"]
 class _Model(BaseModel):
     # extra="allow" so keys from a newer OpenLoop (or a v1 file) survive a load/dump round trip.
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="allow", strict=True, frozen=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="allow",
+        strict=True,
+        frozen=True,
+        defer_build=True,
     )
 
     @model_validator(mode="before")

@@ -23,8 +23,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
-PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# The venv's interpreter must be usable by other users too: the systemd tests run OpenLoop as an
+# unprivileged user, and a pyenv Python under /root (mode 0700) is not. Prefer the system Python
+# when it is new enough; PYTHON=... overrides.
+if [ -z "${PYTHON:-}" ]; then
+  PYTHON=python3
+  if /usr/bin/python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    PYTHON=/usr/bin/python3
+  fi
+fi
+if [ -x .venv/bin/python ] && ! .venv/bin/python -c 'import sys' 2>/dev/null; then
+  rm -rf .venv
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test,journal]'
 bash scripts/install-pi.sh >/dev/null

@@ -81,7 +81,7 @@ def user_tmp_path(user_manager: UserManager, request: pytest.FixtureRequest) -> 
     path = base / name
     if path.exists():
         shutil.rmtree(path)
-    user_manager._mkdirs_as_user(path)
+    user_manager.make_user_dir(path)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

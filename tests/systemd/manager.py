@@ -10,7 +10,8 @@ If the pieces are already running (left over from an earlier session), what answ
 left running. On a host where PID 1 *is* systemd, ``user@UID.service`` is started instead.
 
 Start-up problems are raised as :class:`Unavailable`; :func:`systemd_unavailable` is the one
-place that turns them into a skip (locally) or a failure (``CI=true`` / ``OPENLOOP_REQUIRE_SYSTEMD=1``).
+place that turns them into a skip (locally) or a failure (``CI=true`` or
+``OPENLOOP_REQUIRE_SYSTEMD=1``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -38,6 +40,7 @@ LAST_UID = 59999
 STATE_DIR = Path("/run/openloop-systemd-test")
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
 BOOTED_MARKER = Path("/run/systemd/system")
+FLUSHED_FLAG = Path("/run/systemd/journal/flushed")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 START_TIMEOUT = 30.0
 LOCK_TIMEOUT = float(os.environ.get("OPENLOOP_SYSTEMD_LOCK_TIMEOUT", "120"))
@@ -272,7 +275,7 @@ class UserManager:
         path = self.unit_dir / name
         if self.unit_dir not in path.resolve().parents:
             raise ValueError(f"unit name escapes the unit directory: {name!r}")
-        self._mkdirs_as_user(path.parent)
+        self.make_user_dir(path.parent)
         path.write_text(text)
         os.chown(path, self.uid, self.gid)
         path.chmod(0o644)
@@ -315,7 +318,8 @@ class UserManager:
         self._written = [n for n in self._written if n not in set(names)]
         self.systemctl("daemon-reload")
 
-    def _mkdirs_as_user(self, path: Path) -> None:
+    def make_user_dir(self, path: Path) -> None:
+        """``mkdir -p`` whose new directories belong to the test user."""
         missing = []
         p = path
         while not p.exists():
@@ -356,6 +360,8 @@ class UserManager:
         if interp:
             involved.append(Path(interp))
         blocked = self.blocked_dirs(involved)
+        # Below a blocked directory everything looks blocked: name only the topmost ones.
+        blocked = [d for d in blocked if not any(b in d.parents for b in blocked)]
         unreadable = [
             p for p in readable if self.run(["test", "-r", str(p)], cwd="/").returncode != 0
         ]
@@ -590,6 +596,7 @@ def start(user: str = DEFAULT_USER) -> UserManager:
             _prepare_dirs(um, progs)
             _ensure_journald(um, progs)
             _ensure_manager(um, progs)
+        _check_user_journal(um)
         _clean_stale_units(um)
         um.startup_seconds = time.monotonic() - t0
         (STATE_DIR / "state.json").write_text(
@@ -611,19 +618,39 @@ def _prepare_dirs(um: UserManager, progs: dict[str, str]) -> None:
         um._created_marker = True
     Path("/run/systemd/journal").mkdir(parents=True, exist_ok=True, mode=0o755)
     Path("/var/log/journal").mkdir(parents=True, exist_ok=True, mode=0o2755)
-    cp = _root([progs["systemd-tmpfiles"], "--create", "--prefix=/var/log/journal"])
-    if cp.returncode != 0:
-        _log(f"systemd-tmpfiles --prefix=/var/log/journal: rc={cp.returncode} {cp.stderr.strip()}")
+    Path("/run/log/journal").mkdir(parents=True, exist_ok=True, mode=0o2755)
+    _fix_journal_dirs(progs)
     Path("/run/user").mkdir(exist_ok=True, mode=0o755)
     um.runtime_dir.mkdir(exist_ok=True, mode=0o700)
     os.chown(um.runtime_dir, um.uid, um.gid)
     um.runtime_dir.chmod(0o700)
 
 
+def _fix_journal_dirs(progs: dict[str, str]) -> None:
+    # Owner, group systemd-journal, setgid and ACLs as Debian's tmpfiles.d/systemd.conf says.
+    cp = _root(
+        [progs["systemd-tmpfiles"], "--create", "--prefix=/var/log/journal",
+         "--prefix=/run/log/journal"]
+    )  # fmt: skip
+    if cp.returncode != 0:
+        _log(f"systemd-tmpfiles for the journal directories: rc={cp.returncode} {cp.stderr}")
+
+
 def _ensure_journald(um: UserManager, progs: dict[str, str]) -> None:
     if journal_socket_served():
         um.reused.append("journald")
-        return
+    else:
+        _start_journald(um, progs)
+    _fix_journal_dirs(progs)
+
+
+def _start_journald(um: UserManager, progs: dict[str, str]) -> None:
+    # journald writes to /var/log/journal (where the per-user files user-UID.journal live,
+    # which `journalctl --user` reads) only once the "flushed" flag exists; at boot
+    # systemd-journal-flush.service sets it. Set it before the start: a later
+    # `journalctl --flush` is not enough here, because /run is not a tmpfs on these VMs,
+    # journald refuses to delete the runtime journal after flushing and keeps writing to it.
+    FLUSHED_FLAG.touch()
     log = STATE_DIR / "journald.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -721,6 +748,25 @@ def _start_with_system_manager(um: UserManager) -> None:
     _wait_started(um)
 
 
+def _check_user_journal(um: UserManager) -> None:
+    """`journalctl --user` only reads user-UID.journal: make sure the user's messages land there."""
+    token = f"openloop-fixture-{uuid.uuid4().hex}"
+    cp = um.run(["systemd-cat", "--identifier=openloop-fixture", "echo", token])
+    if cp.returncode != 0:
+        raise Unavailable(f"systemd-cat as the test user failed: {cp.stderr.strip()}")
+    deadline = time.monotonic() + 5
+    while token not in um.journalctl("--identifier=openloop-fixture", "--output=cat").stdout:
+        if time.monotonic() > deadline:
+            started = "started by this session" if "journald" in um.started else "already running"
+            raise Unavailable(
+                f"journald ({started}) does not put the test user's messages where"
+                f" `journalctl --user` reads them (/var/log/journal/<machine-id>/user-{um.uid}"
+                ".journal): it must be started after /var/log/journal exists and with"
+                f" {FLUSHED_FLAG} present"
+            )
+        time.sleep(0.05)
+
+
 def _clean_stale_units(um: UserManager) -> None:
     """Units left by a session that died without teardown (we hold the lock, so no other
     session is using them)."""
@@ -730,4 +776,4 @@ def _clean_stale_units(um: UserManager) -> None:
             _log(f"removing stale test units {stale}")
             um.remove_units(stale)
     else:
-        um._mkdirs_as_user(um.unit_dir)
+        um.make_user_dir(um.unit_dir)

@@ -72,9 +72,10 @@ def test_templated_timer_fires_service_and_runtime_cap_kills_its_tree(user_manag
 
     # RuntimeMaxSec=2 ends it with Result=timeout, and the whole cgroup is killed.
     props = um.wait_for(
-        lambda: (p := um.show(unit, "Result", "ActiveState"))["ActiveState"]
-        in ("failed", "inactive")
-        and p,
+        lambda: (
+            (p := um.show(unit, "Result", "ActiveState"))["ActiveState"] in ("failed", "inactive")
+            and p
+        ),
         timeout=15,
         what=f"{unit} to be stopped by RuntimeMaxSec",
     )
@@ -94,7 +95,7 @@ def test_templated_timer_fires_service_and_runtime_cap_kills_its_tree(user_manag
     )
     assert records[0]["_UID"] == str(um.uid)
     # --user-unit (journal_json's unit=) finds it too, plus the manager's messages about it.
-    by_unit = um.journal_json(unit, "--since=@%d" % (since_us // 1_000_000))
+    by_unit = um.journal_json(unit, f"--since=@{since_us // 1_000_000}")
     assert any(r.get("MESSAGE") == "hello-x" for r in by_unit)
 
 
