@@ -112,6 +112,11 @@ def start(it: Iteration) -> None:
         it.attempt = task.attempts + 1
         sel.task = task.model_copy(deep=True)
     runs.write_record(plane.runs_dir, _record(it, runs.RUNNING, "started"))
+    _event(
+        it,
+        "iteration-started",
+        f"{it.project.alias}: {sel.mode} {sel.task.id} as {sel.role}, attempt {it.attempt}",
+    )
     it.reporter.phase("started", task=sel.task.id, role=sel.role, attempt=it.attempt)
 
 
@@ -260,7 +265,50 @@ def finish(it: Iteration, outcome: Outcome, reason: str) -> dict[str, Any]:
     outcome, reason = _apply_outcome(it, outcome, reason)
     record = _record(it, outcome.value, reason)
     runs.write_record(it.project.plane.runs_dir, record)
+    _event(
+        it,
+        "iteration-finished",
+        f"{it.project.alias}: {it.task.id}: {outcome.value}: {reason}",
+        priority=6 if not outcome.is_failure else 4,
+        outcome=outcome.value,
+        task_status=it.task_status or "",
+    )
+    _notify_task(it, outcome, reason)
     return record
+
+
+def _event(it: Iteration, name: str, message: str, priority: int = 6, **fields: str) -> None:
+    from openloop import journal
+
+    sel = it.selection
+    journal.send(
+        message,
+        priority=priority,
+        event=name,
+        project=it.project.alias,
+        task=sel.task.id if sel else None,
+        role=sel.role if sel else None,
+        run=it.run_id,
+        **fields,
+    )
+
+
+def _notify_task(it: Iteration, outcome: Outcome, reason: str) -> None:
+    from openloop import notifications
+
+    if it.task_status in ("review", "promoted") and outcome == Outcome.COMPLETED:
+        event = "task-complete"
+    elif it.task_status in ("blocked", "failed"):
+        event = "task-failed"
+    else:
+        return
+    notifications.notify(
+        it.env,
+        event,
+        project=it.project.alias,
+        task_id=it.task.id,
+        message=f"{it.project.alias} {it.task.id}: {it.task_status}: {reason}",
+    )
 
 
 def _apply_outcome(it: Iteration, outcome: Outcome, reason: str) -> tuple[Outcome, str]:

@@ -60,9 +60,14 @@ class Validation(FileModel):
 
 
 class Schedule(FileModel):
+    """How systemd runs this project (written into drop-ins by 'openloop service install')."""
+
     interval_minutes: int | None = Field(None, ge=1)
-    memory_max: str | None = None
+    memory_max: str | None = Field(None, pattern=r"^(\d+[KMGT]?|\d+%|infinity)$")
     cpu_weight: int | None = Field(None, ge=1, le=10000)
+    # Overrides of the derived systemd limits (RuntimeMaxSec=, WatchdogSec=).
+    hard_timeout_seconds: int | None = Field(None, ge=1)
+    watchdog_seconds: int | None = Field(None, ge=1)
 
 
 class LedgerSettings(FileModel):

@@ -25,6 +25,7 @@ from openloop.errors import BusyError
 from openloop.iteration import Iteration, IterationResult, Selection, Stop
 from openloop.ledger import (
     RUNNING,
+    Task,
     block_if_exhausted,
     edit_ledger,
     load_ledger,
@@ -100,6 +101,44 @@ def run_prompt(
             reporter.finished(stop.outcome.value, stop.reason)
             return IterationResult(stop.outcome, stop.reason, project.alias)
         return execute_adhoc(it, prompt_text, validate=validate)
+
+
+def repair_after_kill(env: Environment, alias: str, outcome: str, reason: str) -> list[str]:
+    """What record-exit does once systemd has killed an iteration: the repair step, now, with
+    the cause systemd reported."""
+    project = resolve(env, alias)
+    with iteration_lock(env, project.alias):
+        it = _load(env, project, None, None, NullReporter(), None)
+        repair(it, Outcome(outcome), reason)
+    if it.repaired:
+        from openloop import notifications
+
+        for task_id in it.repaired:
+            notifications.notify(
+                env,
+                "task-failed",
+                project=alias,
+                task_id=task_id,
+                message=f"{alias} {task_id}: {reason}",
+            )
+    return it.repaired
+
+
+def has_work(env: Environment, project: Project, gconf: GlobalConfig) -> str | None:
+    """Why an iteration has something to do (eligible task, a dead run to repair, a deferred
+    merge), or None: the gate then skips the run without starting it."""
+    ledger = load_ledger(project.plane.ledger_file)
+    if any(t.status in RUNNING for t in ledger.tasks) or runs.unfinished(project.plane.runs_dir):
+        return "a previous iteration needs repair"
+    if any(r.get("status") == "deferred" for r in promotion.list_requests(project.plane)):
+        return "a deferred merge can be retried"
+    max_attempts = project.config().runtime.max_attempts_per_task or (
+        gconf.runtime.max_attempts_per_task
+    )
+    eligible = eligible_tasks(ledger.tasks, max_attempts)
+    if eligible:
+        return f"task {eligible[0].id} is {eligible[0].status}"
+    return None
 
 
 def dry_run(env: Environment, alias: str | None, *, model: str | None = None) -> dict[str, Any]:
@@ -199,27 +238,27 @@ def gate_reason(
     return None
 
 
-def repair(it: Iteration) -> None:
+def repair(
+    it: Iteration,
+    outcome: Outcome = Outcome.INTERRUPTED,
+    reason: str = "the iteration was killed before it finished",
+) -> None:
     """Undo what a killed iteration left: running tasks, run records, worktrees, processes.
 
     We hold the project lock, so nothing of this project is running: anything marked running
-    belongs to a dead iteration."""
+    belongs to a dead iteration. `outcome`/`reason` say what is known of its end (systemd tells
+    record-exit: a timeout, a watchdog kill); by default it was simply interrupted."""
     plane = it.project.plane
     now = it.env.now_iso()
     for record in runs.unfinished(plane.runs_dir):
         _kill_run_processes(record.get("runId"))
-        record.update(
-            outcome=Outcome.INTERRUPTED.value,
-            endedAt=now,
-            reason="the iteration was killed before it finished",
-        )
+        record.update(outcome=outcome.value, endedAt=now, reason=reason)
         runs.write_record(plane.runs_dir, record)
     with edit_ledger(plane.ledger_file, now) as ledger:
-        moved = return_stuck_tasks(
-            ledger, now, "repaired: its iteration was killed before it finished"
-        )
+        moved = return_stuck_tasks(ledger, now, f"repaired: {reason}")
         for task, _was in moved:
-            task.last_failure = "The previous attempt was interrupted (killed or timed out)."
+            task.last_failure = f"The previous attempt did not finish: {reason}."
+            task.last_failure_signature = outcome.value
             block_if_exhausted(task, it.limit("max_attempts_per_task"), now)
     it.repaired = [t.id for t, _ in moved]
     worktrees = it.env.worktrees_dir / it.project.alias
@@ -254,25 +293,33 @@ def select(it: Iteration, exclude: set[str] | None = None) -> None:
     other two plug in here.
     """
     ledger = load_ledger(it.project.plane.ledger_file)
-    max_attempts = it.limit("max_attempts_per_task")
-    status_of = {t.id: t.status for t in ledger.tasks}
+    eligible = eligible_tasks(ledger.tasks, it.limit("max_attempts_per_task"), exclude)
+    if not eligible:
+        waiting = sum(1 for t in ledger.tasks if t.status in ("ready", "proposed"))
+        detail = f" ({waiting} waiting on dependencies or attempts)" if waiting else ""
+        raise Stop(Outcome.IDLE, f"no eligible task{detail}")
+    task = eligible[0]
+    mode = "implement" if task.status == "ready" else "plan"
+    role = prompts.role_for(task, mode)
+    reason = f"next {task.status} task by priority ({task.priority}) then age"
+    it.selection = Selection(task, mode, role, reason)
+
+
+def eligible_tasks(
+    tasks: list[Task], max_attempts: int, exclude: set[str] | None = None
+) -> list[Task]:
+    """Tasks an iteration may pick, best first: ready (or proposed, for planning), attempts
+    left, every dependency promoted or done; by priority, ready before proposed, then age."""
+    status_of = {t.id: t.status for t in tasks}
     eligible = [
         t
-        for t in ledger.tasks
+        for t in tasks
         if t.status in ("ready", "proposed")
         and t.id not in (exclude or set())
         and t.attempts < max_attempts
         and all(status_of.get(dep) in DONE_STATUSES for dep in t.depends_on)
     ]
-    if not eligible:
-        waiting = sum(1 for t in ledger.tasks if t.status in ("ready", "proposed"))
-        detail = f" ({waiting} waiting on dependencies or attempts)" if waiting else ""
-        raise Stop(Outcome.IDLE, f"no eligible task{detail}")
-    task = min(eligible, key=lambda t: (-t.priority, t.status != "ready", t.created_at, t.id))
-    mode = "implement" if task.status == "ready" else "plan"
-    role = prompts.role_for(task, mode)
-    reason = f"next {task.status} task by priority ({task.priority}) then age"
-    it.selection = Selection(task, mode, role, reason)
+    return sorted(eligible, key=lambda t: (-t.priority, t.status != "ready", t.created_at, t.id))
 
 
 def precheck(it: Iteration) -> None:

@@ -35,6 +35,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "openloop.cli.promotion_cmds:promotion_group",
         "Review, merge or reject what iterations produced.",
     ),
+    "service": (
+        "openloop.cli.service_cmds:service_group",
+        "Install, start, stop and inspect the systemd units.",
+    ),
+    "pause": ("openloop.cli.service_cmds:pause_cmd", "Pause all iterations, or one project's."),
+    "resume": ("openloop.cli.service_cmds:resume_cmd", "Resume after 'openloop pause'."),
+    "gate": ("openloop.cli.service_cmds:gate_cmd", ""),
+    "record-exit": ("openloop.cli.service_cmds:record_exit_cmd", ""),
+    "notify-failure": ("openloop.cli.service_cmds:notify_failure_cmd", ""),
+    "status": (
+        "openloop.cli.observe_cmds:status_cmd",
+        "One screen across projects: tasks, reviews, spend, next run.",
+    ),
+    "watch": ("openloop.cli.observe_cmds:watch_cmd", "The status screen, refreshed."),
+    "logs": ("openloop.cli.observe_cmds:logs_cmd", "Read the iterations' journal records."),
+    "events": ("openloop.cli.observe_cmds:events_cmd", "The audit trail from the journal."),
+    "doctor": ("openloop.cli.observe_cmds:doctor_cmd", "Check everything an unattended run needs."),
     "run-once": (
         "openloop.cli.run_cmds:run_once_cmd",
         "Run one iteration for a project (what the systemd service runs).",
@@ -57,7 +74,8 @@ class LazyGroup(click.Group):
         return sorted({*super().list_commands(ctx), *self.lazy})
 
     def format_commands(self, ctx, formatter):
-        rows = [(name, self.lazy[name][1]) for name in sorted(self.lazy)]
+        # Commands with no help line are internal (called by the units): not listed.
+        rows = [(name, self.lazy[name][1]) for name in sorted(self.lazy) if self.lazy[name][1]]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from openloop import projects, trust
+from openloop import projects, service, trust
 from openloop.cli.options import examples, format_options
 from openloop.cli.output import info, print_json, print_table, want_json
 from openloop.controlplane import InitReport
@@ -21,6 +21,17 @@ from openloop.controlplane import InitReport
 )
 def project() -> None:
     """Link git repositories and manage their control planes."""
+
+
+def _sync_units(env, action) -> None:
+    """Keep installed systemd units in step; a project change must not fail because of them."""
+    from openloop.errors import OpenLoopError
+
+    try:
+        if action():
+            info("Updated the systemd units for this project.")
+    except OpenLoopError as exc:
+        info(f"warning: systemd units not updated: {exc} (run 'openloop service install')")
 
 
 def _report_init(report: InitReport) -> None:
@@ -63,6 +74,7 @@ def add_cmd(env, alias: str, path: Path, do_init: bool, force: bool) -> None:
         _report_init(result.report)
     elif not result.entry.initialized:
         info(f"Next: openloop project init {alias}")
+    _sync_units(env, lambda: service.project_linked(env, alias))
     if result.untrusted_commands:
         info(
             f"This repository asks OpenLoop to run commands; review and approve them with "
@@ -135,6 +147,7 @@ def show_cmd(env, alias: str) -> None:
 def remove_cmd(env, alias: str, purge: bool) -> None:
     """Unlink a project. Its .openloop/ stays in the repository unless --purge."""
     entry = projects.remove(env, alias, purge=purge)
+    _sync_units(env, lambda: service.project_unlinked(env, alias))
     kept = "deleted" if purge else "kept"
     click.echo(f"Removed project {alias}. Control plane in {entry.path}/.openloop {kept}.")
 

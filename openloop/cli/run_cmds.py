@@ -12,7 +12,11 @@ from openloop.cli.output import print_json
 from openloop.progress import LineReporter, LiveReporter
 
 
-def _reporter(quiet: bool):
+def _reporter(quiet: bool, project: str | None):
+    from openloop.watchdog import SystemdReporter, under_systemd
+
+    if under_systemd():
+        return SystemdReporter(project or "openloop")
     if quiet:
         return None
     return LiveReporter() if sys.stderr.isatty() else LineReporter()
@@ -54,7 +58,7 @@ def run_once_cmd(env, project, model, provider, dry_run, as_json, quiet) -> int:
         print_json(scheduler.dry_run(env, project, model=model))
         return 0
     result = scheduler.run_once(
-        env, project, model=model, provider=provider, reporter=_reporter(quiet)
+        env, project, model=model, provider=provider, reporter=_reporter(quiet, project)
     )
     if as_json:
         print_json(
@@ -125,7 +129,7 @@ def run_cmd(
         model=model,
         provider=provider,
         validate=validate,
-        reporter=_reporter(quiet),
+        reporter=_reporter(quiet, project),
     )
     if as_json:
         print_json(result.record or {"outcome": result.outcome.value, "reason": result.reason})

@@ -1,0 +1,142 @@
+"""`openloop status`, `watch`, `logs`, `events`, `doctor`: reading the state back."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from openloop.cli.options import examples, json_option, project_option
+from openloop.cli.output import print_json
+
+
+@click.command("status", epilog=examples("openloop status", "openloop status --json"))
+@json_option
+@click.pass_obj
+def status_cmd(env, as_json: bool) -> None:
+    """One screen: tasks by state, pending reviews, today's spend, next run per project."""
+    from openloop import dashboard
+
+    data = dashboard.dashboard(env, with_systemd=_systemd_available())
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(dashboard.render(data))
+
+
+def _systemd_available() -> bool:
+    import shutil
+
+    return shutil.which("systemctl") is not None
+
+
+@click.command("watch", epilog=examples("openloop watch", "openloop watch --interval 5"))
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds.")
+@click.pass_obj
+def watch_cmd(env, interval: float) -> None:
+    """The status screen, refreshed until Ctrl+C (needs a terminal)."""
+    import sys
+
+    from openloop import dashboard
+    from openloop.errors import InputError
+
+    if not sys.stdout.isatty():
+        raise InputError("watch needs a terminal; use 'openloop status --json' in scripts")
+    try:
+        while True:
+            text = dashboard.render(dashboard.dashboard(env, with_systemd=_systemd_available()))
+            click.echo(
+                "\x1b[H\x1b[2J" + text + f"\n\nrefreshing every {interval:g}s, Ctrl+C to stop"
+            )
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        click.echo("")
+
+
+@click.command(
+    "logs",
+    epilog=examples(
+        "openloop logs -p web --since 1h",
+        "openloop logs -p web --task add-health -f",
+        "openloop logs -p web --run 20261125T101500Z-add-health-1a2b --json",
+    ),
+)
+@project_option
+@click.option("--task", "task_id", help="Only this task's records.")
+@click.option("--run", "run_id", help="Only this run's records.")
+@click.option("--since", default=None, help="30m, 2h, 1d, today, 2026-11-25, ... (default: all).")
+@click.option("-n", "--lines", type=int, default=200, show_default=True, help="At most this many.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new records.")
+@json_option
+@click.pass_obj
+def logs_cmd(env, project, task_id, run_id, since, lines, follow, as_json) -> None:
+    """Read OpenLoop's journal records (the iterations' output and OpenLoop's own)."""
+    from openloop import journal
+    from openloop.projects import resolve
+
+    alias = resolve(env, project).alias if project else None
+    since_dt = journal.parse_since(since, env.now()) if since else None
+    entries = journal.read(project=alias, task=task_id, run=run_id, since=since_dt, limit=lines)
+    _emit(entries, as_json, with_project=alias is None)
+    if follow:
+        try:
+            for entry in journal.follow(project=alias, task=task_id, run=run_id):
+                _emit([entry], as_json, with_project=alias is None)
+        except KeyboardInterrupt:
+            pass
+
+
+@click.command(
+    "events", epilog=examples("openloop events --since 1h", "openloop events -p web --json")
+)
+@project_option
+@click.option("--since", default="1d", show_default=True, help="30m, 2h, 1d, today, a date...")
+@click.option("--limit", type=int, default=100, show_default=True)
+@json_option
+@click.pass_obj
+def events_cmd(env, project, since, limit, as_json) -> None:
+    """The audit trail: iterations started and finished, promotions, skips, pauses, budget."""
+    from openloop import journal
+    from openloop.projects import resolve
+
+    alias = resolve(env, project).alias if project else None
+    entries = journal.read(
+        project=alias, event_only=True, since=journal.parse_since(since, env.now()), limit=limit
+    )
+    if not entries and not as_json:
+        click.echo(f"No events since {since}.")
+        return
+    _emit(entries, as_json, with_project=True)
+
+
+def _emit(entries, as_json: bool, with_project: bool) -> None:
+    from openloop import journal
+
+    if as_json:
+        print_json([journal.entry_to_json(e) for e in entries])
+        return
+    for entry in entries:
+        click.echo(journal.format_entry(entry, with_project=with_project))
+
+
+@click.command("doctor", epilog=examples("openloop doctor", "openloop doctor --json"))
+@json_option
+@click.pass_obj
+def doctor_cmd(env, as_json: bool) -> int:
+    """Check everything an unattended run needs, and say how to fix what is missing."""
+    from dataclasses import asdict
+
+    from openloop import doctor
+
+    checks = doctor.run_checks(env)
+    failed = [c for c in checks if not c.ok]
+    if as_json:
+        print_json([asdict(c) for c in checks])
+    else:
+        for c in checks:
+            mark = "ok  " if c.ok and not c.warning else ("warn" if c.ok else "FAIL")
+            click.echo(f"[{mark}] {c.name}: {c.detail}")
+            if c.fix and (not c.ok or c.warning):
+                click.echo(f"       fix: {c.fix}")
+        click.echo(f"\n{len(failed)} problem(s)." if failed else "\nAll set for unattended runs.")
+    return 1 if failed else 0

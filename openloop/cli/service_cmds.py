@@ -1,0 +1,244 @@
+"""`openloop service ...`, `pause`/`resume`, and the hooks the units call (gate, record-exit)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from openloop import pause, service, units
+from openloop.cli.options import examples, json_option, project_option
+from openloop.cli.output import info, print_json, print_table
+
+
+@click.group(
+    epilog=examples(
+        "openloop service install",
+        "openloop service start",
+        "openloop service status",
+        "systemctl --user list-timers 'openloop@*'",
+    )
+)
+def service_group() -> None:
+    """Run every linked project unattended under your systemd user manager.
+
+    \b
+    Each project is openloop@<alias>.timer -> openloop@<alias>.service (one iteration, then
+    exit); openloop.target groups the timers. systemd provides the schedule, one iteration per
+    project at a time, the hard timeout and watchdog, resource limits and the journal.
+    To keep running after you log out: loginctl enable-linger $USER
+    """
+
+
+@service_group.command(
+    "install", epilog=examples("openloop service install", "openloop service install --sandbox")
+)
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="Also confine iterations with mount namespaces (PrivateUsers=yes); needs "
+    "user namespaces, which some distributions block.",
+)
+@click.pass_obj
+def install_cmd(env, sandbox: bool) -> None:
+    """Write the units and per-project drop-ins into ~/.config/systemd/user and reload.
+
+    Records where pi, git and node are (units do not see your shell's PATH) and creates
+    ~/.config/openloop/environment (mode 0600) for API keys. Safe to re-run after changing a
+    project's schedule or limits.
+    """
+    report = service.install(env, sandbox=sandbox)
+    where = f"packaged units in {report.packaged}" if report.packaged else "templates"
+    click.echo(f"Installed OpenLoop units ({where}) in {report.unit_dir}")
+    for name in report.written:
+        info(f"  wrote {name}")
+    if report.linger is False:
+        info(
+            "Linger is off: your timers stop when you log out. Enable it with:\n"
+            "  loginctl enable-linger $USER"
+        )
+    info("Next: openloop service start")
+
+
+@service_group.command("uninstall")
+@click.pass_obj
+def uninstall_cmd(env) -> None:
+    """Stop and remove OpenLoop's units and drop-ins (your projects and config stay)."""
+    removed = service.uninstall(env)
+    click.echo(f"Removed {len(removed)} unit file(s); timers stopped and disabled.")
+
+
+@service_group.command("start")
+@click.pass_obj
+def start_cmd(env) -> None:
+    """Enable and start every project's timer (installs the units first if needed)."""
+    timers = service.start(env)
+    click.echo(f"Started openloop.target with {len(timers)} project timer(s).")
+    if units.linger_enabled(env) is False:
+        info("Linger is off: timers stop at logout ('loginctl enable-linger $USER').")
+
+
+@service_group.command("stop")
+@click.pass_obj
+def stop_cmd(env) -> None:
+    """Stop all timers and any running iteration (a killed iteration is recorded)."""
+    service.stop(env)
+    click.echo("Stopped OpenLoop timers and iterations.")
+
+
+@service_group.command("restart")
+@click.pass_obj
+def restart_cmd(env) -> None:
+    """Re-install the units (picking up config changes) and restart the timers."""
+    service.install(env)
+    service.stop(env)
+    timers = service.start(env)
+    click.echo(f"Restarted {len(timers)} project timer(s).")
+
+
+@service_group.command(
+    "status", epilog=examples("openloop service status", "openloop service status --json")
+)
+@json_option
+@click.pass_obj
+def status_cmd(env, as_json: bool) -> None:
+    """Per project: timer state, next and last run, the last result, live STATUS text."""
+    data = service.status(env)
+    if as_json:
+        print_json(data)
+        return
+    paused = data["paused"]
+    click.echo(
+        f"units installed: {'yes' if data['installed'] else 'no'}   "
+        f"openloop.target: {data['target'] or 'unknown'}   "
+        f"budget today: ${data['budget']['spentUsd']:.2f} of "
+        f"${data['budget']['dailyUsd']:.2f}" + ("   PAUSED" if paused else "")
+    )
+    rows = []
+    for p in data["projects"]:
+        last = p.get("lastRun") or {}
+        rows.append(
+            {
+                "project": p["project"],
+                "timer": p.get("timer"),
+                "next": p.get("nextRun"),
+                "last result": p.get("lastResult"),
+                "last outcome": last.get("outcome"),
+                "now": p.get("status")
+                if p.get("running")
+                else ("paused" if p.get("paused") else "idle"),
+            }
+        )
+    print_table(
+        rows,
+        ["project", "timer", "next", "last result", "last outcome", "now"],
+        empty="No linked projects.",
+    )
+
+
+@service_group.command(
+    "run", epilog=examples("openloop service run", "openloop service run --interval 60")
+)
+@click.option(
+    "--interval",
+    type=float,
+    help="Seconds between a project's iterations (default: its configured interval).",
+)
+@click.option("--iterations", type=int, help="Stop after this many rounds (default: forever).")
+@click.pass_obj
+def run_cmd(env, interval, iterations) -> None:
+    """Run the schedules in the foreground (hosts without a systemd user manager).
+
+    A thin loop over run-once: same gate, same locks, no pid files. Stop with Ctrl+C.
+    """
+    click.echo("Running OpenLoop schedules in the foreground; Ctrl+C to stop.", err=True)
+    service.run_foreground(
+        env, interval=interval, iterations=iterations, echo=lambda line: click.echo(line)
+    )
+
+
+@click.command("pause", epilog=examples("openloop pause", "openloop pause -p web"))
+@project_option
+@click.option("--reason", help="Shown by status.")
+@click.pass_obj
+def pause_cmd(env, project, reason) -> None:
+    """Pause all iterations (or one project's with --project). Running ones finish."""
+    from openloop import journal
+
+    if project:
+        from openloop.projects import resolve
+
+        alias = resolve(env, project).alias
+        pause.set_project_pause(env, alias, True)
+        journal.send(f"project {alias} paused", event="paused", project=alias)
+        click.echo(f"Paused project {alias}.")
+    else:
+        pause.set_global_pause(env, True, reason)
+        journal.send("OpenLoop paused", event="paused")
+        click.echo("Paused OpenLoop (all projects).")
+
+
+@click.command("resume", epilog=examples("openloop resume", "openloop resume -p web"))
+@project_option
+@click.pass_obj
+def resume_cmd(env, project) -> None:
+    """Resume after 'openloop pause'."""
+    from openloop import journal
+
+    if project:
+        from openloop.projects import resolve
+
+        alias = resolve(env, project).alias
+        pause.set_project_pause(env, alias, False)
+        journal.send(f"project {alias} resumed", event="resumed", project=alias)
+        click.echo(f"Resumed project {alias}.")
+    else:
+        pause.set_global_pause(env, False)
+        journal.send("OpenLoop resumed", event="resumed")
+        click.echo("Resumed OpenLoop.")
+
+
+@click.command("gate", hidden=True)
+@click.option("--project", "-p", required=True)
+@click.pass_obj
+def gate_cmd(env, project) -> int:
+    """ExecCondition of openloop@.service: exit 0 to run, 1 to skip this time."""
+    from openloop import journal
+
+    decision = service.gate(env, project)
+    if not decision.run:
+        journal.send(f"{project}: skipped: {decision.reason}", event="skipped", project=project)
+        click.echo(f"skip: {decision.reason}")
+        return 1
+    return 0
+
+
+@click.command("record-exit", hidden=True)
+@click.option("--project", "-p", required=True)
+@click.pass_obj
+def record_exit_cmd(env, project) -> int:
+    """ExecStopPost of openloop@.service: record a run systemd killed."""
+    from openloop import journal
+
+    summary = service.record_exit(env, project, dict(os.environ))
+    if summary:
+        journal.send(f"{project}: {summary}", priority=4, event="iteration-killed", project=project)
+        click.echo(summary)
+    return 0
+
+
+@click.command("notify-failure", hidden=True)
+@click.option("--unit", required=True)
+@click.pass_obj
+def notify_failure_cmd(env, unit) -> int:
+    """OnFailure= handler: OpenLoop itself failed in UNIT."""
+    from openloop import notifications
+
+    alias = unit.removeprefix("openloop@").removesuffix(".service")
+    notifications.notify(
+        env,
+        "task-failed",
+        project=alias,
+        message=f"OpenLoop unit {unit} failed; see 'openloop logs -p {alias}'",
+    )
+    return 0

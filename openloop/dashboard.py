@@ -1,0 +1,81 @@
+"""`openloop status`: one screen across projects, from the ledgers, budget and systemd."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from openloop import budget, pause, promotion
+from openloop.config import load_config
+from openloop.env import Environment
+from openloop.errors import OpenLoopError
+from openloop.ledger import load_rows, summary
+from openloop.projects import resolve
+from openloop.registry import load_registry
+
+
+def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
+    gconf = load_config(env)
+    rows = []
+    for entry in load_registry(env).projects:
+        row: dict[str, Any] = {"project": entry.alias, "paused": entry.paused}
+        try:
+            project = resolve(env, entry.alias)
+            counts = summary(load_rows(project.plane.ledger_file))["byStatus"]
+            row["tasks"] = {k: v for k, v in counts.items() if v}
+            row["pendingReviews"] = sum(
+                1
+                for r in promotion.list_requests(project.plane)
+                if r.get("status") in promotion.OPEN_STATUSES
+            )
+            if with_systemd:
+                from openloop import service
+
+                state = service.project_status(env, project)
+                row.update(
+                    nextRun=state["nextRun"],
+                    running=state["running"],
+                    status=state["status"],
+                    lastResult=state["lastResult"],
+                    lastRun=state["lastRun"],
+                )
+        except OpenLoopError as exc:
+            row["error"] = str(exc)
+        rows.append(row)
+    return {
+        "paused": pause.global_pause(env),
+        "budget": {
+            "spentUsd": round(budget.spent_today(env), 4),
+            "dailyUsd": gconf.budgets.daily_cost_usd,
+        },
+        "projects": rows,
+    }
+
+
+def render(data: dict[str, Any]) -> str:
+    spent, daily = data["budget"]["spentUsd"], data["budget"]["dailyUsd"]
+    lines = [
+        f"OpenLoop  budget ${spent:.2f} / ${daily:.2f} today"
+        + ("  PAUSED" if data["paused"] else "")
+    ]
+    lines.append("")
+    header = f"{'PROJECT':16} {'READY':>5} {'RUN':>3} {'REVIEW':>6} {'BLOCKED':>7} {'DONE':>5}  "
+    lines.append(header + "NEXT / NOW")
+    for row in data["projects"]:
+        if "error" in row:
+            lines.append(f"{row['project']:16} error: {row['error']}")
+            continue
+        t = row.get("tasks", {})
+        now = (
+            row.get("status")
+            if row.get("running")
+            else ("paused" if row.get("paused") else (row.get("nextRun") or "-"))
+        )
+        lines.append(
+            f"{row['project'][:16]:16} {t.get('ready', 0) + t.get('proposed', 0):>5} "
+            f"{t.get('in_progress', 0) + t.get('validating', 0):>3} {row['pendingReviews']:>6} "
+            f"{t.get('blocked', 0) + t.get('failed', 0):>7} "
+            f"{t.get('promoted', 0) + t.get('done', 0):>5}  {now}"
+        )
+    if not data["projects"]:
+        lines.append("No linked projects. Link one with 'openloop project add ALIAS PATH --init'.")
+    return "\n".join(lines)

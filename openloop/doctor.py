@@ -1,0 +1,200 @@
+"""`openloop doctor`: everything an unattended run needs, each with how to fix it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from openloop import budget, trust, units
+from openloop.config import load_config
+from openloop.env import Environment
+from openloop.errors import OpenLoopError
+from openloop.registry import load_registry
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+    warning: bool = False  # a problem that does not stop unattended runs
+
+
+def _run(argv: list[str], env: dict[str, str], timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def check_pi(env: Environment) -> Check:
+    unit_path = ":".join(units.tool_path(env))
+    pi = env.environ.get("OPENLOOP_PI_BIN") or shutil.which("pi", path=unit_path)
+    if not pi:
+        return Check(
+            "pi",
+            False,
+            "pi is not on the PATH the units get",
+            "npm install -g @mariozechner/pi-coding-agent (or set OPENLOOP_PI_BIN), "
+            "then 'openloop service install'",
+        )
+    try:
+        proc = _run([pi, "--version"], {**env.environ, "PATH": unit_path})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("pi", False, f"{pi} does not run: {exc}", "reinstall pi")
+    if proc.returncode != 0:
+        return Check(
+            "pi",
+            False,
+            f"{pi} --version failed: {proc.stderr.strip()[:200]}",
+            "check Node.js (pi 0.73 needs Node >= 20)",
+        )
+    return Check("pi", True, f"{pi} ({proc.stdout.strip() or 'version unknown'})")
+
+
+def check_git_identity(env: Environment) -> Check:
+    proc = _run(["git", "config", "--global", "user.email"], dict(env.environ))
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return Check(
+            "git identity",
+            True,
+            "no global user.email: OpenLoop commits as 'OpenLoop <openloop@localhost>'",
+            "git config --global user.email you@host",
+            warning=True,
+        )
+    return Check("git identity", True, proc.stdout.strip())
+
+
+def check_manager(env: Environment) -> Check:
+    try:
+        units.systemctl(env, "show-environment")
+    except OpenLoopError as exc:
+        return Check(
+            "user manager",
+            False,
+            str(exc),
+            "log in with a systemd session, or use 'openloop service run'",
+        )
+    return Check("user manager", True, "systemctl --user answers")
+
+
+def check_linger(env: Environment) -> Check:
+    linger = units.linger_enabled(env)
+    if linger is None:
+        return Check("linger", True, "could not tell", warning=True)
+    if not linger:
+        return Check(
+            "linger",
+            True,
+            "off: timers stop when you log out",
+            "loginctl enable-linger $USER",
+            warning=True,
+        )
+    return Check("linger", True, "on")
+
+
+def check_units(env: Environment) -> Check:
+    from openloop import service
+
+    if not service.installed(env):
+        return Check("units", False, "not installed", "openloop service install")
+    unit_dir = units.user_unit_dir(env)
+    if units.packaged_units() is None:
+        rendered = units.render_templates(units.openloop_command())
+        stale = [
+            n
+            for n, text in rendered.items()
+            if not (unit_dir / n).is_file() or (unit_dir / n).read_text() != text
+        ]
+        if stale:
+            return Check(
+                "units", False, f"out of date: {', '.join(stale)}", "openloop service install"
+            )
+    return Check("units", True, f"installed in {unit_dir}")
+
+
+def check_journal() -> Check:
+    from openloop import journal
+
+    try:
+        journal.read(limit=1)
+    except OpenLoopError as exc:
+        return Check("journal", False, str(exc), "install systemd-python or journalctl")
+    return Check("journal", True, "readable")
+
+
+def check_budget(env: Environment) -> Check:
+    ceiling = load_config(env).budgets.daily_cost_usd
+    left = budget.left_today(env, ceiling)
+    if left <= 0:
+        return Check(
+            "budget",
+            False,
+            f"today's ${ceiling:.2f} is spent",
+            "wait for tomorrow or 'openloop config set budgets.dailyCostUsd N'",
+        )
+    return Check("budget", True, f"${left:.2f} of ${ceiling:.2f} left today")
+
+
+def check_projects(env: Environment) -> list[Check]:
+    from openloop.ledger import load_ledger
+    from openloop.policy import load_policy
+    from openloop.projects import resolve
+
+    checks = []
+    for entry in load_registry(env).projects:
+        name = f"project {entry.alias}"
+        try:
+            project = resolve(env, entry.alias)
+            config = project.config()
+            load_policy(project.plane.policy_file)
+            load_ledger(project.plane.ledger_file)
+        except OpenLoopError as exc:
+            checks.append(
+                Check(
+                    name, False, str(exc), f"fix the file, or 'openloop project init {entry.alias}'"
+                )
+            )
+            continue
+        if not trust.is_trusted(entry, config):
+            checks.append(
+                Check(
+                    name,
+                    False,
+                    "its commands are not approved",
+                    f"openloop project trust {entry.alias}",
+                )
+            )
+        elif not Path(entry.path, ".git").exists():
+            checks.append(
+                Check(
+                    name,
+                    False,
+                    f"{entry.path} is not a git repository",
+                    f"openloop project add {entry.alias} PATH --force",
+                )
+            )
+        else:
+            checks.append(Check(name, True, entry.path))
+    return checks
+
+
+def run_checks(env: Environment) -> list[Check]:
+    return [
+        check_pi(env),
+        check_git_identity(env),
+        check_manager(env),
+        check_linger(env),
+        check_units(env),
+        check_journal(),
+        check_budget(env),
+        *check_projects(env),
+    ]

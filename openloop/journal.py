@@ -1,0 +1,475 @@
+"""OpenLoop's journal records: writing them (structured, secrets masked) and reading them back
+for `openloop logs` and `openloop events`.
+
+Every record OpenLoop writes carries OPENLOOP_PROJECT/TASK/ROLE/RUN/EVENT itself, because for user
+units the unit name is not reliable (output of short-lived processes can miss _SYSTEMD_USER_UNIT,
+and the user manager ignores LogExtraFields=). Reading therefore matches the unit OR the fields.
+systemd-python is optional: without it records go out in the native protocol over the journal
+socket and are read back from `journalctl --user -o json`.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TextIO
+
+from openloop.errors import InputError, MissingFeatureError, OpenLoopError
+
+try:
+    from systemd import journal as _sd
+except ImportError:  # optional: the `journal` extra
+    _sd = None
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+IDENTIFIER = "openloop"
+ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
+_FIELD_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")  # journald silently drops anything else
+_SECRETS = [
+    (re.compile(r"\bsk-(?=[A-Za-z0-9_-]*\d)[A-Za-z0-9_-]{16,}"), "sk-***"),
+    (re.compile(r"\b(?:ghp|gho|ghs|ghu|github_pat)_[A-Za-z0-9_]{16,}"), "gh***"),
+    (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), "xox***"),
+    (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "AKIA***"),
+    (re.compile(r"(?i)\b((?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1***"),
+    (re.compile(r"(?i)\b([\w-]*(?:api[_-]?key|token|secret|passw(?:or)?d)[\"']?\s*[:=]\s*[\"']?)"
+                r"[^\s\"',;&]+"), r"\1***"),  # fmt: skip
+]
+
+
+def redact(text: str) -> str:
+    """Masks what looks like a credential: the journal outlives any key rotation."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+# ------------------------------------------------------------------------------------ writing
+
+
+def make_record(message: str, *, priority: int = INFO, event: str | None = None,
+                project: str | None = None, task: str | None = None, role: str | None = None,
+                run: str | None = None, **fields: Any) -> dict[str, str]:  # fmt: skip
+    """The fields of one record. ValueError for a bad priority or field name: that is a bug in
+    the caller, unlike a missing journal."""
+    if not 0 <= priority <= 7:
+        raise ValueError(f"journal priority must be 0..7, not {priority}")
+    record = {"MESSAGE": redact(message), "PRIORITY": str(priority)}
+    record["SYSLOG_IDENTIFIER"] = IDENTIFIER
+    named = {"EVENT": event, "PROJECT": project, "TASK": task, "ROLE": role, "RUN": run}
+    record |= {f"OPENLOOP_{k}": str(v) for k, v in named.items() if v is not None}
+    for key, value in fields.items():
+        name = key.upper()
+        if not _FIELD_NAME.fullmatch(name):
+            raise ValueError(f"not a journal field name: {key!r} (A-Z0-9_, no leading _/digit)")
+        if name in record:
+            raise ValueError(f"journal field {name} given twice")
+        if value is not None:
+            record[name] = redact(str(value))
+    return record
+
+
+def encode_native(record: dict[str, str]) -> bytes:
+    """journald's native datagram; a value with a newline needs the length-prefixed form."""
+    out = bytearray()
+    for key, value in record.items():
+        data = value.encode("utf-8", "surrogateescape")
+        if b"\n" in data:
+            out += key.encode() + b"\n" + struct.pack("<Q", len(data)) + data + b"\n"
+        else:
+            out += key.encode() + b"=" + data + b"\n"
+    return bytes(out)
+
+
+def write_native(record: dict[str, str], path: str = JOURNAL_SOCKET) -> None:
+    """Sends one record to the journal socket at ``path``; raises OSError."""
+    data = encode_native(record)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2.0)  # a wedged journald must not stall an iteration
+        try:
+            sock.sendto(data, path)
+        except OSError as exc:
+            if exc.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
+                raise
+            # Too big for a datagram: journald takes the same payload in a sealed memfd.
+            fd = os.memfd_create("openloop-journal", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                            | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)  # fmt: skip
+                rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]
+                sock.sendmsg([], rights, 0, path)
+            finally:
+                os.close(fd)
+
+
+def send_record(record: dict[str, str]) -> bool:
+    """False when there is no journal or it refused the record; never raises OSError."""
+    if not os.path.exists(JOURNAL_SOCKET):  # libsystemd reports success when it is missing
+        return False
+    try:
+        if _sd is not None:
+            _sd.sendv(*(f"{k}={v}" for k, v in record.items()))
+        else:
+            write_native(record, JOURNAL_SOCKET)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def send(message: str, *, priority: int = INFO, event: str | None = None,
+         project: str | None = None, task: str | None = None, role: str | None = None,
+         run: str | None = None, **fields: Any) -> bool:  # fmt: skip
+    """Writes one structured record (see make_record); False when it could not be written."""
+    return send_record(make_record(message, priority=priority, event=event, project=project,
+                                   task=task, role=role, run=run, **fields))  # fmt: skip
+
+
+def running_under_systemd(environ: dict[str, str] | None = None, fd: int = 2) -> bool:
+    """Started by systemd with stderr going to the journal; systemd.exec(5) says JOURNAL_STREAM
+    merely being set is not enough (it is inherited), it must name our stderr."""
+    env = os.environ if environ is None else environ
+    try:
+        dev, ino = (int(p) for p in env.get("JOURNAL_STREAM", "").split(":"))
+        st = os.fstat(fd)
+    except (ValueError, OSError):
+        return False
+    return bool(env.get("INVOCATION_ID")) and (st.st_dev, st.st_ino) == (dev, ino)
+
+
+@dataclass(frozen=True)
+class IterationLog:
+    """An iteration's log lines: journal records under systemd, stderr lines otherwise."""
+
+    project: str | None = None
+    run: str | None = None
+    task: str | None = None
+    role: str | None = None
+    to_journal: bool | None = None  # None: running_under_systemd(), asked at each line
+    stream: TextIO | None = None  # None: sys.stderr as it is at each line
+
+    def info(self, msg: str, **fields: Any) -> None:
+        self.log(INFO, msg, **fields)
+
+    def notice(self, msg: str, **fields: Any) -> None:
+        self.log(NOTICE, msg, **fields)
+
+    def warning(self, msg: str, **fields: Any) -> None:
+        self.log(WARNING, msg, **fields)
+
+    def error(self, msg: str, **fields: Any) -> None:
+        self.log(ERR, msg, **fields)
+
+    def event(self, name: str, msg: str, *, priority: int = NOTICE, **fields: Any) -> None:
+        self.log(priority, msg, event=name, **fields)
+
+    def log(self, priority: int, msg: str, event: str | None = None, **fields: Any) -> None:
+        record = make_record(msg, priority=priority, event=event, project=self.project,
+                             task=self.task, role=self.role, run=self.run, **fields)  # fmt: skip
+        journal = running_under_systemd() if self.to_journal is None else self.to_journal
+        if journal and send_record(record):
+            return
+        # Under systemd stderr is the journal too, and the <N> prefix keeps the priority there.
+        prefix = f"<{priority}>" if journal else ""
+        label = {ERR: "error: ", WARNING: "warning: "}.get(priority, "")
+        task = f"[{self.task}] " if self.task else ""
+        print(f"{prefix}openloop: {task}{label}{record['MESSAGE']}", file=self.stream or sys.stderr,
+              flush=True)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ reading
+
+
+@dataclass(frozen=True)
+class Entry:
+    time: datetime
+    message: str
+    priority: int
+    unit: str | None
+    project: str | None
+    task: str | None
+    run: str | None
+    event: str | None
+    fields: dict[str, str]
+
+
+def _unit_project(unit: str | None, prefix: str) -> str | None:
+    if unit and unit.startswith(prefix) and unit.endswith(".service"):
+        return unit[len(prefix) : -len(".service")] or None
+    return None
+
+
+@dataclass(frozen=True)
+class _Filter:
+    project: str | None
+    task: str | None
+    run: str | None
+    event_only: bool
+    since: datetime | None
+    prefix: str
+
+    def groups(self, unique: Callable[[str], set[str]]) -> list[list[str]]:
+        """Journal matches: ORed groups of ANDed FIELD=value (matches() is the exact rule)."""
+        if self.project is not None:
+            unit = f"{self.prefix}{self.project}.service"
+            # USER_UNIT= marks the manager's lines about the unit (started, timeout, failed).
+            base = [f"_SYSTEMD_USER_UNIT={unit}", f"USER_UNIT={unit}",
+                    f"OPENLOOP_PROJECT={self.project}"]  # fmt: skip
+        else:  # matches cannot say "openloop@*", so list the values the journal holds
+            units = {f"{f}={u}" for f in ("_SYSTEMD_USER_UNIT", "USER_UNIT") for u in unique(f)
+                     if _unit_project(u, self.prefix)}  # fmt: skip
+            projects = {f"OPENLOOP_PROJECT={p}" for p in unique("OPENLOOP_PROJECT")}
+            base = [*sorted(units | projects), f"SYSLOG_IDENTIFIER={IDENTIFIER}"]
+        # Our uid only, as `journalctl --user -u` does: other users' records are not ours.
+        extra = [f"_UID={os.getuid()}"]
+        extra += [f"OPENLOOP_TASK={self.task}"] if self.task is not None else []
+        extra += [f"OPENLOOP_RUN={self.run}"] if self.run is not None else []
+        return [[b, *extra] for b in base]
+
+    def matches(self, e: Entry) -> bool:
+        own = _unit_project(e.unit, self.prefix)
+        if self.project is not None and self.project not in (e.fields.get("OPENLOOP_PROJECT"), own):
+            return False
+        if self.project is None and not (own or e.fields.get("SYSLOG_IDENTIFIER") == IDENTIFIER
+                                         or any(k.startswith("OPENLOOP_") for k in e.fields)):
+            return False  # fmt: skip
+        return ((self.task is None or e.task == self.task)
+                and (self.run is None or e.run == self.run)
+                and (e.event is not None or not self.event_only)
+                and (self.since is None or e.time >= self.since))  # fmt: skip
+
+
+def _str(value: Any) -> str:
+    if isinstance(value, list):  # journalctl: binary data as a byte list; repeated field: a list
+        if value and all(isinstance(v, int) for v in value):
+            return bytes(value).decode("utf-8", "replace")
+        return _str(value[-1]) if value else ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def entry_from_fields(raw: dict[str, Any], prefix: str = "openloop@") -> Entry | None:
+    """An Entry from a record's fields (a Reader dict or a journalctl JSON object)."""
+    f = {k: _str(v) for k, v in raw.items() if v is not None}
+    try:
+        when = datetime.fromtimestamp(int(f["__REALTIME_TIMESTAMP"]) / 1e6).astimezone()
+    except (KeyError, ValueError):
+        return None
+    prio = f.get("PRIORITY", "")
+    # The manager's lines about a unit come from its init.scope and name the unit in USER_UNIT.
+    unit = f.get("_SYSTEMD_USER_UNIT")
+    unit = unit if _unit_project(unit, prefix) else f.get("USER_UNIT") or unit
+    return Entry(when, f.get("MESSAGE", ""), int(prio) if prio.isdigit() else INFO, unit,
+                 f.get("OPENLOOP_PROJECT") or _unit_project(unit, prefix), f.get("OPENLOOP_TASK"),
+                 f.get("OPENLOOP_RUN"), f.get("OPENLOOP_EVENT"), f)  # fmt: skip
+
+
+def parse_json_lines(text: str, prefix: str = "openloop@") -> list[Entry]:
+    """Entries from `journalctl -o json` output, one object a line; anything else is skipped."""
+    out = []
+    for line in text.splitlines():
+        try:
+            raw = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(raw, dict) and (entry := entry_from_fields(raw, prefix)):
+            out.append(entry)
+    return out
+
+
+def _open_reader(flt: _Filter, groups: bool = True) -> Any:
+    # Default flags (LOCAL_ONLY): the user's own journal file plus whatever else permissions
+    # allow; CURRENT_USER would see nothing where the journal is volatile (no per-user files).
+    r = _sd.Reader()
+    # Strings everywhere, as journalctl gives them; these two come from the reader computed.
+    r.converters = {"__REALTIME_TIMESTAMP": str, "__CURSOR": str,
+                    "__MONOTONIC_TIMESTAMP": lambda _: None}  # fmt: skip
+    for i, group in enumerate(flt.groups(r.query_unique) if groups else []):
+        if i:
+            r.add_disjunction()
+        r.add_match(*group)
+    return r
+
+
+def _reader_entries(flt: _Filter, limit: int | None) -> list[Entry]:
+    out: list[Entry] = []
+    with _open_reader(flt) as r:
+        if limit is None:
+            if flt.since is not None:
+                r.seek_realtime(flt.since.timestamp())
+            entries = (entry_from_fields(raw, flt.prefix) for raw in iter(r.get_next, {}))
+            return [e for e in entries if e and flt.matches(e)]
+        r.seek_tail()  # newest first, so a short tail of a long journal stays cheap
+        while len(out) < limit and (raw := r.get_previous()):
+            e = entry_from_fields(raw, flt.prefix)
+            if e and flt.since is not None and e.time < flt.since:
+                break
+            if e and flt.matches(e):
+                out.append(e)
+    return out[::-1]
+
+
+def _journalctl(*args: str) -> list[str]:
+    exe = shutil.which("journalctl")
+    if exe is None:
+        raise MissingFeatureError("reading the journal needs systemd-python"
+                                  " (pip install 'openloop[journal]') or journalctl")  # fmt: skip
+    return [exe, "--user", "--no-pager", "--output=json", "--all", *args]  # --all: >4 KiB values
+
+
+def _run(argv: list[str]) -> str:
+    cp = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    if cp.returncode != 0 and "No entries" not in cp.stderr:
+        raise OpenLoopError(f"journalctl failed: {cp.stderr.strip() or cp.returncode}")
+    return cp.stdout
+
+
+def _journalctl_entries(flt: _Filter, limit: int | None) -> list[Entry]:
+    args = [f"--since=@{flt.since.timestamp():.6f}"] if flt.since is not None else []
+    for i, group in enumerate(flt.groups(lambda f: set(_run(_journalctl(f"--field={f}")).split()))):
+        args += ["+", *group] if i else group  # journalctl's "+" is the disjunction
+    found = [e for e in parse_json_lines(_run(_journalctl(*args)), flt.prefix) if flt.matches(e)]
+    return found if limit is None else found[len(found) - limit :] if limit > 0 else []
+
+
+def _entries(flt: _Filter, limit: int | None) -> list[Entry]:
+    if _sd is not None:
+        try:
+            return _reader_entries(flt, limit)
+        except OSError:
+            pass  # e.g. no readable journal files: journalctl may still manage or explain
+    return _journalctl_entries(flt, limit)
+
+
+def _filter(project: str | None, task: str | None, run: str | None, event_only: bool,
+            since: datetime | None, prefix: str) -> _Filter:  # fmt: skip
+    aware = since.astimezone() if since is not None and since.tzinfo is None else since
+    return _Filter(project, task, run, event_only, aware, prefix)
+
+
+def read(*, project: str | None = None, task: str | None = None, run: str | None = None,
+         event_only: bool = False, since: datetime | None = None, unit_prefix: str = "openloop@",
+         limit: int | None = None) -> list[Entry]:  # fmt: skip
+    """OpenLoop's entries, oldest first (with ``limit``, the last ``limit`` of them). A project's
+    are those of unit <unit_prefix><project>.service (its output and the manager's lines about
+    it) and those with OPENLOOP_PROJECT=<project>; project=None: all of OpenLoop's."""
+    return _entries(_filter(project, task, run, event_only, since, unit_prefix), limit)
+
+
+def follow(*, project: str | None = None, task: str | None = None, run: str | None = None,
+           event_only: bool = False, since: datetime | None = None,
+           unit_prefix: str = "openloop@", limit: int | None = 0,
+           stop: threading.Event | None = None, poll: float = 0.5) -> Iterator[Entry]:  # fmt: skip
+    """The last ``limit`` entries as read() gives them (None: all since ``since``), then each
+    new one as it arrives, until ``stop`` is set or the generator is closed. Wakes every
+    ``poll`` seconds, so Ctrl-C and ``stop`` take effect promptly."""
+    flt = _filter(project, task, run, event_only, since, unit_prefix)
+    stop = stop or threading.Event()
+    if _sd is not None:
+        with _open_reader(flt, groups=False) as r:
+            r.add_match(f"_UID={os.getuid()}")  # units that appear later must match: in Python
+            r.seek_tail()
+            r.get_previous()  # a reader at the tail returns only what is appended from now on
+            seen = set()
+            for e in _entries(flt, limit) if limit != 0 else []:
+                seen.add(e.fields.get("__CURSOR"))
+                yield e
+            while not stop.is_set():
+                if not (raw := r.get_next()):
+                    r.wait(poll)
+                elif (e := entry_from_fields(raw, flt.prefix)) and flt.matches(e):
+                    if e.fields.get("__CURSOR") not in seen:
+                        yield e
+        return
+    yield from _follow_journalctl(flt, limit, stop, poll)
+
+
+def _follow_journalctl(flt: _Filter, limit: int | None, stop: threading.Event,
+                       poll: float) -> Iterator[Entry]:  # fmt: skip
+    start = time.time()  # before the backlog: what arrives meanwhile comes twice, deduplicated
+    seen = set()
+    for e in _journalctl_entries(flt, limit) if limit != 0 else []:
+        seen.add(e.fields.get("__CURSOR"))
+        yield e
+    argv = _journalctl("--follow", "--lines=all", f"--since=@{start:.6f}", f"_UID={os.getuid()}")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    fd, buf = proc.stdout.fileno(), b""  # type: ignore[union-attr]
+    try:
+        while not stop.is_set():
+            if not select.select([fd], [], [], poll)[0]:
+                continue
+            if not (chunk := os.read(fd, 65536)):
+                raise OpenLoopError(f"journalctl --follow exited with {proc.wait()}")
+            *lines, buf = (buf + chunk).split(b"\n")
+            text = b"\n".join(lines).decode("utf-8", "replace")
+            for e in parse_json_lines(text, flt.prefix):
+                if e.fields.get("__CURSOR") not in seen and flt.matches(e):
+                    yield e
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+# ------------------------------------------------------------------------------ for humans
+
+_DURATION = re.compile(r"(\d{1,9})\s*([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """30s, 15m, 1h, 2d, 1w; 2026-11-25, 2026-11-25T10:00; today, yesterday. Dates are local
+    wall time; the result is aware when ``now`` is. Anything else is an InputError: the original
+    tool silently read a bad value as 1h."""
+    t = text.strip()
+    local = (lambda d: d.astimezone()) if now.tzinfo else (lambda d: d)
+    try:
+        if m := _DURATION.fullmatch(t.lower()):
+            return now - timedelta(**{_UNITS[m[2]]: int(m[1])})
+        if t.lower() in ("today", "yesterday"):
+            day = (now.astimezone() if now.tzinfo else now).date()
+            day -= timedelta(days=t.lower() == "yesterday")
+            return local(datetime(day.year, day.month, day.day))  # local midnight, DST-correct
+        if re.match(r"\d{4}-\d{2}-\d{2}(?:$|[T ])", t):
+            parsed = datetime.fromisoformat(t)
+            if parsed.tzinfo is None:
+                return local(parsed)
+            return parsed if now.tzinfo else parsed.astimezone().replace(tzinfo=None)
+    except (ValueError, OverflowError):
+        pass
+    raise InputError(f"--since: {text!r} is not a duration (30s, 15m, 1h, 2d, 1w), a date"
+                     " (2026-11-25), a date and time (2026-11-25T10:00), today or yesterday")
+
+
+def format_entry(entry: Entry, *, with_project: bool = True, now: datetime | None = None) -> str:
+    """`HH:MM:SS project [task] message`, with the date in front when it is not today."""
+    when = entry.time.astimezone()
+    today = (now or datetime.now()).astimezone().date()
+    parts = [when.strftime("%H:%M:%S" if when.date() == today else "%Y-%m-%d %H:%M:%S")]
+    parts += [entry.project] if with_project and entry.project else []
+    parts += [f"[{entry.task}]"] if entry.task else []
+    return " ".join([*parts, entry.message.rstrip("\n")])
+
+
+def entry_to_json(entry: Entry) -> dict[str, Any]:
+    """Without journald's trusted (_*) and address (__*) fields: they are not OpenLoop's."""
+    fields = {k: v for k, v in entry.fields.items()
+              if not k.startswith("_") and k not in ("MESSAGE", "PRIORITY")}  # fmt: skip
+    return {"time": entry.time.isoformat(), "priority": entry.priority, "message": entry.message,
+            "unit": entry.unit, "project": entry.project, "task": entry.task,
+            "role": entry.fields.get("OPENLOOP_ROLE"), "run": entry.run, "event": entry.event,
+            "fields": fields}  # fmt: skip

@@ -1,0 +1,97 @@
+"""User notification commands (global config `notifications.*`), each sent once per event.
+
+A timer fires every few minutes; a "budget exhausted" or "queue empty" state must not notify on
+every tick. Such states are remembered in the state directory until they change.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from openloop.config import load_config
+from openloop.env import Environment
+from openloop.storage import atomic_write_text, dump_json, locked, read_text_or_none
+
+EVENTS = {
+    "task-complete": "on_task_complete",
+    "task-failed": "on_task_failed",
+    "budget-exhausted": "on_budget_exhausted",
+    "queue-empty": "on_queue_empty",
+}
+
+
+def _state_file(env: Environment):
+    return env.state_dir / "notified.json"
+
+
+def notify(
+    env: Environment,
+    event: str,
+    *,
+    project: str = "",
+    task_id: str = "",
+    once_key: str | None = None,
+    message: str = "",
+) -> bool:
+    """Run the command configured for `event`. With `once_key`, only the first time that key is
+    seen (until `clear` forgets it). Returns whether a command ran."""
+    from openloop import journal
+
+    attr = EVENTS[event]
+    command = getattr(load_config(env).notifications, attr)
+    if once_key is not None and not _remember(env, once_key):
+        return False
+    journal.send(
+        message or f"{event} {project} {task_id}".strip(),
+        event=event,
+        project=project or None,
+        task=task_id or None,
+    )
+    if not command:
+        return False
+    run_env = {
+        **env.environ,
+        "OPENLOOP_EVENT": event,
+        "OPENLOOP_PROJECT": project,
+        "OPENLOOP_TASK_ID": task_id,
+    }
+    try:
+        # The user's own command from their own config: a shell line by design.
+        subprocess.run(
+            ["/bin/sh", "-c", command],
+            env=run_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        journal.send(f"notification command for {event} failed", priority=4, project=project)
+    return True
+
+
+def _remember(env: Environment, key: str) -> bool:
+    path = _state_file(env)
+    with locked(path, what="notification state"):
+        text = read_text_or_none(path)
+        seen = set(json.loads(text).get("sent", [])) if text else set()
+        if key in seen:
+            return False
+        seen.add(key)
+        atomic_write_text(path, dump_json({"sent": sorted(seen)}))
+    return True
+
+
+def clear(env: Environment, key: str) -> None:
+    """Forget a state (the queue has work again), so the next time it is reached notifies."""
+    path = _state_file(env)
+    with locked(path, what="notification state"):
+        text = read_text_or_none(path)
+        if not text:
+            return
+        seen = set(json.loads(text).get("sent", []))
+        if key in seen:
+            seen.discard(key)
+            atomic_write_text(path, dump_json({"sent": sorted(seen)}))

@@ -1,0 +1,267 @@
+"""The systemd user units: rendering, installing, per-project drop-ins, and talking to systemctl.
+
+OpenLoop has no daemon of its own. `openloop@.service` runs one iteration, `openloop@.timer`
+schedules it per project, `openloop.target` groups the timers. Distro packages ship the units in
+/usr/lib/systemd/user (ExecStart=/usr/bin/openloop); a pip/pipx install gets them rendered into
+~/.config/systemd/user pointing at the real executable. Everything per user or per project
+(environment, limits, schedule) goes into drop-ins, so `systemctl --user cat` shows the truth.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from openloop.config import GlobalConfig
+from openloop.env import Environment
+from openloop.errors import OpenLoopError
+from openloop.projectconfig import ProjectConfig
+from openloop.resources import data_dir
+
+TEMPLATES = ("openloop@.service", "openloop@.timer", "openloop.target", "openloop-failure@.service")
+PACKAGED_DIRS = (Path("/usr/lib/systemd/user"), Path("/usr/local/lib/systemd/user"))
+DROPIN = "50-openloop.conf"
+ENV_DROPIN = "10-environment.conf"
+SANDBOX_DROPIN = "60-sandbox.conf"
+HEADER = "# Written by 'openloop service install'; re-run it instead of editing.\n"
+
+
+class SystemdError(OpenLoopError):
+    """systemctl failed or the user manager is not reachable."""
+
+
+# --- where things are ---------------------------------------------------------------------------
+
+
+def user_unit_dir(env: Environment) -> Path:
+    base = env.environ.get("XDG_CONFIG_HOME") or str(Path(env.environ.get("HOME", "~")) / ".config")
+    return Path(base).expanduser() / "systemd" / "user"
+
+
+def packaged_units() -> Path | None:
+    """The directory a distro package installed the template units into, if any."""
+    return next((d for d in PACKAGED_DIRS if (d / "openloop@.service").is_file()), None)
+
+
+def openloop_command() -> list[str]:
+    """How a unit should start this very installation of OpenLoop."""
+    script = Path(sys.executable).parent / "openloop"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script.absolute())]
+    return [str(Path(sys.executable).absolute()), "-m", "openloop"]
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def render_templates(command: list[str]) -> dict[str, str]:
+    """The shipped unit files with ExecStart pointing at `command` instead of /usr/bin/openloop."""
+    exe = shlex.join(command)
+    return {
+        name: (data_dir("units") / name)
+        .read_text(encoding="utf-8")
+        .replace("/usr/bin/openloop", exe)
+        for name in TEMPLATES
+    }
+
+
+def _seconds(value: float) -> str:
+    return f"{int(value)}s"
+
+
+def hard_timeout(gconf: GlobalConfig, pconf: ProjectConfig) -> int:
+    """RuntimeMaxSec: the agent's own limit plus room for validation (three checks) and
+    bookkeeping; systemd's kill is the backstop, OpenLoop's own limits act first."""
+    if pconf.schedule.hard_timeout_seconds:
+        return pconf.schedule.hard_timeout_seconds
+    run = pconf.runtime.run_timeout_seconds or gconf.runtime.run_timeout_seconds
+    check = pconf.validation.timeout_seconds or gconf.runtime.validation_timeout_seconds
+    return run + 3 * check + 120
+
+
+def watchdog_timeout(gconf: GlobalConfig, pconf: ProjectConfig) -> int:
+    """WatchdogSec: longer than OpenLoop's own inactivity limit, which should act first."""
+    if pconf.schedule.watchdog_seconds:
+        return pconf.schedule.watchdog_seconds
+    quiet = pconf.runtime.inactivity_timeout_seconds or gconf.runtime.inactivity_timeout_seconds
+    return quiet + 120
+
+
+def service_dropin(gconf: GlobalConfig, pconf: ProjectConfig, repo: Path, sandbox: bool) -> str:
+    lines = [HEADER, f"# From {repo}/.openloop/project.json\n", "[Service]\n"]
+    lines.append(f"RuntimeMaxSec={_seconds(hard_timeout(gconf, pconf))}\n")
+    lines.append(f"WatchdogSec={_seconds(watchdog_timeout(gconf, pconf))}\n")
+    if pconf.schedule.memory_max:
+        lines.append(f"MemoryMax={pconf.schedule.memory_max}\n")
+    if pconf.schedule.cpu_weight:
+        lines.append(f"CPUWeight={pconf.schedule.cpu_weight}\n")
+    if sandbox:
+        # The agent may write only its worktree (under the state dir) and the repository.
+        lines.append(f"ReadWritePaths={_quote_path(repo)}\n")
+    return "".join(lines)
+
+
+def timer_dropin(gconf: GlobalConfig, pconf: ProjectConfig) -> str:
+    minutes = pconf.schedule.interval_minutes or gconf.runtime.interval_minutes
+    # Timer triggers accumulate across drop-ins, and an empty assignment to any of them clears
+    # them all: so reset once, then state the whole schedule.
+    return (f"{HEADER}[Timer]\nOnActiveSec=\nOnActiveSec=30s\n"
+            f"OnUnitInactiveSec={minutes}min\n")
+
+
+def environment_dropin(env: Environment, path_dirs: list[str]) -> str:
+    lines = [HEADER, "[Service]\n"]
+    lines.append(f"Environment={_quote_env('PATH', ':'.join(path_dirs))}\n")
+    if env.environ.get("OPENLOOP_HOME"):
+        lines.append(f"Environment={_quote_env('OPENLOOP_HOME', env.environ['OPENLOOP_HOME'])}\n")
+    # Secrets (API keys) live in this file, mode 0600, never in a unit or the journal.
+    lines.append(f"EnvironmentFile=-{_quote_path(env.config_dir / 'environment')}\n")
+    return "".join(lines)
+
+
+def sandbox_dropin(env: Environment) -> str:
+    return (
+        f"{HEADER}# Opt-in ('openloop service install --sandbox'): mount-namespace sandboxing\n"
+        "# needs user namespaces (PrivateUsers=yes), which some distributions block.\n"
+        "[Service]\nPrivateUsers=yes\nPrivateTmp=yes\nProtectSystem=strict\n"
+        "ProtectHome=read-only\nProtectKernelTunables=yes\nProtectControlGroups=yes\n"
+        f"ReadWritePaths={_quote_path(env.state_dir)} {_quote_path(env.config_dir)}\n"
+    )
+
+
+def _quote_env(key: str, value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{key}={escaped}"'
+
+
+def _quote_path(path: Path) -> str:
+    text = str(path).replace("%", "%%")
+    return f'"{text}"' if " " in text else text
+
+
+def tool_path(env: Environment) -> list[str]:
+    """PATH for the units: where pi, git, node and OpenLoop were found now, then the basics.
+    A unit does not see the user's shell PATH."""
+    dirs: list[str] = []
+    search = env.environ.get("PATH", "")
+    for tool in ("pi", "git", "node", "npm", "gh", "glab"):
+        found = shutil.which(tool, path=search)
+        if found:
+            dirs.append(str(Path(found).parent))
+    pi_bin = env.environ.get("OPENLOOP_PI_BIN")
+    if pi_bin:
+        dirs.append(str(Path(pi_bin).parent))
+    dirs.append(str(Path(openloop_command()[0]).parent))
+    dirs += ["/usr/local/bin", "/usr/bin", "/bin"]
+    return list(dict.fromkeys(dirs))
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    from openloop.storage import atomic_write_text
+
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    atomic_write_text(path, text)
+    return True
+
+
+def instance(alias: str, kind: str) -> str:
+    return f"openloop@{alias}.{kind}"
+
+
+@dataclass
+class InstallReport:
+    unit_dir: Path
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    packaged: Path | None = None
+    linger: bool | None = None
+
+
+def project_dropins(
+    unit_dir: Path,
+    alias: str,
+    gconf: GlobalConfig,
+    pconf: ProjectConfig,
+    repo: Path,
+    sandbox: bool,
+) -> dict[Path, str]:
+    return {
+        unit_dir / f"{instance(alias, 'service')}.d" / DROPIN: service_dropin(
+            gconf, pconf, repo, sandbox
+        ),
+        unit_dir / f"{instance(alias, 'timer')}.d" / DROPIN: timer_dropin(gconf, pconf),
+    }
+
+
+def remove_project_dropins(unit_dir: Path, alias: str) -> None:
+    for kind in ("service", "timer"):
+        folder = unit_dir / f"{instance(alias, kind)}.d"
+        (folder / DROPIN).unlink(missing_ok=True)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def linger_enabled(env: Environment) -> bool | None:
+    user = env.environ.get("USER") or env.environ.get("LOGNAME")
+    if not user:
+        return None
+    if Path("/var/lib/systemd/linger").is_dir():
+        return (Path("/var/lib/systemd/linger") / user).exists()
+    return None
+
+
+# --- systemctl ----------------------------------------------------------------------------------
+
+
+def systemctl(env: Environment, *args: str, check: bool = True, timeout: float = 60):
+    """`systemctl --user ...` (argv, never a shell)."""
+    run_env = dict(env.environ)
+    if "XDG_RUNTIME_DIR" not in run_env:
+        run_env["XDG_RUNTIME_DIR"] = f"/run/user/{os.getuid()}"
+    try:
+        proc = subprocess.run(
+            ["systemctl", "--user", "--no-pager", *args],
+            capture_output=True,
+            text=True,
+            env=run_env,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise SystemdError(
+            "systemctl not found: this host has no systemd; use 'openloop service run' instead"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise SystemdError(f"systemctl --user {' '.join(args)} timed out") from None
+    if check and proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        message = detail[-1] if detail else f"exit {proc.returncode}"
+        if "Failed to connect to bus" in message or "No medium found" in message:
+            message += (
+                " (no user manager reachable: log in, or 'loginctl enable-linger'; on a"
+                " host without one, use 'openloop service run')"
+            )
+        raise SystemdError(f"systemctl --user {' '.join(args)}: {message}")
+    return proc
+
+
+def show(env: Environment, unit: str, *props: str) -> dict[str, str]:
+    proc = systemctl(env, "show", unit, *(f"--property={p}" for p in props), check=False)
+    values: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition("=")
+        values[key] = value
+    return values
+
+
+def daemon_reload(env: Environment) -> None:
+    systemctl(env, "daemon-reload")
