@@ -340,7 +340,10 @@ def _run(argv: list[str]) -> str:
 
 def _journalctl_entries(flt: _Filter, limit: int | None) -> list[Entry]:
     args = [f"--since=@{flt.since.timestamp():.6f}"] if flt.since is not None else []
-    for i, group in enumerate(flt.groups(lambda f: set(_run(_journalctl(f"--field={f}")).split()))):
+    def unique(field: str) -> set[str]:
+        return set(_run(_journalctl(f"--field={field}")).splitlines())
+
+    for i, group in enumerate(flt.groups(unique)):
         args += ["+", *group] if i else group  # journalctl's "+" is the disjunction
     found = [e for e in parse_json_lines(_run(_journalctl(*args)), flt.prefix) if flt.matches(e)]
     return found if limit is None else found[len(found) - limit :] if limit > 0 else []
@@ -355,10 +358,8 @@ def _entries(flt: _Filter, limit: int | None) -> list[Entry]:
     return _journalctl_entries(flt, limit)
 
 
-def _filter(project: str | None, task: str | None, run: str | None, event_only: bool,
-            since: datetime | None, prefix: str) -> _Filter:  # fmt: skip
-    aware = since.astimezone() if since is not None and since.tzinfo is None else since
-    return _Filter(project, task, run, event_only, aware, prefix)
+def _local(since: datetime | None) -> datetime | None:
+    return since.astimezone() if since is not None and since.tzinfo is None else since
 
 
 def read(*, project: str | None = None, task: str | None = None, run: str | None = None,
@@ -367,7 +368,7 @@ def read(*, project: str | None = None, task: str | None = None, run: str | None
     """OpenLoop's entries, oldest first (with ``limit``, the last ``limit`` of them). A project's
     are those of unit <unit_prefix><project>.service (its output and the manager's lines about
     it) and those with OPENLOOP_PROJECT=<project>; project=None: all of OpenLoop's."""
-    return _entries(_filter(project, task, run, event_only, since, unit_prefix), limit)
+    return _entries(_Filter(project, task, run, event_only, _local(since), unit_prefix), limit)
 
 
 def follow(*, project: str | None = None, task: str | None = None, run: str | None = None,
@@ -377,7 +378,7 @@ def follow(*, project: str | None = None, task: str | None = None, run: str | No
     """The last ``limit`` entries as read() gives them (None: all since ``since``), then each
     new one as it arrives, until ``stop`` is set or the generator is closed. Wakes every
     ``poll`` seconds, so Ctrl-C and ``stop`` take effect promptly."""
-    flt = _filter(project, task, run, event_only, since, unit_prefix)
+    flt = _Filter(project, task, run, event_only, _local(since), unit_prefix)
     stop = stop or threading.Event()
     if _sd is not None:
         with _open_reader(flt, groups=False) as r:

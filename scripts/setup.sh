@@ -11,7 +11,12 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 dpkg -s libsystemd-dev >/dev/null 2>&1 || need_apt+=(libsystemd-dev)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
-python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# The system Python's venv module (the venv must be usable by the systemd tests' user).
+if [ -x /usr/bin/python3 ]; then
+  /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+else
+  python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing ${need_apt[*]}" >&2

@@ -5,6 +5,8 @@ and its structured records both count as the project's, and follow() sees new re
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -226,3 +228,42 @@ def test_follow_yields_the_backlog_then_new_records_and_stops(user_manager, pyth
     assert out["stopped"]
     print(f"follow ({reader}) latency after send: {out['latency'][1:]}")
 
+
+
+# argv[1]: JSON {"no_sd": bool}. Follows until Ctrl-C, as `openloop logs -f` does.
+INTERRUPTED = """
+import json, sys
+from openloop import journal
+if json.loads(sys.argv[1])["no_sd"]:
+    journal._sd = None
+print("following", flush=True)
+try:
+    for e in journal.follow(project="nobody-writes-here"):
+        pass
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("reader", ["systemd-python", "journalctl"])
+def test_follow_stops_promptly_on_ctrl_c(user_manager, python, reader):
+    argv = user_manager.command([python, "-c", INTERRUPTED,
+                                 json.dumps({"no_sd": reader == "journalctl"})],
+                                env={"PYTHONPATH": str(REPO)})  # fmt: skip
+    # setpriv and env exec, so the pid is the Python process's: SIGINT reaches it alone.
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "following\n"
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, out) == (0, "interrupted\n"), err
+    assert took < 3, took
+    print(f"follow ({reader}) stopped {took:.2f}s after SIGINT")

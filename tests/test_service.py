@@ -1,0 +1,147 @@
+"""Service actions that need no user manager: unit rendering, drop-ins, the gate, record-exit,
+notifications once per event, the foreground fallback loop, doctor."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+from openloop import notifications, service, units
+from openloop.config import GlobalConfig
+from openloop.projectconfig import ProjectConfig
+from openloop.projects import resolve
+from tests.test_iteration import FakeAgent, add, once, set_project, task_of, write
+
+
+@pytest.fixture
+def demo(ol, project):
+    set_project(project, validation={"lintCommand": "true"})
+    assert ol("project", "trust", "demo").code == 0
+    return project
+
+
+def test_rendered_units_point_at_this_installation():
+    rendered = units.render_templates(["/opt/ol/bin/openloop"])
+    assert set(rendered) == set(units.TEMPLATES)
+    service_unit = rendered["openloop@.service"]
+    assert "ExecStart=/opt/ol/bin/openloop run-once --project %i --quiet" in service_unit
+    assert "/usr/bin/openloop" not in service_unit
+    assert "Type=notify" in service_unit and "RuntimeMaxSec=" in service_unit
+    assert "SuccessExitStatus=10 11 12 13 14 15 16 17" in service_unit
+    spaced = units.render_templates(["/opt/my tools/python", "-m", "openloop"])
+    assert "ExecStart='/opt/my tools/python' -m openloop run-once" in spaced["openloop@.service"]
+
+
+def test_dropins_follow_the_project_config():
+    pconf = ProjectConfig.model_validate({
+        "schedule": {"intervalMinutes": 7, "memoryMax": "2G", "cpuWeight": 20},
+        "runtime": {"runTimeoutSeconds": 600, "inactivityTimeoutSeconds": 100},
+        "validation": {"timeoutSeconds": 60},
+    })
+    from pathlib import Path
+
+    text = units.service_dropin(GlobalConfig(), pconf, Path("/src/web"), sandbox=False)
+    assert "RuntimeMaxSec=900s" in text  # 600 + 3 * 60 + 120
+    assert "WatchdogSec=220s" in text  # 100 + 120
+    assert "MemoryMax=2G" in text and "CPUWeight=20" in text
+    timer = units.timer_dropin(GlobalConfig(), pconf)
+    # One reset, then the whole schedule (a reset clears every trigger of a timer).
+    assert timer.count("OnActiveSec=\n") == 1 and "OnUnitInactiveSec=\n" not in timer
+    assert "OnUnitInactiveSec=7min" in timer
+
+
+def test_invalid_memory_limit_is_refused_by_the_model():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        ProjectConfig.model_validate({"schedule": {"memoryMax": "lots\nExecStart=/bin/evil"}})
+
+
+def test_install_writes_units_and_a_private_environment_file(ol, demo, env, tmp_path, monkeypatch):
+    monkeypatch.setitem(env.environ, "XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    report = service.install(env, reload=False)
+    unit_dir = tmp_path / "xdg" / "systemd" / "user"
+    assert report.unit_dir == unit_dir
+    assert (unit_dir / "openloop@.service").is_file()
+    assert (unit_dir / "openloop@demo.service.d" / "50-openloop.conf").is_file()
+    env_dropin = (unit_dir / "openloop@.service.d" / "10-environment.conf").read_text()
+    assert f"OPENLOOP_HOME={env.environ['OPENLOOP_HOME']}" in env_dropin
+    envfile = env.config_dir / "environment"
+    assert stat.S_IMODE(envfile.stat().st_mode) == 0o600
+    again = service.install(env, reload=False)
+    assert again.written == []  # idempotent
+
+
+def test_gate_skips_paused_idle_and_broke_projects_and_notifies_once(ol, demo, env, tmp_path):
+    log = tmp_path / "notified.log"
+    ol("config", "set", "notifications.onQueueEmpty", f"echo $OPENLOOP_EVENT >> {log}")
+    ol("config", "set", "notifications.onBudgetExhausted", f"echo $OPENLOOP_EVENT >> {log}")
+    for _ in range(3):
+        decision = service.gate(env, "demo")
+        assert not decision.run and "no eligible task" in decision.reason
+    add(ol, "Work")
+    assert service.gate(env, "demo").run
+    ol("config", "set", "budgets.dailyCostUsd", "0")
+    for _ in range(3):
+        assert "budget" in service.gate(env, "demo").reason
+    assert log.read_text().split() == ["queue-empty", "budget-exhausted"]
+    assert service.last_gate(env, "demo")["run"] is False
+
+
+def test_record_exit_records_a_systemd_timeout_on_the_task(ol, demo, env):
+    from openloop import attempt, scheduler
+
+    tid = add(ol, "Killed")
+    it = scheduler._load(env, resolve(env, "demo"), None, None, scheduler.NullReporter(), None)
+    scheduler.select(it)
+    attempt.start(it)
+    attempt.prepare_worktree(it)  # ... and here systemd kills the unit
+    assert service.record_exit(env, "demo", {"SERVICE_RESULT": "exec-condition"}) is None
+    assert service.record_exit(env, "demo", {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited",
+                                             "EXIT_STATUS": "10"}) is None
+    summary = service.record_exit(env, "demo", {"SERVICE_RESULT": "timeout",
+                                                "EXIT_CODE": "killed", "EXIT_STATUS": "TERM"})
+    assert "timeout" in summary and tid in summary
+    task = task_of(demo, tid)
+    assert (task.status, task.attempts) == ("ready", 1)
+    record = json.loads(next((demo / ".openloop/runs").glob("*.json")).read_text())
+    assert record["outcome"] == "timed-out"
+    assert not it.worktree.exists()
+
+
+def test_task_outcomes_notify_once_per_event(ol, demo, env, tmp_path):
+    log = tmp_path / "events.log"
+    ol("config", "set", "notifications.onTaskComplete",
+       f"echo $OPENLOOP_EVENT $OPENLOOP_PROJECT $OPENLOOP_TASK_ID >> {log}")
+    tid = add(ol, "Notify me")
+    once(env, FakeAgent([write("n.py", "n = 1\n")]))
+    assert log.read_text().strip() == f"task-complete demo {tid}"
+
+
+def test_foreground_loop_runs_each_project_through_the_gate(ol, demo, env, monkeypatch):
+    lines = []
+    set_project(demo, agent={"type": "custom", "command": "sh -c 'cat >/dev/null; echo x > f'"})
+    ol("project", "trust", "demo")
+    tid = add(ol, "Loop")
+    service.run_foreground(env, interval=0, iterations=2, echo=lines.append)
+    assert task_of(demo, tid).status == "review"
+    assert lines == ["demo: completed: validated; kept for review"]
+
+
+def test_notify_clear_allows_the_next_state_change(env):
+    assert notifications._remember(env, "k")
+    assert not notifications._remember(env, "k")
+    notifications.clear(env, "k")
+    assert notifications._remember(env, "k")
+
+
+def test_doctor_reports_each_problem_with_a_fix(ol, demo, env):
+    set_project(demo, validation={"testCommand": "curl x | sh"})
+    result = ol("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(result.out)}
+    assert result.code == 1
+    assert not checks["project demo"]["ok"]
+    assert checks["project demo"]["fix"] == "openloop project trust demo"
+    assert checks["budget"]["ok"]
