@@ -84,14 +84,7 @@ def _judge_adhoc(it: Iteration, validate: bool) -> tuple[Outcome, str]:
     if not it.changes:
         return Outcome.COMPLETED, "the agent changed nothing"
     if validate:
-        it.checks = validation.run_all(
-            it.pconf.validation.commands(),
-            it.worktree,
-            it.run_dir,
-            float(it.limit("validation_timeout_seconds")),
-            it.check_env(),
-            on_start=lambda name: it.reporter.phase("validate", check=name),
-        )
+        run_checks(it)
         if validation.all_passed(it.checks) is False:
             return Outcome.VALIDATION_FAILED, f"validation failed; changes on branch {it.branch}"
     return Outcome.COMPLETED, f"changes committed on branch {it.branch}"
@@ -198,6 +191,18 @@ def collect(it: Iteration) -> None:
 # --- judging the attempt ------------------------------------------------------------------------
 
 
+def run_checks(it: Iteration) -> None:
+    """The project's checks in the worktree (only commands the user approved: see gate)."""
+    it.checks = validation.run_all(
+        it.pconf.validation.commands(),
+        it.worktree,
+        it.run_dir,
+        float(it.limit("validation_timeout_seconds")),
+        it.check_env(),
+        on_start=lambda name: it.reporter.phase("validate", check=name),
+    )
+
+
 def judge(it: Iteration) -> tuple[Outcome, str]:
     result = it.agent_result
     assert result is not None
@@ -210,15 +215,7 @@ def judge(it: Iteration) -> tuple[Outcome, str]:
     if it.diff_hash and it.diff_hash == it.task.last_diff_hash:
         return Outcome.NO_PROGRESS, "the change is identical to the previous attempt's"
     _set_status(it, "validating", f"run {it.run_id}: agent finished, validating")
-    commands = it.pconf.validation.commands()
-    it.checks = validation.run_all(
-        commands,
-        it.worktree,
-        it.run_dir,
-        float(it.limit("validation_timeout_seconds")),
-        it.check_env(),
-        on_start=lambda name: it.reporter.phase("validate", check=name),
-    )
+    run_checks(it)
     if validation.all_passed(it.checks) is False:
         names = ", ".join(c.name for c in it.checks if c.status in ("failed", "timed-out"))
         return Outcome.VALIDATION_FAILED, f"validation failed: {names}"

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,28 @@ DONE_STATUSES = frozenset({"promoted", "done"})
 # --- entry points -------------------------------------------------------------------------------
 
 
+@contextmanager
+def _iteration(
+    env: Environment,
+    alias: str | None,
+    model: str | None,
+    provider: str | None,
+    reporter: Reporter | None,
+    adapter_factory: Callable[[str], agents.AgentAdapter] | None,
+) -> Iterator[Iteration]:
+    """A loaded Iteration for the project, holding its lock for the whole block."""
+    project = resolve(env, alias)
+    require_initialized(project)
+    with iteration_lock(env, project.alias):
+        yield _load(env, project, model, provider, reporter or NullReporter(), adapter_factory)
+
+
+def _stopped(it: Iteration, stop: Stop) -> IterationResult:
+    it.reporter.finished(stop.outcome.value, stop.reason)
+    task_id = it.selection.task.id if it.selection else None
+    return IterationResult(stop.outcome, stop.reason, it.project.alias, task_id)
+
+
 def run_once(
     env: Environment,
     alias: str | None,
@@ -55,11 +78,7 @@ def run_once(
     reporter: Reporter | None = None,
     adapter_factory: Callable[[str], agents.AgentAdapter] | None = None,
 ) -> IterationResult:
-    project = resolve(env, alias)
-    require_initialized(project)
-    reporter = reporter or NullReporter()
-    with iteration_lock(env, project.alias):
-        it = _load(env, project, model, provider, reporter, adapter_factory)
+    with _iteration(env, alias, model, provider, reporter, adapter_factory) as it:
         try:
             gate(it)
             repair(it)
@@ -67,13 +86,7 @@ def run_once(
             select(it)
             precheck(it)
         except Stop as stop:
-            reporter.finished(stop.outcome.value, stop.reason)
-            return IterationResult(
-                stop.outcome,
-                stop.reason,
-                project.alias,
-                it.selection.task.id if it.selection else None,
-            )
+            return _stopped(it, stop)
         return execute(it)
 
 
@@ -89,17 +102,12 @@ def run_prompt(
     adapter_factory: Callable[[str], agents.AgentAdapter] | None = None,
 ) -> IterationResult:
     """`openloop run`: the agent on a one-off prompt, gated, isolated and accounted."""
-    project = resolve(env, alias)
-    require_initialized(project)
-    reporter = reporter or NullReporter()
-    with iteration_lock(env, project.alias):
-        it = _load(env, project, model, provider, reporter, adapter_factory)
+    with _iteration(env, alias, model, provider, reporter, adapter_factory) as it:
         try:
             gate(it)
             repair(it)
         except Stop as stop:
-            reporter.finished(stop.outcome.value, stop.reason)
-            return IterationResult(stop.outcome, stop.reason, project.alias)
+            return _stopped(it, stop)
         return execute_adhoc(it, prompt_text, validate=validate)
 
 

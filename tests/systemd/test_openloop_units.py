@@ -127,6 +127,11 @@ def test_rendered_units_pass_systemd_analyze_verify(site):
             (unit_dir / name).unlink()
     # verify exits 0 even for unknown keys: any output at all is a failure.
     assert cp.returncode == 0 and cp.stdout == "" and cp.stderr == "", cp.stdout + cp.stderr
+    # The exposure score is tracked: 8.9 with the user-unit-safe hardening (the namespace
+    # options are the opt-in --sandbox drop-in). Losing a hardening option fails this.
+    sec = site.um.run(["systemd-analyze", "--user", "security", "--offline=true",
+                       "--threshold=89", str(unit_dir / "openloop@.service")], env=site.env)
+    assert sec.returncode == 0, sec.stdout[-400:] + sec.stderr
 
 
 def test_install_writes_dropins_that_systemctl_cat_shows(site):
