@@ -292,8 +292,8 @@ def parse_json_lines(text: str, prefix: str = "openloop@") -> list[Entry]:
 
 
 def _open_reader(flt: _Filter, groups: bool = True) -> Any:
-    # Default flags (LOCAL_ONLY): the user's own journal file plus whatever else permissions
-    # allow; CURRENT_USER would see nothing where the journal is volatile (no per-user files).
+    # Default flags (LOCAL_ONLY) plus the _UID match, not CURRENT_USER: that opens only
+    # user-UID.journal, which journald writes only with persistent storage.
     r = _sd.Reader()
     # Strings everywhere, as journalctl gives them; these two come from the reader computed.
     r.converters = {"__REALTIME_TIMESTAMP": str, "__CURSOR": str,
