@@ -207,6 +207,12 @@ def _settle(plane, task, request, merged: MergeResult | None, it, now: str) -> d
             now,
         )
     write_request(plane, task.id, request)
+    _event(
+        it.project.alias,
+        task.id,
+        request["status"],
+        f"{request['action']}: {request.get('note') or ', '.join(request['reasons']) or 'ok'}",
+    )
     append_history(
         plane,
         task.id,
@@ -281,7 +287,16 @@ def apply(
             plane, task_id, {"at": now, "kind": "apply", "status": "refused", "note": result.reason}
         )
         raise StateError(f"cannot apply '{task_id}': {result.reason}; nothing was changed")
-    _close(plane, task_id, request, now, "applied", result.reason, merged=result.head)
+    _close(
+        plane,
+        task_id,
+        request,
+        now,
+        "applied",
+        result.reason,
+        merged=result.head,
+        alias=project.alias,
+    )
     with edit_ledger(plane.ledger_file, now) as ledger:
         task = ledger.get(task_id)
         transition(task, "promoted", f"applied by user: {result.reason}", now)
@@ -314,7 +329,7 @@ def reject(
         else:
             transition(task, "cancelled", f"review rejected: {why}", now)
         status = task.status
-    _close(plane, task_id, request, now, "rejected", why)
+    _close(plane, task_id, request, now, "rejected", why, alias=project.alias)
     if delete_branch:
         gitops.delete_branch(project.repo, request["branch"])
     return status
@@ -346,7 +361,16 @@ def retry_deferred(it) -> None:
                 it.merges_done += 1
                 transition(task, "promoted", f"deferred merge done: {result.reason}", now)
                 task.promoted_at = now
-                _close(plane, task.id, request, now, "merged", result.reason, merged=result.head)
+                _close(
+                    plane,
+                    task.id,
+                    request,
+                    now,
+                    "merged",
+                    result.reason,
+                    merged=result.head,
+                    alias=it.project.alias,
+                )
             else:
                 request.update(status="pending", action="review", note=result.reason)
                 write_request(plane, task.id, request)
@@ -363,7 +387,21 @@ def retry_deferred(it) -> None:
                 )
 
 
-def _close(plane, task_id, request, now, status, note, merged: str | None = None) -> None:
+def _event(alias: str, task_id: str, status: str, note: str) -> None:
+    from openloop import journal
+
+    journal.send(
+        f"{alias}: promotion of {task_id}: {status}: {note}",
+        event=f"promotion-{status}",
+        project=alias,
+        task=task_id,
+    )
+
+
+def _close(
+    plane, task_id, request, now, status, note, merged: str | None = None, *, alias: str
+) -> None:
+    _event(alias, task_id, status, note)
     request.update(status=status, processedAt=now, note=note)
     if merged:
         request["mergedCommit"] = merged

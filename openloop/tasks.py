@@ -26,6 +26,19 @@ from openloop.projects import Project, require_initialized
 from openloop.storage import locked
 
 
+def _event(project: Project, task: Task, name: str, message: str) -> None:
+    """Task changes made by hand belong in the audit trail (`openloop events`) too."""
+    from openloop import journal
+
+    journal.send(
+        f"{project.alias}: {task.id}: {message}",
+        event=name,
+        project=project.alias,
+        task=task.id,
+        status=task.status,
+    )
+
+
 def check_scope(paths: list[str] | tuple[str, ...]) -> list[str]:
     """Scope entries are repo-relative paths or globs; de-duplicated, order kept."""
     clean: list[str] = []
@@ -120,6 +133,7 @@ def add_task(env: Environment, project: Project, spec: NewTask, *, fetch=refs.fe
         )
         task.history.append(StatusChange(at=now, from_=None, to=task.status, reason="created"))
         ledger.tasks.append(task)
+    _event(project, task, "task-added", f"added ({task.status}): {task.title}")
     return task
 
 
@@ -158,6 +172,7 @@ def update_task(env: Environment, project: Project, task_id: str, changes: TaskC
         if changes.status is not None and changes.status != task.status:
             transition(task, changes.status, changes.reason or "openloop task update", now)
         task.updated_at = now
+    _event(project, task, "task-updated", f"updated ({task.status})")
     return task
 
 
@@ -172,6 +187,7 @@ def cancel_task(env: Environment, project: Project, task_id: str, reason: str | 
                 f"('openloop service stop' or wait for it to finish)"
             )
         transition(task, "cancelled", reason or "cancelled by user", now)
+    _event(project, task, "task-cancelled", reason or "cancelled by user")
     return task
 
 
@@ -189,6 +205,7 @@ def retry_task(env: Environment, project: Project, task_id: str, reason: str | N
         task.no_progress_streak = 0
         task.last_failure_signature = None
         task.last_diff_hash = None
+    _event(project, task, "task-retried", reason or "retry requested by user")
     return task
 
 
@@ -202,6 +219,7 @@ def remove_task(env: Environment, project: Project, task_id: str) -> Task:
         if dependents:
             raise StateError(f"task '{task_id}' is a dependency of: {', '.join(dependents)}")
         ledger.tasks.remove(task)
+    _event(project, task, "task-removed", "removed from the ledger")
     return task
 
 

@@ -292,6 +292,7 @@ def test_the_watchdog_catches_a_silent_agent(site):
 
 
 def test_pause_and_an_exhausted_budget_skip_without_failing_the_unit(site):
+    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     repo = site.make_project("gated", WRITE_FILE)
     site.ol("task", "add", "-p", "gated", "--title", "Wait for me")
     site.ol("service", "install")
@@ -312,3 +313,8 @@ def test_pause_and_an_exhausted_budget_skip_without_failing_the_unit(site):
     assert status["projects"][0]["lastResult"] == "skipped-by-gate"
     logs = site.ol("logs", "-p", "gated").stdout
     assert "budget" in logs
+    events = json.loads(site.ol("events", "--since", since, "--json").stdout)
+    names = [e["event"] for e in events]
+    for expected in ("task-added", "paused", "skipped", "resumed"):
+        assert expected in names, names
+    assert names.index("paused") < names.index("skipped") < names.index("resumed")
