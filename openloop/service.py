@@ -33,6 +33,8 @@ def install(env: Environment, *, sandbox: bool = False, reload: bool = True) -> 
     service_d = unit_dir / "openloop@.service.d"
     files[service_d / units.ENV_DROPIN] = units.environment_dropin(env, units.tool_path(env))
     if sandbox:
+        if reload:
+            units.probe_sandbox(env)  # refuse before writing anything if it cannot work here
         files[service_d / units.SANDBOX_DROPIN] = units.sandbox_dropin(env)
     else:
         (service_d / units.SANDBOX_DROPIN).unlink(missing_ok=True)
@@ -191,8 +193,8 @@ def project_status(env: Environment, project: Project) -> dict[str, Any]:
         "Result",
         "StatusText",
         "ExecMainStatus",
-        "ActiveEnterTimestamp",
-        "InactiveEnterTimestamp",
+        "ConditionResult",
+        "StateChangeTimestampMonotonic",
     )
     records = runs.list_records(project.plane.runs_dir, limit=1)
     last = records[0] if records else None
@@ -202,6 +204,10 @@ def project_status(env: Environment, project: Project) -> dict[str, Any]:
     # whether the latest start was skipped, and why.
     if gate_ and not gate_["run"] and (last is None or gate_["at"] > (last.get("startedAt") or "")):
         result = "skipped-by-gate"
+    if svc.get("ConditionResult") == "no" and not _gate_ran_last(gate_, svc):
+        # ExecCondition exits 1-254 skip the unit, and so does a gate that could not even be
+        # executed (203/EXEC, 226/NAMESPACE): say so instead of reporting a quiet skip.
+        result = "gate-error"
     return {
         "project": alias,
         "timer": timer.get("ActiveState") or "unknown",
@@ -225,6 +231,13 @@ def project_status(env: Environment, project: Project) -> dict[str, Any]:
         },
         "paused": project.entry.paused or bool(pause.global_pause(env)),
     }
+
+
+def _gate_ran_last(gate_: dict[str, Any] | None, svc: dict[str, str]) -> bool:
+    changed = svc.get("StateChangeTimestampMonotonic", "")
+    if not gate_ or not changed.isdigit():
+        return gate_ is not None
+    return gate_.get("monotonicUsec", 0) >= int(changed) - 10_000_000
 
 
 def status(env: Environment) -> dict[str, Any]:
@@ -270,10 +283,15 @@ def _gate_file(env: Environment, alias: str) -> Path:
 def _remember_gate(env: Environment, alias: str, decision: GateDecision) -> None:
     from openloop.storage import atomic_write_text, dump_json
 
-    atomic_write_text(
-        _gate_file(env, alias),
-        dump_json({"at": env.now_iso(), "run": decision.run, "reason": decision.reason}),
-    )
+    # The monotonic clock is systemd's too: status compares it with the unit's last state
+    # change to tell a gate that decided from one that never ran.
+    record = {
+        "at": env.now_iso(),
+        "monotonicUsec": int(time.monotonic() * 1e6),
+        "run": decision.run,
+        "reason": decision.reason,
+    }
+    atomic_write_text(_gate_file(env, alias), dump_json(record))
 
 
 def last_gate(env: Environment, alias: str) -> dict[str, Any] | None:

@@ -110,8 +110,7 @@ def timer_dropin(gconf: GlobalConfig, pconf: ProjectConfig) -> str:
     minutes = pconf.schedule.interval_minutes or gconf.runtime.interval_minutes
     # Timer triggers accumulate across drop-ins, and an empty assignment to any of them clears
     # them all: so reset once, then state the whole schedule.
-    return (f"{HEADER}[Timer]\nOnActiveSec=\nOnActiveSec=30s\n"
-            f"OnUnitInactiveSec={minutes}min\n")
+    return f"{HEADER}[Timer]\nOnActiveSec=\nOnActiveSec=30s\nOnUnitInactiveSec={minutes}min\n"
 
 
 def environment_dropin(env: Environment, path_dirs: list[str]) -> str:
@@ -265,3 +264,29 @@ def show(env: Environment, unit: str, *props: str) -> dict[str, str]:
 
 def daemon_reload(env: Environment) -> None:
     systemctl(env, "daemon-reload")
+
+
+PROBE = "openloop-sandbox-probe.service"
+
+
+def probe_sandbox(env: Environment) -> None:
+    """Start a throwaway unit with the sandbox settings; raise SystemdError if the host cannot
+    run it. A namespace failure in the real unit would surface as exit 226 in ExecCondition,
+    which systemd reads as "skip": every run would be skipped quietly."""
+    path = user_unit_dir(env) / PROBE
+    body = sandbox_dropin(env).split("[Service]\n", 1)[1]
+    write_if_changed(path, f"{HEADER}[Service]\nType=oneshot\nExecStart=/bin/true\n{body}")
+    try:
+        daemon_reload(env)
+        proc = systemctl(env, "start", PROBE, check=False)
+        status = show(env, PROBE, "ExecMainStatus").get("ExecMainStatus", "")
+    finally:
+        systemctl(env, "reset-failed", PROBE, check=False)
+        path.unlink(missing_ok=True)
+        daemon_reload(env)
+    if proc.returncode != 0:
+        blocked = ", 226/NAMESPACE: mount namespaces are blocked" if status == "226" else ""
+        raise SystemdError(
+            f"--sandbox: this host cannot run sandboxed user units (exit status {status}"
+            f"{blocked}); install without --sandbox"
+        )

@@ -318,3 +318,43 @@ def test_pause_and_an_exhausted_budget_skip_without_failing_the_unit(site):
     for expected in ("task-added", "paused", "skipped", "resumed"):
         assert expected in names, names
     assert names.index("paused") < names.index("skipped") < names.index("resumed")
+
+
+def _sandbox_works(um) -> bool:
+    um.write_unit("probe-ns.service", "[Service]\nType=oneshot\nExecStart=/bin/true\n"
+                  "PrivateUsers=yes\nProtectSystem=strict\nPrivateTmp=yes\n")
+    um.daemon_reload()
+    return um.systemctl("start", "probe-ns.service").returncode == 0
+
+
+def test_sandbox_confines_the_agent_where_the_host_allows_it(site):
+    escape = site.um.home / "escaped.txt"
+    escape.unlink(missing_ok=True)
+    repo = site.make_project(
+        "boxed", f"cat > /dev/null\necho in > inside.txt\necho out > {escape} || true\n")
+    site.ol("task", "add", "-p", "boxed", "--title", "Stay inside")
+    if not _sandbox_works(site.um):
+        # Here mount namespaces are blocked (226/NAMESPACE). Installing the sandbox anyway
+        # would make every gate "skip" quietly: OpenLoop must refuse, and write nothing.
+        cp = site.ol("service", "install", "--sandbox", check=False)
+        assert cp.returncode == 1 and "226/NAMESPACE" in cp.stderr, cp.stderr
+        assert not (site.um.unit_dir / "openloop@.service.d" / "60-sandbox.conf").exists()
+        assert not (site.um.unit_dir / "openloop@.service").exists()
+        return
+    site.ol("service", "install", "--sandbox")
+    site.um.systemctl("start", "openloop@boxed.service", timeout=60)
+    assert [r["outcome"] for r in site.records(repo)] == ["completed"]
+    assert not escape.exists()  # the home directory is read-only inside the sandbox
+
+
+def test_a_gate_that_cannot_run_is_reported_not_hidden_as_a_skip(site):
+    site.make_project("broken", WRITE_FILE)
+    site.ol("task", "add", "-p", "broken", "--title", "Never starts")
+    site.ol("service", "install")
+    # As if the installation the units point at had been removed.
+    site.um.write_unit("openloop@broken.service.d/99-broken.conf",
+                       "[Service]\nExecCondition=\nExecCondition=/nonexistent/openloop gate\n")
+    site.um.daemon_reload()
+    site.um.systemctl("start", "openloop@broken.service")
+    status = json.loads(site.ol("service", "status", "--json").stdout)
+    assert status["projects"][0]["lastResult"] == "gate-error"
