@@ -63,8 +63,11 @@ def env(tmp_path) -> Environment:
     # The same layout a subprocess gets with OPENLOOP_HOME=<env.config_dir>.
     # XDG_CONFIG_HOME too: `project add/remove` keep installed systemd units in step, and a test
     # must never touch the developer's own ~/.config/systemd/user.
-    environ = {**os.environ, "OPENLOOP_HOME": str(tmp_path / "home"),
-               "XDG_CONFIG_HOME": str(tmp_path / "xdg-config")}
+    environ = {
+        **os.environ,
+        "OPENLOOP_HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
+    }
     return replace(Environment.from_os(environ), stdout_isatty=False)
 
 

@@ -313,7 +313,11 @@ JOURNALCTL_OUTPUT = "\n".join([
 def test_journalctl_json_lines_become_entries(berlin):
     entries = journal.parse_json_lines(JOURNALCTL_OUTPUT)
     assert [e.message for e in entries][:4] == [
-        "hello from the unit", "started", "from the CLI", "Started openloop@web.service."]
+        "hello from the unit",
+        "started",
+        "from the CLI",
+        "Started openloop@web.service.",
+    ]
     unit_line, started, cli, manager = entries[:4]
     assert (unit_line.unit, unit_line.project, unit_line.task) == ("openloop@web.service", "web",
                                                                    None)  # fmt: skip
@@ -410,8 +414,17 @@ def test_reading_without_systemd_python_or_journalctl_says_what_is_missing(monke
 
 
 def _entry(when: datetime, **kw) -> journal.Entry:
-    base = dict(time=when, message="hello", priority=6, unit=None, project="web", task="t-1",
-                run=None, event=None, fields={"MESSAGE": "hello", "_PID": "1", "DETAIL": "d"})
+    base = dict(
+        time=when,
+        message="hello",
+        priority=6,
+        unit=None,
+        project="web",
+        task="t-1",
+        run=None,
+        event=None,
+        fields={"MESSAGE": "hello", "_PID": "1", "DETAIL": "d"},
+    )
     return journal.Entry(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -427,8 +440,19 @@ def test_format_entry(berlin):
 
 def test_entry_to_json_leaves_out_journald_fields():
     when = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
-    e = _entry(when, run="r-1", event="x", fields={"MESSAGE": "hello", "PRIORITY": "6",
-               "_PID": "1", "__CURSOR": "c", "OPENLOOP_ROLE": "builder", "DETAIL": "d"})
+    e = _entry(
+        when,
+        run="r-1",
+        event="x",
+        fields={
+            "MESSAGE": "hello",
+            "PRIORITY": "6",
+            "_PID": "1",
+            "__CURSOR": "c",
+            "OPENLOOP_ROLE": "builder",
+            "DETAIL": "d",
+        },
+    )
     assert journal.entry_to_json(e) == {
         "time": "2026-11-25T09:00:00+00:00", "priority": 6, "message": "hello", "unit": None,
         "project": "web", "task": "t-1", "role": "builder", "run": "r-1", "event": "x",

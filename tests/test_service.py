@@ -35,11 +35,13 @@ def test_rendered_units_point_at_this_installation():
 
 
 def test_dropins_follow_the_project_config():
-    pconf = ProjectConfig.model_validate({
-        "schedule": {"intervalMinutes": 7, "memoryMax": "2G", "cpuWeight": 20},
-        "runtime": {"runTimeoutSeconds": 600, "inactivityTimeoutSeconds": 100},
-        "validation": {"timeoutSeconds": 60},
-    })
+    pconf = ProjectConfig.model_validate(
+        {
+            "schedule": {"intervalMinutes": 7, "memoryMax": "2G", "cpuWeight": 20},
+            "runtime": {"runTimeoutSeconds": 600, "inactivityTimeoutSeconds": 100},
+            "validation": {"timeoutSeconds": 60},
+        }
+    )
     from pathlib import Path
 
     text = units.service_dropin(GlobalConfig(), pconf, Path("/src/web"), sandbox=False)
@@ -99,10 +101,15 @@ def test_record_exit_records_a_systemd_timeout_on_the_task(ol, demo, env):
     attempt.start(it)
     attempt.prepare_worktree(it)  # ... and here systemd kills the unit
     assert service.record_exit(env, "demo", {"SERVICE_RESULT": "exec-condition"}) is None
-    assert service.record_exit(env, "demo", {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited",
-                                             "EXIT_STATUS": "10"}) is None
-    summary = service.record_exit(env, "demo", {"SERVICE_RESULT": "timeout",
-                                                "EXIT_CODE": "killed", "EXIT_STATUS": "TERM"})
+    assert (
+        service.record_exit(
+            env, "demo", {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited", "EXIT_STATUS": "10"}
+        )
+        is None
+    )
+    summary = service.record_exit(
+        env, "demo", {"SERVICE_RESULT": "timeout", "EXIT_CODE": "killed", "EXIT_STATUS": "TERM"}
+    )
     assert "timeout" in summary and tid in summary
     task = task_of(demo, tid)
     assert (task.status, task.attempts) == ("ready", 1)
@@ -113,8 +120,12 @@ def test_record_exit_records_a_systemd_timeout_on_the_task(ol, demo, env):
 
 def test_task_outcomes_notify_once_per_event(ol, demo, env, tmp_path):
     log = tmp_path / "events.log"
-    ol("config", "set", "notifications.onTaskComplete",
-       f"echo $OPENLOOP_EVENT $OPENLOOP_PROJECT $OPENLOOP_TASK_ID >> {log}")
+    ol(
+        "config",
+        "set",
+        "notifications.onTaskComplete",
+        f"echo $OPENLOOP_EVENT $OPENLOOP_PROJECT $OPENLOOP_TASK_ID >> {log}",
+    )
     tid = add(ol, "Notify me")
     once(env, FakeAgent([write("n.py", "n = 1\n")]))
     assert log.read_text().strip() == f"task-complete demo {tid}"

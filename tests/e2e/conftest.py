@@ -13,10 +13,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_repo
-from tests.support.model_server import find_pi, pi_env, write_pi_models_json, write_pi_settings
+from tests.support.model_server import (
+    NO_RETRIES_SETTINGS,
+    find_pi,
+    pi_env,
+    write_pi_models_json,
+    write_pi_settings,
+)
 
 OPENLOOP = str(Path(sys.executable).with_name("openloop"))
-NO_RETRIES = {"retry": {"enabled": False, "provider": {"maxRetries": 0}}}
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +78,7 @@ class World:
 def world(tmp_path, pi_bin) -> World:
     home = tmp_path / "pihome"
     home.mkdir()
-    write_pi_settings(home, NO_RETRIES)
+    write_pi_settings(home, NO_RETRIES_SETTINGS)
     repo = make_repo(
         tmp_path / "repo",
         {

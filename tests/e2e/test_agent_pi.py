@@ -16,6 +16,7 @@ import pytest
 
 from openloop.agent import AgentRequest, AgentResult, Progress, make_adapter
 from tests.support.model_server import (
+    NO_RETRIES_SETTINGS,
     Hang,
     HttpError,
     Reply,
@@ -23,7 +24,6 @@ from tests.support.model_server import (
     ScriptedModel,
     ToolCall,
     ToolCalls,
-    find_pi,
     pi_env,
     write_pi_models_json,
     write_pi_settings,
@@ -32,24 +32,12 @@ from tests.support.model_server import (
 pytestmark = pytest.mark.e2e
 
 COST = (3, 15)  # dollars per million input / output tokens
-NO_RETRIES = {"retry": {"enabled": False, "provider": {"maxRetries": 0}}}
 PROMPT = "Write hello.txt, then say done.\nSecond line: --not-a-flag @not-a-file\n"
 RULES = "OpenLoop rule marker 5c1e: never push.\n"
 
 
 def cost_of(prompt_tokens: int, completion_tokens: int) -> float:
     return (prompt_tokens * COST[0] + completion_tokens * COST[1]) / 1_000_000
-
-
-@pytest.fixture(scope="module")
-def pi_bin() -> str:
-    pi = find_pi()
-    if pi is not None and pi.exists():
-        return str(pi)
-    message = "pi not found: run scripts/install-pi.sh (or set OPENLOOP_PI_BIN)"
-    if os.environ.get("OPENLOOP_ALLOW_SKIP_E2E") == "1":
-        pytest.skip(message)
-    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture
@@ -156,7 +144,7 @@ def test_write_tool_call_completes_with_exact_cost(pi_bin, repo, home):
 
 
 def test_persistent_http_error_is_agent_error(pi_bin, repo, home):
-    write_pi_settings(home, NO_RETRIES)
+    write_pi_settings(home, NO_RETRIES_SETTINGS)
     result, model = run(pi_bin, Scenario([], after=HttpError(500)), repo, home)
     assert len(model.requests) == 1
     assert (result.outcome, result.stop_reason, result.exit_code) == ("agent-error", "error", 0)

@@ -8,7 +8,6 @@ upgrade that changes any of it fails here first.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.support.model_server import (
+    NO_RETRIES_SETTINGS,
     Hang,
     HttpError,
     Reply,
@@ -28,7 +28,6 @@ from tests.support.model_server import (
     ScriptedModel,
     ToolCall,
     ToolCalls,
-    find_pi,
     pi_env,
     write_file_scenario,
     write_pi_models_json,
@@ -40,7 +39,6 @@ pytestmark = pytest.mark.e2e
 PI_TIMEOUT = 60  # seconds; a healthy scripted run takes one or two
 COST = (3, 15)  # dollars per million input / output tokens
 # One request, no retries: pi's defaults would otherwise spend ~20 s retrying a persistent 500.
-NO_RETRIES = {"retry": {"enabled": False, "provider": {"maxRetries": 0}}}
 
 
 @dataclass
@@ -58,20 +56,6 @@ class PiRun:
             for e in self.of_type("message_end")
             if e["message"].get("role") == "assistant"
         ]
-
-
-@pytest.fixture(scope="session")
-def pi_bin() -> Path:
-    pi = find_pi()
-    if pi is not None and pi.exists():
-        return pi
-    message = (
-        "pi not found: run scripts/install-pi.sh (or set OPENLOOP_PI_BIN). "
-        "Set OPENLOOP_ALLOW_SKIP_E2E=1 to skip these tests instead."
-    )
-    if os.environ.get("OPENLOOP_ALLOW_SKIP_E2E") == "1":
-        pytest.skip(message)
-    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture
@@ -126,7 +110,7 @@ def expected_cost(prompt_tokens: int, completion_tokens: int) -> float:
     return (prompt_tokens * COST[0] + completion_tokens * COST[1]) / 1_000_000
 
 
-def test_write_tool_call_edits_repo_and_reports_cost(pi_bin: Path, repo: Path, home: Path):
+def test_write_tool_call_edits_repo_and_reports_cost(pi_bin: str, repo: Path, home: Path):
     content = "hello from the scripted model\n"
     scenario = Scenario(
         [
@@ -158,11 +142,11 @@ def test_write_tool_call_edits_repo_and_reports_cost(pi_bin: Path, repo: Path, h
     assert run.of_type("agent_end"), "a finished run ends with agent_end"
 
 
-def test_http_error_ends_with_error_stop_reason_and_exit_zero(pi_bin: Path, repo: Path, home: Path):
+def test_http_error_ends_with_error_stop_reason_and_exit_zero(pi_bin: str, repo: Path, home: Path):
     scenario = Scenario([HttpError(500)], after=HttpError(500))
     with ScriptedModel(scenario) as model:
         write_pi_models_json(home, model.url, cost=COST)
-        write_pi_settings(home, NO_RETRIES)
+        write_pi_settings(home, NO_RETRIES_SETTINGS)
         run = run_pi(pi_bin, repo, home)
 
     # The trap: pi reports a failed run with exit code 0; only the events tell.
@@ -175,7 +159,7 @@ def test_http_error_ends_with_error_stop_reason_and_exit_zero(pi_bin: Path, repo
     assert run.of_type("agent_end")[-1]["messages"][-1]["stopReason"] == "error"
 
 
-def test_single_http_error_is_retried_silently_by_default(pi_bin: Path, repo: Path, home: Path):
+def test_single_http_error_is_retried_silently_by_default(pi_bin: str, repo: Path, home: Path):
     # The OpenAI SDK inside pi retries a 5xx itself (twice by default) before pi's own
     # agent-level retry sees anything, so a one-off 500 leaves no trace in the events.
     with ScriptedModel(Scenario([HttpError(500)])) as model:
@@ -187,7 +171,7 @@ def test_single_http_error_is_retried_silently_by_default(pi_bin: Path, repo: Pa
     assert [m["stopReason"] for m in run.assistant_messages()] == ["stop"]
 
 
-def test_agent_level_retry_emits_retry_events(pi_bin: Path, repo: Path, home: Path):
+def test_agent_level_retry_emits_retry_events(pi_bin: str, repo: Path, home: Path):
     scenario = Scenario([HttpError(503)], after=HttpError(503))
     with ScriptedModel(scenario) as model:
         write_pi_models_json(home, model.url, cost=COST)
@@ -209,7 +193,7 @@ def test_agent_level_retry_emits_retry_events(pi_bin: Path, repo: Path, home: Pa
     assert run.events[-1]["type"] == "auto_retry_end"
 
 
-def test_server_records_what_pi_sent(pi_bin: Path, repo: Path, home: Path):
+def test_server_records_what_pi_sent(pi_bin: str, repo: Path, home: Path):
     (repo / ".pi").mkdir()
     (repo / ".pi" / "APPEND_SYSTEM.md").write_text("Marker: openloop-e2e-7f3a.\n")
     with ScriptedModel(write_file_scenario("out.txt", "x\n")) as model:
@@ -233,7 +217,7 @@ def test_server_records_what_pi_sent(pi_bin: Path, repo: Path, home: Path):
     assert tool_result["tool_call_id"] == assistant_call["tool_calls"][0]["id"]
 
 
-def test_stalled_stream_is_not_aborted_by_pi(pi_bin: Path, repo: Path, home: Path):
+def test_stalled_stream_is_not_aborted_by_pi(pi_bin: str, repo: Path, home: Path):
     # OpenLoop must bring its own inactivity watchdog: pi waits on a stalled stream forever,
     # even with retry.provider.timeoutMs set, but a SIGTERM ends it at once.
     with ScriptedModel(Scenario([Hang()])) as model:

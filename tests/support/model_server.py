@@ -327,6 +327,11 @@ def write_pi_models_json(
     return _write_agent_file(home, "models.json", config)
 
 
+# pi retries a failing provider (twice in its HTTP client, three more times itself, with
+# backoff): tests that script failures turn that off.
+NO_RETRIES_SETTINGS: dict[str, Any] = {"retry": {"enabled": False, "provider": {"maxRetries": 0}}}
+
+
 def write_pi_settings(home: Path, settings: dict[str, Any]) -> Path:
     """Writes pi's global settings.json, e.g. `{"retry": {"enabled": False}}`."""
     return _write_agent_file(home, "settings.json", settings)

@@ -208,8 +208,13 @@ def test_unit_output_and_structured_records_are_the_projects(user_manager, pytho
         assert by_message["structured"]["run"] == f"run-{tok}"
         # IterationLog sent a record (not a "<4>openloop: ..." stderr line).
         logged = by_message["iteration log"]
-        assert (logged["priority"], logged["task"], logged["run"], logged["fields"]["ATTEMPT"],
-                logged["fields"]["SYSLOG_IDENTIFIER"]) == (4, "t-9", f"run-{tok}", "2", "openloop")
+        assert (
+            logged["priority"],
+            logged["task"],
+            logged["run"],
+            logged["fields"]["ATTEMPT"],
+            logged["fields"]["SYSLOG_IDENTIFIER"],
+        ) == (4, "t-9", f"run-{tok}", "2", "openloop")
         # And a task filter keeps only the records that carry the task.
         by_task = _read(um, python, no_sd=no_sd, project="jtest", task="t-9",
                         since=since.isoformat())  # fmt: skip
@@ -227,7 +232,6 @@ def test_follow_yields_the_backlog_then_new_records_and_stops(user_manager, pyth
     assert out["messages"] == ["backlog", "follow-1", "follow-2"]
     assert out["stopped"]
     print(f"follow ({reader}) latency after send: {out['latency'][1:]}")
-
 
 
 # argv[1]: JSON {"no_sd": bool}. Follows until Ctrl-C, as `openloop logs -f` does.

@@ -130,8 +130,17 @@ def test_rendered_units_pass_systemd_analyze_verify(site):
     # The exposure score is tracked: 9.1 in user mode with the hardening that works in user
     # units (the namespace options are the opt-in --sandbox drop-in; a unit without any
     # hardening scores 9.6). Losing a hardening option fails this.
-    sec = site.um.run(["systemd-analyze", "--user", "security", "--offline=true",
-                       "--threshold=91", str(unit_dir / "openloop@.service")], env=site.env)
+    sec = site.um.run(
+        [
+            "systemd-analyze",
+            "--user",
+            "security",
+            "--offline=true",
+            "--threshold=91",
+            str(unit_dir / "openloop@.service"),
+        ],
+        env=site.env,
+    )
     assert sec.returncode == 0, sec.stdout[-400:] + sec.stderr
 
 
@@ -321,8 +330,11 @@ def test_pause_and_an_exhausted_budget_skip_without_failing_the_unit(site):
 
 
 def _sandbox_works(um) -> bool:
-    um.write_unit("probe-ns.service", "[Service]\nType=oneshot\nExecStart=/bin/true\n"
-                  "PrivateUsers=yes\nProtectSystem=strict\nPrivateTmp=yes\n")
+    um.write_unit(
+        "probe-ns.service",
+        "[Service]\nType=oneshot\nExecStart=/bin/true\n"
+        "PrivateUsers=yes\nProtectSystem=strict\nPrivateTmp=yes\n",
+    )
     um.daemon_reload()
     return um.systemctl("start", "probe-ns.service").returncode == 0
 
@@ -331,7 +343,8 @@ def test_sandbox_confines_the_agent_where_the_host_allows_it(site):
     escape = site.um.home / "escaped.txt"
     escape.unlink(missing_ok=True)
     repo = site.make_project(
-        "boxed", f"cat > /dev/null\necho in > inside.txt\necho out > {escape} || true\n")
+        "boxed", f"cat > /dev/null\necho in > inside.txt\necho out > {escape} || true\n"
+    )
     site.ol("task", "add", "-p", "boxed", "--title", "Stay inside")
     if not _sandbox_works(site.um):
         # Here mount namespaces are blocked (226/NAMESPACE). Installing the sandbox anyway
@@ -352,9 +365,70 @@ def test_a_gate_that_cannot_run_is_reported_not_hidden_as_a_skip(site):
     site.ol("task", "add", "-p", "broken", "--title", "Never starts")
     site.ol("service", "install")
     # As if the installation the units point at had been removed.
-    site.um.write_unit("openloop@broken.service.d/99-broken.conf",
-                       "[Service]\nExecCondition=\nExecCondition=/nonexistent/openloop gate\n")
+    site.um.write_unit(
+        "openloop@broken.service.d/99-broken.conf",
+        "[Service]\nExecCondition=\nExecCondition=/nonexistent/openloop gate\n",
+    )
     site.um.daemon_reload()
     site.um.systemctl("start", "openloop@broken.service")
     status = json.loads(site.ol("service", "status", "--json").stdout)
     assert status["projects"][0]["lastResult"] == "gate-error"
+
+
+def test_the_timer_runs_the_real_pi_against_a_scripted_model(site, pi_for_units):
+    from tests.support.model_server import (
+        NO_RETRIES_SETTINGS,
+        Reply,
+        Scenario,
+        ScriptedModel,
+        ToolCall,
+        ToolCalls,
+        write_pi_models_json,
+        write_pi_settings,
+    )
+
+    repo = site.make_project("real", "unused")
+    pfile = repo / ".openloop/project.json"
+    data = json.loads(pfile.read_text())
+    data["agent"] = {"type": "pi"}
+    data["pi"] = {"model": "scripted", "provider": "mock"}
+    pfile.write_text(json.dumps(data))
+    site.ol("project", "trust", "real")
+    site.ol("task", "add", "-p", "real", "--title", "Write hello")
+    scenario = Scenario(
+        [ToolCalls([ToolCall("write", {"path": "hello.txt", "content": "hi\n"})]), Reply("done")]
+    )
+    with ScriptedModel(scenario) as model:
+        write_pi_models_json(site.um.home, model.url)
+        write_pi_settings(site.um.home, NO_RETRIES_SETTINGS)
+        site.um.run(["chown", "-R", f"{site.um.uid}:{site.um.gid}", str(site.um.home / ".pi")])
+        env = dict(site.env, OPENLOOP_PI_BIN=str(pi_for_units))
+        cp = site.um.run([str(site.exe), "service", "install"], env=env)
+        assert cp.returncode == 0, cp.stderr
+        # Units do not see the caller's environment: pi's switches go in the environment file.
+        envfile = Path(site.env["OPENLOOP_HOME"]) / "environment"
+        envfile.write_text(envfile.read_text() + "PI_OFFLINE=1\nPI_SKIP_VERSION_CHECK=1\n")
+        site.fast_timers()
+        site.ol("service", "start")
+        site.um.wait_for(
+            lambda: [r["outcome"] for r in site.records(repo)] == ["completed"],
+            timeout=60,
+            what="an iteration with the real pi",
+        )
+    record = site.records(repo)[0]
+    assert record["toolCalls"] == 1 and record["costUsd"] > 0
+    assert "hello.txt" in [f["path"] for f in record["changedFiles"]]
+    assert len(model.requests) == 2
+
+
+@pytest.fixture
+def pi_for_units(user_manager):
+    from tests.support.model_server import find_pi
+
+    pi = find_pi()
+    if pi is None:
+        pytest.fail("pi not found: run scripts/install-pi.sh", pytrace=False)
+    problem = user_manager.check_can_execute(pi.resolve())
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    return pi
