@@ -262,6 +262,7 @@ def finish(it: Iteration, outcome: Outcome, reason: str) -> dict[str, Any]:
     outcome, reason = _apply_outcome(it, outcome, reason)
     record = _record(it, outcome.value, reason)
     runs.write_record(it.project.plane.runs_dir, record)
+    runs.prune(it.project.plane.runs_dir, it.gconf.runtime.keep_runs)
     _event(
         it,
         "iteration-finished",

@@ -39,6 +39,7 @@ class Runtime(FileModel):
     )
     validation_timeout_seconds: int = Field(900, ge=1, description="Cap on each validation command")
     interval_minutes: int = Field(15, ge=1, description="Default pause between iterations")
+    keep_runs: int = Field(500, ge=1, description="Run records kept per project (oldest pruned)")
 
 
 class Notifications(FileModel):

@@ -45,8 +45,13 @@ _SECRETS = [
     (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), "xox***"),
     (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "AKIA***"),
     (re.compile(r"(?i)\b((?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1***"),
-    (re.compile(r"(?i)\b([\w-]*(?:api[_-]?key|token|secret|passw(?:or)?d)[\"']?\s*[:=]\s*[\"']?)"
-                r"[^\s\"',;&]+"), r"\1***"),  # fmt: skip
+    (
+        re.compile(
+            r"(?i)\b([\w-]*(?:api[_-]?key|token|secret|passw(?:or)?d)[\"']?\s*[:=]\s*[\"']?)"
+            r"[^\s\"',;&]+"
+        ),
+        r"\1***",
+    ),  # fmt: skip
 ]
 
 
@@ -245,8 +250,11 @@ class _Filter:
         own = _unit_project(e.unit, self.prefix)
         if self.project is not None and self.project not in (e.fields.get("OPENLOOP_PROJECT"), own):
             return False
-        if self.project is None and not (own or e.fields.get("SYSLOG_IDENTIFIER") == IDENTIFIER
-                                         or any(k.startswith("OPENLOOP_") for k in e.fields)):
+        if self.project is None and not (
+            own
+            or e.fields.get("SYSLOG_IDENTIFIER") == IDENTIFIER
+            or any(k.startswith("OPENLOOP_") for k in e.fields)
+        ):
             return False  # fmt: skip
         return ((self.task is None or e.task == self.task)
                 and (self.run is None or e.run == self.run)
@@ -340,6 +348,7 @@ def _run(argv: list[str]) -> str:
 
 def _journalctl_entries(flt: _Filter, limit: int | None) -> list[Entry]:
     args = [f"--since=@{flt.since.timestamp():.6f}"] if flt.since is not None else []
+
     def unique(field: str) -> set[str]:
         return set(_run(_journalctl(f"--field={field}")).splitlines())
 
@@ -452,8 +461,10 @@ def parse_since(text: str, now: datetime) -> datetime:
             return parsed if now.tzinfo else parsed.astimezone().replace(tzinfo=None)
     except (ValueError, OverflowError):
         pass
-    raise InputError(f"--since: {text!r} is not a duration (30s, 15m, 1h, 2d, 1w), a date"
-                     " (2026-11-25), a date and time (2026-11-25T10:00), today or yesterday")
+    raise InputError(
+        f"--since: {text!r} is not a duration (30s, 15m, 1h, 2d, 1w), a date"
+        " (2026-11-25), a date and time (2026-11-25T10:00), today or yesterday"
+    )
 
 
 def format_entry(entry: Entry, *, with_project: bool = True, now: datetime | None = None) -> str:

@@ -6,7 +6,6 @@ it as interrupted."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from datetime import datetime
 from pathlib import Path
@@ -63,13 +62,21 @@ def list_records(runs_dir: Path, limit: int | None = None) -> list[dict[str, Any
     return records
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def prune(runs_dir: Path, keep: int) -> int:
+    """Keep the newest `keep` finished runs (summary and artifact directory); returns how many
+    were removed. Unfinished ones stay: the next repair closes them."""
+    import shutil
+
+    if not runs_dir.is_dir():
+        return 0
+    finished = [
+        p
+        for p in sorted(runs_dir.glob("*.json"))
+        if (r := read_record(p)) is None or r.get("outcome") != RUNNING
+    ]
+    removed = 0
+    for path in finished[:-keep] if keep > 0 else finished:
+        shutil.rmtree(runs_dir / path.stem, ignore_errors=True)
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed

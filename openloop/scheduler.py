@@ -331,7 +331,15 @@ def eligible_tasks(
 
 
 def precheck(it: Iteration) -> None:
-    """Policy on the task's declared scope: a denied path blocks before any money is spent."""
+    """Before any money is spent: the default branch must exist (a repository with no commit
+    yet is not the task's fault), and the task's declared scope must not hit a denied path."""
+    from openloop.errors import GitError
+
+    try:
+        base = gitops.default_branch(it.project.repo, it.pconf.runtime.default_branch)
+        gitops.rev_parse(it.project.repo, f"refs/heads/{base}")
+    except GitError as exc:
+        raise Stop(Outcome.SKIPPED, f"no default branch to start from: {exc}") from None
     task = it.task
     verdict = assess_declared_scope(it.policy, task.risk, task.scope_paths() or None)
     if verdict.blocked:

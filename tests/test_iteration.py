@@ -321,3 +321,29 @@ def test_repair_after_a_killed_iteration(ol, demo, env):
     records = [json.loads(p.read_text()) for p in (demo / ".openloop/runs").glob("*.json")]
     assert sorted(r["outcome"] for r in records) == ["completed", "interrupted"]
     assert not it.worktree.exists()
+
+
+def test_old_run_records_are_pruned(ol, demo, env):
+    ol("config", "set", "runtime.keepRuns", "2")
+    for n in range(3):
+        add(ol, f"Task {n}")
+        once(env, FakeAgent([write(f"f{n}.py", "x = 1\n")]))
+    runs_dir = demo / ".openloop/runs"
+    summaries = sorted(p.name for p in runs_dir.glob("*.json"))
+    assert len(summaries) == 2
+    assert sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) == [
+        s.removesuffix(".json") for s in summaries
+    ]
+    assert "task-0" not in " ".join(summaries)
+
+
+def test_a_repository_without_commits_is_skipped_not_failed(ol, env, tmp_path):
+    repo = tmp_path / "empty"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    assert ol("project", "add", "empty", str(repo), "--init").code == 0
+    tid = add(ol, "First commit", "-p", "empty")
+    result = scheduler.run_once(env, "empty", adapter_factory=lambda kind: FakeAgent())
+    assert result.outcome == Outcome.SKIPPED and "no default branch" in result.reason
+    task = load_ledger(repo / ".openloop/tasks.json").get(tid)
+    assert (task.status, task.attempts) == ("ready", 0)

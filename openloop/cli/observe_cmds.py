@@ -77,14 +77,14 @@ def logs_cmd(env, project, task_id, run_id, since, lines, follow, as_json) -> No
     alias = resolve(env, project).alias if project else None
     since_dt = journal.parse_since(since, env.now()) if since else None
     if not follow:
-        entries = journal.read(project=alias, task=task_id, run=run_id, since=since_dt,
-                               limit=lines)
+        entries = journal.read(project=alias, task=task_id, run=run_id, since=since_dt, limit=lines)
         _emit(entries, as_json, with_project=alias is None)
         return
     # follow() yields the backlog and then new records, with nothing lost between the two.
     try:
-        for entry in journal.follow(project=alias, task=task_id, run=run_id, since=since_dt,
-                                    limit=lines):
+        for entry in journal.follow(
+            project=alias, task=task_id, run=run_id, since=since_dt, limit=lines
+        ):
             _emit([entry], as_json, with_project=alias is None)
     except KeyboardInterrupt:
         pass
