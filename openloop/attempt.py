@@ -33,6 +33,9 @@ def execute(it: Iteration) -> IterationResult:
         outcome, reason = judge(it)
     except Stop as stop:
         outcome, reason = stop.outcome, stop.reason
+    except KeyboardInterrupt:
+        finish(it, Outcome.INTERRUPTED, "interrupted (Ctrl+C)")
+        raise
     except Exception as exc:
         # OpenLoop itself failed (git, disk, a bug): close the attempt properly, then let the
         # error surface (exit 1; under systemd, OnFailure= fires).
