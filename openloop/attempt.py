@@ -118,8 +118,9 @@ def start(it: Iteration) -> None:
 
 def prepare_worktree(it: Iteration) -> None:
     repo = it.project.repo
-    it.base_branch = gitops.default_branch(repo, it.pconf.runtime.default_branch)
-    it.base_commit = gitops.rev_parse(repo, f"refs/heads/{it.base_branch}")
+    if it.base_commit is None:  # precheck found them already for a ledger task
+        it.base_branch = gitops.default_branch(repo, it.pconf.runtime.default_branch)
+        it.base_commit = gitops.rev_parse(repo, f"refs/heads/{it.base_branch}")
     it.branch = f"{it.pconf.runtime.branch_prefix}{it.task.id}"
     it.worktree = it.env.worktrees_dir / it.project.alias / it.task.id
     it.reporter.phase("worktree", task=it.task.id)

@@ -336,8 +336,8 @@ def precheck(it: Iteration) -> None:
     from openloop.errors import GitError
 
     try:
-        base = gitops.default_branch(it.project.repo, it.pconf.runtime.default_branch)
-        gitops.rev_parse(it.project.repo, f"refs/heads/{base}")
+        it.base_branch = gitops.default_branch(it.project.repo, it.pconf.runtime.default_branch)
+        it.base_commit = gitops.rev_parse(it.project.repo, f"refs/heads/{it.base_branch}")
     except GitError as exc:
         raise Stop(Outcome.SKIPPED, f"no default branch to start from: {exc}") from None
     task = it.task
