@@ -8,7 +8,6 @@ provider still exits 0, and a stalled stream is ours to stop, bash leftovers inc
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -38,21 +37,6 @@ RULES = "OpenLoop rule marker 5c1e: never push.\n"
 
 def cost_of(prompt_tokens: int, completion_tokens: int) -> float:
     return (prompt_tokens * COST[0] + completion_tokens * COST[1]) / 1_000_000
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    path.mkdir()
-    subprocess.run(["git", "init", "-q", str(path)], check=True)
-    return path
 
 
 def run(

@@ -1,6 +1,0 @@
-#!/usr/bin/env bash
-# Set up from a clean checkout and run the whole test suite (what CI runs).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-exec .venv/bin/python -m pytest "$@"
