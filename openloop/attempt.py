@@ -123,6 +123,9 @@ def prepare_worktree(it: Iteration) -> None:
         it.base_commit = gitops.rev_parse(repo, f"refs/heads/{it.base_branch}")
     it.branch = f"{it.pconf.runtime.branch_prefix}{it.task.id}"
     it.worktree = it.env.worktrees_dir / it.project.alias / it.task.id
+    # Task ids are validated on load; this keeps a worktree (which gets deleted) inside ours.
+    if it.worktree.resolve().parent != (it.env.worktrees_dir / it.project.alias).resolve():
+        raise Stop(Outcome.BLOCKED_BY_POLICY, f"task id {it.task.id!r} is not a safe path")
     it.reporter.phase("worktree", task=it.task.id)
     gitops.add_worktree(repo, it.worktree, it.branch, it.base_commit)
 

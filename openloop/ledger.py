@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -87,7 +87,11 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "cancelled": frozenset(),
 }
 
-TASK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+# Ids become branch names, worktree directories and file names: checked on every load, not
+# only when the CLI creates them (a ledger can be hand-edited, versioned, or pulled).
+TASK_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,99}$"
+TASK_ID_RE = re.compile(TASK_ID_PATTERN)
+TaskId = Annotated[str, Field(pattern=TASK_ID_PATTERN)]
 _SLUG_RUN = re.compile(r"[^a-z0-9]+")
 SLUG_MAX = 48
 
@@ -109,7 +113,7 @@ class StatusChange(FileModel):
 
 
 class Task(FileModel):
-    id: str
+    id: TaskId
     title: str
     description: str | None = None
     kind: Kind = "feature"
@@ -117,7 +121,7 @@ class Task(FileModel):
     risk: Risk = "medium-risk"
     priority: int = 0
     scope: TaskScope | None = None
-    depends_on: list[str] = Field(default_factory=list)
+    depends_on: list[TaskId] = Field(default_factory=list)
     source: TaskSource = Field(default_factory=TaskSource)
     spec_id: str | None = None
     branch: str | None = None
@@ -165,7 +169,7 @@ class TaskRow(BaseModel):
     model_config = ConfigDict(extra="ignore", defer_build=True)
 
     # Named as in the file (no alias generator: measurably faster on 10,000 rows).
-    id: str
+    id: TaskId
     title: str
     status: Status = "ready"
     risk: Risk = "medium-risk"
@@ -283,15 +287,18 @@ def check_task_id(task_id: str, *, option: str = "--task") -> str:
     if not TASK_ID_RE.match(task_id):
         raise InputError(
             f"{option}: '{task_id}' is not a valid task id "
-            "(lowercase letters, digits and '-', starting with a letter or digit, at most 64)"
+            "(lowercase letters, digits and '-', starting with a letter or digit, at most 100)"
         )
     return task_id
 
 
-def new_task_id(ledger: TaskLedger, text: str) -> str:
-    """A readable slug of `text`, made unique with -2, -3... Never reused for another task."""
+def new_task_id(
+    ledger: TaskLedger, text: str, reserved: set[str] | frozenset[str] = frozenset()
+) -> str:
+    """A readable slug of `text`, made unique with -2, -3... `reserved` are ids no longer in the
+    ledger whose records remain (a removed task's promotion): never handed out again."""
     base = slugify(text) or "task"
-    taken = {t.id for t in ledger.tasks}
+    taken = {t.id for t in ledger.tasks} | set(reserved)
     if base not in taken:
         return base
     n = 2

@@ -85,6 +85,7 @@ def add(env: Environment, alias: str, path: Path, *, init: bool, force: bool = F
     if other:
         raise InputError(f"path '{root}' is already linked as '{other.alias}'")
     plane = ControlPlane(root)
+    before = load_project_config(plane.project_file)
     report = materialize(plane, alias, now) if init else None
     config = load_project_config(plane.project_file)
     with edit_registry(env) as reg:
@@ -96,9 +97,7 @@ def add(env: Environment, alias: str, path: Path, *, init: bool, force: bool = F
         entry.updated_at = now
         entry.initialized = plane.exists()
         if init:
-            # The user just watched init print these commands: linking with --init approves them.
-            # A repository linked as-is (cloned, with its own project.json) needs explicit trust.
-            entry.trust = trust.approve(config, now)
+            _approve_what_init_wrote(entry, before, config, now)
         result_entry = entry.model_copy(deep=True)
     return AddResult(result_entry, report, not trust.is_trusted(result_entry, config))
 
@@ -106,14 +105,23 @@ def add(env: Environment, alias: str, path: Path, *, init: bool, force: bool = F
 def init(env: Environment, alias: str, *, force: bool = False) -> InitReport:
     project = resolve(env, alias)
     now = env.now_iso()
+    before = project.config()
     report = materialize(project.plane, project.alias, now, force=force)
     config = project.config()
     with edit_registry(env) as reg:
         entry = reg.get(project.alias)
         entry.initialized = True
         entry.updated_at = now
-        entry.trust = trust.approve(config, now)
+        _approve_what_init_wrote(entry, before, config, now)
     return report
+
+
+def _approve_what_init_wrote(entry, before, after, now: str) -> None:
+    """Init approves the commands it detected and printed, never ones the repository brought:
+    if the project.json it started from asked for commands the user had not approved (a
+    clone, a pull, an agent's commit), the approval stays as it was."""
+    if trust.is_trusted(entry, before):
+        entry.trust = trust.approve(after, now)
 
 
 def list_projects(env: Environment) -> list[ProjectEntry]:

@@ -264,6 +264,7 @@ def apply(
     """Merge a review branch into the default branch, or refuse and change nothing."""
     plane = project.plane
     request = _open_request(plane, task_id)
+    _require_review(plane, task_id)
     pconf = project.config()
     if validate:
         trust.require_trusted(project.entry, pconf)
@@ -335,56 +336,90 @@ def reject(
     return status
 
 
+def withdraw(project: Project, task_id: str, now: str, reason: str) -> bool:
+    """Close an open request without merging (its task was cancelled, removed, moved)."""
+    request = read_request(project.plane, task_id)
+    if request is None or request.get("status") not in OPEN_STATUSES:
+        return False
+    _close(project.plane, task_id, request, now, "withdrawn", reason, alias=project.alias)
+    return True
+
+
+def _require_review(plane: ControlPlane, task_id: str) -> None:
+    from openloop.ledger import load_ledger
+
+    task = load_ledger(plane.ledger_file).find(task_id)
+    if task is None or task.status != "review":
+        state = "gone" if task is None else task.status
+        raise StateError(f"task '{task_id}' is {state}, not in review: its promotion is stale")
+
+
 def retry_deferred(it) -> None:
-    """Merges deferred by an earlier iteration (checkout busy, branch moved), tried again."""
+    """Merges deferred by an earlier iteration (checkout busy, branch moved), tried again.
+
+    Only what was validated merges: the task must still be in review and its branch must still
+    point at the validated commit; anything else goes back to a human."""
+    from openloop.errors import GitError
+    from openloop.ledger import load_ledger
+
     plane = it.project.plane
     for request in list_requests(plane):
         if request.get("status") != "deferred" or it.merges_done >= 1:
             continue
+        task_id, branch = request["taskId"], request["branch"]
         now = it.env.now_iso()
-        result = merge_branch(
-            it.env,
-            it.project,
-            it.pconf,
-            request["branch"],
-            check_dir=plane.runs_dir / f"promote-{request['taskId']}",
-            check_env=dict(it.env.environ),
-            timeout=float(it.limit("validation_timeout_seconds")),
-        )
+        task = load_ledger(plane.ledger_file).find(task_id)
+        if task is None or task.status != "review":
+            withdraw(it.project, task_id, now, "task is no longer in review")
+            continue
+        try:
+            tip = gitops.rev_parse(it.project.repo, f"refs/heads/{branch}")
+            if tip != request.get("headCommit"):
+                result = MergeResult(False, f"{branch} changed since it was validated")
+            else:
+                result = merge_branch(
+                    it.env,
+                    it.project,
+                    it.pconf,
+                    branch,
+                    check_dir=plane.runs_dir / f"promote-{task_id}",
+                    check_env=dict(it.env.environ),
+                    timeout=float(it.limit("validation_timeout_seconds")),
+                )
+        except GitError as exc:
+            result = MergeResult(False, f"cannot merge {branch}: {exc}")
         if result.deferred:
             continue
-        with edit_ledger(plane.ledger_file, now) as ledger:
-            task = ledger.find(request["taskId"])
-            if task is None or task.status != "review":
-                continue
-            if result.merged:
-                it.merges_done += 1
+        if result.merged:
+            it.merges_done += 1
+            with edit_ledger(plane.ledger_file, now) as ledger:
+                task = ledger.get(task_id)
                 transition(task, "promoted", f"deferred merge done: {result.reason}", now)
                 task.promoted_at = now
-                _close(
-                    plane,
-                    task.id,
-                    request,
-                    now,
-                    "merged",
-                    result.reason,
-                    merged=result.head,
-                    alias=it.project.alias,
-                )
-            else:
-                request.update(status="pending", action="review", note=result.reason)
-                write_request(plane, task.id, request)
-                append_history(
-                    plane,
-                    task.id,
-                    {
-                        "at": now,
-                        "kind": "decision",
-                        "action": "review",
-                        "status": "pending",
-                        "note": result.reason,
-                    },
-                )
+            _close(
+                plane,
+                task_id,
+                request,
+                now,
+                "merged",
+                result.reason,
+                merged=result.head,
+                alias=it.project.alias,
+            )
+        else:
+            request.update(status="pending", action="review", note=result.reason)
+            write_request(plane, task_id, request)
+            append_history(
+                plane,
+                task_id,
+                {
+                    "at": now,
+                    "kind": "decision",
+                    "action": "review",
+                    "status": "pending",
+                    "note": result.reason,
+                },
+            )
 
 
 def _event(alias: str, task_id: str, status: str, note: str) -> None:

@@ -39,6 +39,21 @@ def _event(project: Project, task: Task, name: str, message: str) -> None:
     )
 
 
+def _ids_with_records(project: Project) -> set[str]:
+    plane = project.plane
+    return {p.stem for p in plane.promotions_dir.glob("*.json")} | {
+        p.stem for p in plane.promotion_results_dir.glob("*.jsonl")
+    }
+
+
+def _withdraw_promotion(project: Project, task_id: str, now: str, reason: str) -> None:
+    """A task that leaves review by hand takes its open promotion request with it, so nothing
+    merges it later."""
+    from openloop import promotion
+
+    promotion.withdraw(project, task_id, now, reason)
+
+
 def check_scope(paths: list[str] | tuple[str, ...]) -> list[str]:
     """Scope entries are repo-relative paths or globs; de-duplicated, order kept."""
     clean: list[str] = []
@@ -111,9 +126,10 @@ def add_task(env: Environment, project: Project, spec: NewTask, *, fetch=refs.fe
             )
             if dup:
                 raise InputError(f"--ref: {source.ref} is already queued as task '{dup.id}'")
-        if spec.task_id and ledger.find(spec.task_id):
-            raise InputError(f"--id: task '{spec.task_id}' already exists")
-        task_id = spec.task_id or new_task_id(ledger, id_seed or title)
+        reserved = _ids_with_records(project)
+        if spec.task_id and (ledger.find(spec.task_id) or spec.task_id in reserved):
+            raise InputError(f"--id: task '{spec.task_id}' already exists or existed")
+        task_id = spec.task_id or new_task_id(ledger, id_seed or title, reserved)
         _check_dependencies(ledger, list(spec.depends_on), task_id)
         task = Task(
             id=task_id,
@@ -158,8 +174,14 @@ def update_task(env: Environment, project: Project, task_id: str, changes: TaskC
     now = env.now_iso()
     with edit_ledger(project.plane.ledger_file, now) as ledger:
         task = ledger.get(task_id)
-        if task.status in RUNNING and changes.status is None:
-            raise StateError(f"task '{task_id}' is running; change it after the iteration ends")
+        if task.status in RUNNING:
+            raise StateError(
+                f"task '{task_id}' is running; change it after the iteration ends "
+                f"(or 'openloop task recover' if that iteration is dead)"
+            )
+        if changes.status in RUNNING or changes.status == "promoted":
+            raise StateError(f"--status: {changes.status} is set by iterations and promotions only")
+        was = task.status
         if changes.depends_on is not None:
             _check_dependencies(ledger, list(changes.depends_on), task_id)
             task.depends_on = list(changes.depends_on)
@@ -172,6 +194,8 @@ def update_task(env: Environment, project: Project, task_id: str, changes: TaskC
         if changes.status is not None and changes.status != task.status:
             transition(task, changes.status, changes.reason or "openloop task update", now)
         task.updated_at = now
+    if was == "review" and task.status != "review":
+        _withdraw_promotion(project, task_id, now, f"task moved to {task.status} by hand")
     _event(project, task, "task-updated", f"updated ({task.status})")
     return task
 
@@ -187,6 +211,7 @@ def cancel_task(env: Environment, project: Project, task_id: str, reason: str | 
                 f"('openloop service stop' or wait for it to finish)"
             )
         transition(task, "cancelled", reason or "cancelled by user", now)
+    _withdraw_promotion(project, task_id, now, "task cancelled")
     _event(project, task, "task-cancelled", reason or "cancelled by user")
     return task
 
@@ -219,6 +244,7 @@ def remove_task(env: Environment, project: Project, task_id: str) -> Task:
         if dependents:
             raise StateError(f"task '{task_id}' is a dependency of: {', '.join(dependents)}")
         ledger.tasks.remove(task)
+    _withdraw_promotion(project, task_id, env.now_iso(), "task removed")
     _event(project, task, "task-removed", "removed from the ledger")
     return task
 

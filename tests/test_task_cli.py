@@ -161,9 +161,12 @@ def test_update_goes_through_the_state_machine(ol, project):
     history = ol("task", "show", "-t", "fix-login").json()["task"]["history"]
     assert history[-1]["from"] == "proposed" and history[-1]["reason"] == "spec approved"
 
-    bad = ol("task", "update", "-t", "fix-login", "--status", "promoted")
+    bad = ol("task", "update", "-t", "fix-login", "--status", "review")
     assert bad.code == 1
-    assert "cannot go from ready to promoted" in bad.err
+    assert "cannot go from ready to review" in bad.err
+    for reserved in ("promoted", "in_progress", "validating"):
+        refused = ol("task", "update", "-t", "fix-login", "--status", reserved)
+        assert refused.code == 1 and "set by iterations and promotions only" in refused.err
     assert ol("task", "update", "-t", "fix-login", "--clear-scope").code == 0
     assert ol("task", "show", "-t", "fix-login").json()["task"]["scope"] is None
 

