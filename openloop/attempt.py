@@ -7,7 +7,6 @@ and calls `execute`.
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any
 
 from openloop import agent as agents
@@ -44,7 +43,7 @@ def execute(it: Iteration) -> IterationResult:
     finally:
         if it.worktree is not None:
             gitops.remove_worktree(it.project.repo, it.worktree)
-    record = finish(it, outcome, reason)
+    record, outcome, reason = finish(it, outcome, reason)
     it.reporter.finished(outcome.value, reason, task=it.task.id)
     return IterationResult(outcome, reason, it.project.alias, it.task.id, it.run_id, record)
 
@@ -248,25 +247,37 @@ def judge(it: Iteration) -> tuple[Outcome, str]:
 
 
 def _judge_plan(it: Iteration) -> tuple[Outcome, str]:
-    assert it.worktree is not None
-    written = it.worktree / ".openloop" / "specs" / f"{it.task.id}.md"
-    if not written.is_file() or not written.read_text(encoding="utf-8", errors="replace").strip():
-        return Outcome.NO_PROGRESS, f"the planner wrote no spec at .openloop/specs/{it.task.id}.md"
+    """Take the spec from the planner's commit: a regular file only (a symlink could point the
+    copy at any file the agent can read), and never over a spec already in the control plane."""
+    assert it.worktree is not None and it.head_commit is not None
+    rel = f".openloop/specs/{it.task.id}.md"
+    text = gitops.regular_file_at(it.worktree, it.head_commit, rel)
+    if not text or not text.strip():
+        return Outcome.NO_PROGRESS, f"the planner wrote no spec (a regular file) at {rel}"
     target = it.project.plane.specs_dir / f"{it.task.id}.md"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(written, target)
-    return Outcome.PLANNED, f"spec written to .openloop/specs/{it.task.id}.md"
+    if target.exists():
+        return Outcome.PLANNED, f"kept the existing {rel}; the planner's version is on {it.branch}"
+    from openloop.storage import atomic_write_text
+
+    atomic_write_text(target, text)
+    return Outcome.PLANNED, f"spec written to {rel}"
 
 
 # --- recording ----------------------------------------------------------------------------------
 
 
-def finish(it: Iteration, outcome: Outcome, reason: str) -> dict[str, Any]:
-    """Apply the outcome to the task, charge the budget, write the run summary."""
+def finish(it: Iteration, outcome: Outcome, reason: str) -> tuple[dict[str, Any], Outcome, str]:
+    """Apply the outcome to the task, charge the budget, write the run summary. Returns the
+    record and the final outcome (a repeated failure may have become no-progress)."""
     cost = it.agent_result.cost_usd if it.agent_result else 0.0
     if cost:
         budget.record_spend(it.env, it.project.alias, cost)
-    outcome, reason = _apply_outcome(it, outcome, reason)
+    handover = None
+    if outcome == Outcome.COMPLETED:
+        from openloop import promotion
+
+        handover = promotion.prepare_handover(it, it.env.now_iso())
+    outcome, reason = _apply_outcome(it, outcome, reason, handover)
     record = _record(it, outcome.value, reason)
     runs.write_record(it.project.plane.runs_dir, record)
     runs.prune(it.project.plane.runs_dir, it.gconf.runtime.keep_runs)
@@ -279,7 +290,7 @@ def finish(it: Iteration, outcome: Outcome, reason: str) -> dict[str, Any]:
         task_status=it.task_status or "",
     )
     _notify_task(it, outcome, reason)
-    return record
+    return record, outcome, reason
 
 
 def _event(it: Iteration, name: str, message: str, priority: int = 6, **fields: str) -> None:
@@ -316,7 +327,9 @@ def _notify_task(it: Iteration, outcome: Outcome, reason: str) -> None:
     )
 
 
-def _apply_outcome(it: Iteration, outcome: Outcome, reason: str) -> tuple[Outcome, str]:
+def _apply_outcome(
+    it: Iteration, outcome: Outcome, reason: str, handover=None
+) -> tuple[Outcome, str]:
     """Move the task according to the outcome. A repeated failure that exhausts the
     no-progress limit turns the outcome into no-progress, so record and ledger agree."""
     now = it.env.now_iso()
@@ -337,7 +350,10 @@ def _apply_outcome(it: Iteration, outcome: Outcome, reason: str) -> tuple[Outcom
             task.no_progress_streak = 0
             task.last_failure = task.last_failure_signature = None
             task.branch = it.branch
-            _hand_over(it, task, now)
+            from openloop import promotion
+
+            decision = promotion.settle_handover(it, task, handover, now)
+            it.decision = {**(it.decision or {}), **decision}
         elif outcome == Outcome.PLANNED:
             task.spec_id = f".openloop/specs/{task.id}.md"
             task.no_progress_streak = 0
@@ -383,13 +399,6 @@ def _failure_text(it: Iteration, outcome: Outcome, reason: str) -> str:
     if it.agent_result and it.agent_result.final_text:
         text += f"\nThe agent's last message:\n{it.agent_result.final_text[-2000:]}"
     return text
-
-
-def _hand_over(it: Iteration, task: Task, now: str) -> None:
-    from openloop import promotion
-
-    decision = promotion.hand_over(it, task, now)
-    it.decision = {**(it.decision or {}), **decision}
 
 
 def _set_status(it: Iteration, status: str, reason: str) -> None:

@@ -266,3 +266,12 @@ def add_worktree_detached(repo: Path, path: Path, commit: str) -> None:
     if path.exists():
         remove_worktree(repo, path)
     git(repo, "worktree", "add", "--quiet", "--detach", str(path), commit)
+
+
+def regular_file_at(repo: Path, commit: str, path: str, limit: int = 200_000) -> str | None:
+    """The text of `path` in `commit` if it is a regular file there (not a link), else None."""
+    listing = git(repo, "ls-tree", commit, "--", path, check=False).stdout.split(maxsplit=3)
+    if len(listing) < 4 or listing[0] not in ("100644", "100755") or listing[1] != "blob":
+        return None
+    blob = git(repo, "cat-file", "blob", listing[2], check=False)
+    return blob.stdout[:limit] if blob.returncode == 0 else None

@@ -137,14 +137,22 @@ def merge_branch(
 # --- the hand-over after an iteration -----------------------------------------------------------
 
 
-def hand_over(it, task, now: str) -> dict[str, Any]:
-    """Route a validated result: merge it when policy allows, else leave it for review.
+@dataclass
+class Handover:
+    """A validated result's promotion, decided and (if allowed) merged before the ledger is
+    locked to record it: a re-validation may take minutes and must not block the CLI."""
 
-    `it` is the scheduler's Iteration; `task` is the ledger's copy, in status validating.
+    request: dict[str, Any]
+    merged: MergeResult | None
+
+
+def prepare_handover(it, now: str) -> Handover:
+    """Decide review or auto-merge for the iteration's task and do the merge if allowed.
+
     Renovate's rule: merge silently when green and allowed, open a review otherwise; at most
     one auto-merge per project per iteration.
     """
-    plane: ControlPlane = it.project.plane
+    task = it.task
     decision = dict(it.decision or {})
     wants_merge = bool(decision.get("autoMergeAllowed")) and task.promotion in (None, "auto-merge")
     if decision.get("autoMergeAllowed") and not wants_merge:
@@ -163,7 +171,12 @@ def hand_over(it, task, now: str) -> dict[str, Any]:
             check_env=it.check_env(),
             timeout=float(it.limit("validation_timeout_seconds")),
         )
-    return _settle(plane, task, request, merged, it, now)
+    return Handover(request, merged)
+
+
+def settle_handover(it, task, handover: Handover, now: str) -> dict[str, Any]:
+    """Record a prepared hand-over on the ledger's task (status validating)."""
+    return _settle(it.project.plane, task, handover.request, handover.merged, it, now)
 
 
 def _request(it, task, now: str, decision: dict, action: str) -> dict[str, Any]:

@@ -173,8 +173,11 @@ def test_same_failure_signature_counts_as_no_progress(ol, demo, env):
     agent = FakeAgent(
         [write("a.py", "BROKEN\n"), write("b.py", "BROKEN\n"), write("c.py", "BROKEN\n")]
     )
-    for _ in range(3):
-        assert once(env, agent).outcome == Outcome.VALIDATION_FAILED
+    assert once(env, agent).outcome == Outcome.VALIDATION_FAILED
+    assert once(env, agent).outcome == Outcome.VALIDATION_FAILED  # same signature: 1 in a row
+    last = once(env, agent)  # 2 in a row: the task blocks, and every record says no-progress
+    assert (last.outcome, last.exit_code) == (Outcome.NO_PROGRESS, 15)
+    assert last.record["outcome"] == "no-progress"
     assert task_of(demo, tid).status == "blocked"
 
 
@@ -347,3 +350,19 @@ def test_a_repository_without_commits_is_skipped_not_failed(ol, env, tmp_path):
     assert result.outcome == Outcome.SKIPPED and "no default branch" in result.reason
     task = load_ledger(repo / ".openloop/tasks.json").get(tid)
     assert (task.status, task.attempts) == ("ready", 0)
+
+
+def test_a_planner_spec_that_is_a_symlink_is_not_copied(ol, demo, env, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET=hunter2\n")
+    tid = add(ol, "Plan it", "--plan")
+
+    def link_spec(cwd: Path) -> None:
+        spec = cwd / ".openloop/specs/plan-it.md"
+        spec.parent.mkdir(parents=True, exist_ok=True)
+        spec.symlink_to(secret)
+
+    result = once(env, FakeAgent([link_spec]))
+    assert result.outcome == Outcome.NO_PROGRESS
+    assert not (demo / ".openloop/specs/plan-it.md").exists()
+    assert task_of(demo, tid).status == "proposed"
