@@ -35,6 +35,27 @@ from openloop.errors import ConfigError, InputError
 
 RISKS = ("low-risk", "medium-risk", "high-risk")
 PROTECTED_DEFAULTS = (".openloop/**", ".pi/**", ".agents/**")
+# Files that decide how the project's checks run: an agent that edits them could make its own
+# change pass. Protected by default (review, never auto-merge); a policy may drop them.
+CHECK_DEFINITIONS = (
+    "Makefile",
+    "makefile",
+    "GNUmakefile",
+    "package.json",
+    "pyproject.toml",
+    "setup.cfg",
+    "tox.ini",
+    "noxfile.py",
+    "pytest.ini",
+    "conftest.py",
+    "mypy.ini",
+    ".flake8",
+    "ruff.toml",
+    ".ruff.toml",
+    "Cargo.toml",
+    ".github/**",
+    ".gitlab-ci.yml",
+)
 _V1_MODE_FIELD = {r: r.split("-")[0] + "_risk_mode" for r in RISKS}  # low-risk -> low_risk_mode
 
 
@@ -128,7 +149,7 @@ class Policy(_Model):
     version: Literal[2] = 2
     scope: ScopeRules = ScopeRules()
     auto_merge: AutoMerge = AutoMerge()
-    protected_paths: list[Glob] = list(PROTECTED_DEFAULTS)
+    protected_paths: list[Glob] = [*PROTECTED_DEFAULTS, *CHECK_DEFINITIONS]
     self_healing: SelfHealing = SelfHealing()
 
     @field_validator("protected_paths")
@@ -459,7 +480,9 @@ def summary_for_prompt(policy: Policy) -> str:
     lines = ["Repository policy (enforced on your actual git diff when you finish):"]
     if scope.deny_globs:
         lines.append(f"- Never change: {', '.join(scope.deny_globs)} (the change is rejected).")
-    lines.append(f"- Do not change governance files: {', '.join(policy.protected_paths)}.")
+    lines.append(
+        f"- Changes to these always go to human review (avoid them unless the task is about them): {', '.join(policy.protected_paths)}."
+    )
     if scope.allow_globs:
         lines.append(f"- Stay within: {', '.join(scope.allow_globs)}.")
     if scope.high_risk_areas:

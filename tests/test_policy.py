@@ -7,6 +7,7 @@ import yaml
 
 from openloop.errors import ConfigError, InputError
 from openloop.policy import (
+    CHECK_DEFINITIONS,
     PROTECTED_DEFAULTS,
     RISKS,
     Assessment,
@@ -311,7 +312,7 @@ def test_defaults() -> None:
     assert policy.auto_merge.risk_levels == ["low-risk"]
     assert (policy.auto_merge.max_files, policy.auto_merge.max_lines) == (20, 400)
     assert policy.scope.unknown_scope_risk == "medium-risk"
-    assert policy.protected_paths == list(PROTECTED_DEFAULTS)
+    assert policy.protected_paths == [*PROTECTED_DEFAULTS, *CHECK_DEFINITIONS]
     assert policy.self_healing.allowed_task_kinds == ["lint-fix", "type-fix", "localized-test-fix"]
 
 
@@ -347,7 +348,7 @@ def test_v1_migrates() -> None:
     assert policy.auto_merge.risk_levels == ["low-risk"]
     assert not policy.self_healing.enabled
     assert policy.self_healing.allowed_task_kinds == ["lint-fix"]
-    assert policy.protected_paths == list(PROTECTED_DEFAULTS)
+    assert policy.protected_paths == [*PROTECTED_DEFAULTS, *CHECK_DEFINITIONS]
 
 
 def test_v1_unknown_and_legacy_keys_survive_a_dump() -> None:

@@ -262,3 +262,11 @@ def test_one_auto_merge_per_iteration(ol, demo, env):
     assert task_of(demo, b).status == "review"
     request = promotion.read_request(resolve(env, "demo").plane, b)
     assert request["status"] == "deferred" and "one auto-merge per iteration" in request["note"]
+
+
+def test_a_change_to_how_checks_run_is_never_auto_merged(ol, demo, env):
+    tid = add(ol, "Tweak the build", "--risk", "low-risk")
+    once(env, FakeAgent([write("Makefile", "test:\n\ttrue\n")]))
+    assert task_of(demo, tid).status == "review"
+    request = promotion.read_request(resolve(env, "demo").plane, tid)
+    assert any("Makefile" in r for r in request["reasons"])
