@@ -480,8 +480,10 @@ def summary_for_prompt(policy: Policy) -> str:
     lines = ["Repository policy (enforced on your actual git diff when you finish):"]
     if scope.deny_globs:
         lines.append(f"- Never change: {', '.join(scope.deny_globs)} (the change is rejected).")
+    protected = ", ".join(policy.protected_paths)
     lines.append(
-        f"- Changes to these always go to human review (avoid them unless the task is about them): {', '.join(policy.protected_paths)}."
+        "- Changes to these always go to human review; avoid them unless the task is about "
+        f"them: {protected}."
     )
     if scope.allow_globs:
         lines.append(f"- Stay within: {', '.join(scope.allow_globs)}.")
