@@ -508,3 +508,18 @@ def _stderr_tail(request: AgentRequest, limit: int = 800) -> str:
     except OSError:
         return ""
     return " | ".join(line.strip() for line in text.splitlines()[-5:] if line.strip())
+
+
+def transcript_cost(path: Path) -> float:
+    """What a run's saved pi event stream says it cost: how a killed run (no result) is still
+    charged to the budget."""
+    tally = _PiTally()
+    try:
+        with open(path, "rb") as stream:
+            for line in stream:
+                event = _parse_event(line)
+                if event is not None:
+                    _tally(tally, event)
+    except OSError:
+        return 0.0
+    return tally.cost

@@ -260,7 +260,11 @@ def repair(
     now = it.env.now_iso()
     for record in runs.unfinished(plane.runs_dir):
         _kill_run_processes(record.get("runId"))
-        record.update(outcome=outcome.value, endedAt=now, reason=reason)
+        # The run never got to charge what the agent spent; its transcript knows.
+        cost = agents.transcript_cost(plane.runs_dir / record["runId"] / agents.TRANSCRIPT)
+        if cost:
+            budget.record_spend(it.env, it.project.alias, cost)
+        record.update(outcome=outcome.value, endedAt=now, reason=reason, costUsd=cost)
         runs.write_record(plane.runs_dir, record)
     with edit_ledger(plane.ledger_file, now) as ledger:
         moved = return_stuck_tasks(ledger, now, f"repaired: {reason}")

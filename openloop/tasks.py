@@ -19,11 +19,9 @@ from openloop.ledger import (
     check_task_id,
     edit_ledger,
     new_task_id,
-    return_stuck_tasks,
     transition,
 )
 from openloop.projects import Project, require_initialized
-from openloop.storage import locked
 
 
 def _event(project: Project, task: Task, name: str, message: str) -> None:
@@ -253,12 +251,11 @@ def iteration_lock_target(env: Environment, alias: str):
     return env.locks_dir / f"{alias}.iteration"
 
 
-def recover_tasks(env: Environment, project: Project) -> list[tuple[Task, str]]:
-    """Return tasks stuck running to the queue, but only when no iteration holds the project."""
-    with locked(
-        iteration_lock_target(env, project.alias),
-        timeout=0,
-        what=f"project '{project.alias}' (an iteration is running)",
-    ):
-        with edit_ledger(project.plane.ledger_file, env.now_iso()) as ledger:
-            return return_stuck_tasks(ledger, env.now_iso(), "recovered by 'openloop task recover'")
+def recover_tasks(env: Environment, project: Project) -> list[str]:
+    """The iteration's own repair step, by hand: tasks left running by a dead iteration go
+    back to the queue (the attempt counts), its worktree and run record are closed. Refused
+    while an iteration of the project is running."""
+    from openloop.scheduler import repair_after_kill
+
+    return repair_after_kill(env, project.alias, "interrupted",
+                             "recovered by 'openloop task recover'")

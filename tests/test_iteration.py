@@ -314,6 +314,10 @@ def test_repair_after_a_killed_iteration(ol, demo, env):
     attempt.prepare_worktree(it)
     assert task_of(demo, tid).status == "in_progress"
     assert it.worktree.exists()
+    # What pi had reported before the kill: the repair must still charge it.
+    event = {"type": "message_end", "message": {"role": "assistant", "stopReason": "toolUse",
+                                                "usage": {"cost": {"total": 0.25}}}}
+    (it.run_dir / "transcript.jsonl").write_text(json.dumps(event) + "\n")
 
     result = once(env, FakeAgent([write("done.py", "ok = 1\n")]))
     assert result.outcome == Outcome.COMPLETED
@@ -324,6 +328,7 @@ def test_repair_after_a_killed_iteration(ol, demo, env):
     records = [json.loads(p.read_text()) for p in (demo / ".openloop/runs").glob("*.json")]
     assert sorted(r["outcome"] for r in records) == ["completed", "interrupted"]
     assert not it.worktree.exists()
+    assert budget.spent_today(env) == pytest.approx(0.25 + 0.01)
 
 
 def test_old_run_records_are_pruned(ol, demo, env):

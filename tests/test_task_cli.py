@@ -218,12 +218,21 @@ def test_recover_returns_stuck_tasks_and_refuses_while_an_iteration_holds_the_lo
 
     with locked(iteration_lock_target(env, "demo")):
         busy = ol("task", "recover")
-        assert busy.code == 1 and "an iteration is running" in busy.err
+        assert busy.code == 1 and "iteration of project 'demo' is running" in busy.err
     done = ol("task", "recover")
     assert done.code == 0 and "Recovered 1 task(s) in demo: stuck" in done.out
     task = ol("task", "show", "-t", "stuck").json()["task"]
     assert (task["status"], task["attempts"]) == ("ready", 1)
     assert ol("task", "recover").out.startswith("No stuck tasks")
+
+    # A recovered task that has used up its attempts is blocked, not left unpickable in ready.
+    data = json.loads(ledger_file.read_text())
+    data["tasks"][0].update(status="in_progress", attempts=2)
+    ledger_file.write_text(json.dumps(data))
+    assert ol("task", "recover").code == 0
+    task = ol("task", "show", "-t", "stuck").json()["task"]
+    assert (task["status"], task["attempts"]) == ("blocked", 3)
+    assert ol("task", "retry", "-t", "stuck").code == 0
 
 
 def _fake_gh(tmp_path, monkeypatch, payload: str, code: int = 0):

@@ -16,7 +16,7 @@ from openloop.cli.options import (
     status_choice,
     task_option,
 )
-from openloop.cli.output import info, print_json, print_table, truncate, want_json
+from openloop.cli.output import print_json, print_table, truncate, want_json
 from openloop.errors import InputError
 from openloop.ledger import filter_tasks, load_ledger, load_rows, summary
 
@@ -298,8 +298,4 @@ def recover_cmd(env, project) -> None:
     if not moved:
         click.echo(f"No stuck tasks in {proj.alias}.")
         return
-    for t, was in moved:
-        info(f"  {t.id}: {was} -> {t.status} (attempt counted: {t.attempts})")
-    click.echo(
-        f"Recovered {len(moved)} task(s) in {proj.alias}: {', '.join(t.id for t, _ in moved)}"
-    )
+    click.echo(f"Recovered {len(moved)} task(s) in {proj.alias}: {', '.join(moved)}")
