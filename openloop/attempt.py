@@ -356,7 +356,9 @@ def _apply_outcome(
             it.decision = {**(it.decision or {}), **decision}
         elif outcome == Outcome.PLANNED:
             task.spec_id = f".openloop/specs/{task.id}.md"
-            task.no_progress_streak = 0
+            # Implementation starts fresh: planning attempts and failures are not its own.
+            task.attempts = task.no_progress_streak = 0
+            task.last_failure = task.last_failure_signature = task.last_diff_hash = None
             transition(task, "ready", reason, now)
         elif outcome == Outcome.BLOCKED_BY_POLICY:
             task.branch = it.branch

@@ -24,7 +24,7 @@ CONFIG_VERSION = 2
 
 class Budgets(FileModel):
     daily_cost_usd: float = Field(
-        25.0, ge=0, description="Daily spend ceiling across all projects (USD)"
+        25.0, ge=0, allow_inf_nan=False, description="Daily spend ceiling across all projects (USD)"
     )
 
 

@@ -188,13 +188,31 @@ def diffstat(repo: Path, base: str, head: str) -> str:
 
 
 def checked_out_in(repo: Path, branch: str) -> Path | None:
-    """The worktree (main checkout or other) that has `branch` checked out, if any."""
+    """The worktree (main checkout or other) that has `branch` checked out, if any, counting
+    one that is in the middle of rebasing it (git shows those as detached)."""
     current: Path | None = None
+    worktrees: list[Path] = []
     for line in git(repo, "worktree", "list", "--porcelain").stdout.splitlines():
         if line.startswith("worktree "):
             current = Path(line.removeprefix("worktree "))
+            worktrees.append(current)
         elif line == f"branch refs/heads/{branch}" and current is not None:
             return current
+    for tree in worktrees:
+        if rebasing(tree) == f"refs/heads/{branch}":
+            return tree
+    return None
+
+
+def rebasing(worktree: Path) -> str | None:
+    """The branch a rebase in progress in `worktree` will move when it finishes, if any."""
+    for state in ("rebase-merge", "rebase-apply"):
+        proc = git(worktree, "rev-parse", "--git-path", f"{state}/head-name", check=False)
+        path = Path(proc.stdout.strip())
+        if proc.returncode == 0 and not path.is_absolute():
+            path = worktree / path
+        if proc.returncode == 0 and path.is_file():
+            return path.read_text().strip()
     return None
 
 
@@ -226,6 +244,8 @@ def advance_branch(repo: Path, branch: str, old: str, new: str) -> str | None:
             check=False,
         )
         return None if proc.returncode == 0 else f"{branch} moved meanwhile"
+    if rebasing(checkout):
+        return f"checkout busy: a rebase is in progress in {checkout}"
     head = git(checkout, "rev-parse", "HEAD", check=False).stdout.strip()
     if head != old:
         return f"{branch} moved meanwhile"

@@ -88,6 +88,8 @@ class Iteration:
 
     def limit(self, name: str) -> int:
         """A runtime limit: the project's own value, else the global one."""
+        if name == "validation_timeout_seconds" and self.pconf.validation.timeout_seconds:
+            return self.pconf.validation.timeout_seconds
         own = getattr(self.pconf.runtime, name, None)
         return own if own is not None else getattr(self.gconf.runtime, name)
 

@@ -109,7 +109,8 @@ def project_linked(env: Environment, alias: str) -> bool:
     """Keep the units in step with `project add`: drop-ins, and the timer when running."""
     if not installed(env):
         return False
-    for path, text in _dropins_for(env, alias, sandbox=False).items():
+    sandboxed = (units.user_unit_dir(env) / "openloop@.service.d" / units.SANDBOX_DROPIN).exists()
+    for path, text in _dropins_for(env, alias, sandbox=sandboxed).items():
         units.write_if_changed(path, text)
     units.daemon_reload(env)
     if _target_active(env):
@@ -305,9 +306,15 @@ def last_gate(env: Environment, alias: str) -> dict[str, Any] | None:
 
 
 def _gate(env: Environment, alias: str) -> GateDecision:
-    from openloop.scheduler import gate_reason, has_work
+    from openloop.errors import BusyError
+    from openloop.scheduler import gate_reason, has_work, iteration_lock
 
     project = resolve(env, alias)
+    try:
+        with iteration_lock(env, project.alias):
+            pass
+    except BusyError:
+        return GateDecision(False, "another iteration of this project is running")
     gconf = load_config(env)
     reason = gate_reason(env, project, gconf, project.config())
     if reason:
@@ -370,7 +377,7 @@ def run_foreground(
 ) -> None:
     """`service run`: each project on its own schedule, in this process, via run-once logic.
     No pid files: the per-project lock is what keeps two iterations apart."""
-    from openloop.errors import BusyError
+    from openloop.errors import OpenLoopError
     from openloop.scheduler import run_once
 
     next_at: dict[str, float] = {}
@@ -381,14 +388,15 @@ def run_foreground(
         for entry in load_registry(env).projects:
             if next_at.get(entry.alias, 0) > now:
                 continue
-            decision = gate(env, entry.alias)
-            if decision.run:
-                try:
+            minutes = None
+            try:  # one broken project must not stop the others
+                decision = gate(env, entry.alias)
+                if decision.run:
                     result = run_once(env, entry.alias)
                     echo(f"{entry.alias}: {result.outcome.value}: {result.reason}")
-                except BusyError as exc:
-                    echo(f"{entry.alias}: {exc}")
-            minutes = resolve(env, entry.alias).config().schedule.interval_minutes
+                minutes = resolve(env, entry.alias).config().schedule.interval_minutes
+            except OpenLoopError as exc:
+                echo(f"{entry.alias}: error: {exc}")
             pause_s = (
                 interval
                 if interval is not None

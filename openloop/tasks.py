@@ -66,6 +66,13 @@ def check_scope(paths: list[str] | tuple[str, ...]) -> list[str]:
         path = path.removeprefix("./")
         if path not in clean:
             clean.append(path)
+    if clean:
+        from openloop.policy import _scope_matcher
+
+        try:
+            _scope_matcher(clean)  # the same parser the policy check uses after the run
+        except InputError as exc:
+            raise InputError(f"--scope: {exc}".replace("task scope.paths: ", "")) from None
     return clean
 
 
@@ -257,5 +264,6 @@ def recover_tasks(env: Environment, project: Project) -> list[str]:
     while an iteration of the project is running."""
     from openloop.scheduler import repair_after_kill
 
-    return repair_after_kill(env, project.alias, "interrupted",
-                             "recovered by 'openloop task recover'")
+    return repair_after_kill(
+        env, project.alias, "interrupted", "recovered by 'openloop task recover'"
+    )

@@ -114,7 +114,16 @@ def all_passed(results: list[CheckResult]) -> bool | None:
     return all(r.status == "passed" for r in configured)
 
 
-_VOLATILE = re.compile(r"\d+(\.\d+)?(ms|s)?|0x[0-9a-f]+|/tmp/\S+", re.IGNORECASE)
+# What changes between two runs of the same failure: durations, clock times, addresses and
+# temporary paths. Plain numbers stay: "test_1 failed" and "test_2 failed" are different.
+_VOLATILE = re.compile(
+    r"\b\d+(\.\d+)?\s?(ms|s|sec|secs|seconds|µs|us|ns)\b"
+    r"|\b\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\b"
+    r"|\b\d{4}-\d{2}-\d{2}([T ][\d:.]+Z?)?"
+    r"|0x[0-9a-f]+"
+    r"|/tmp/\S+",
+    re.IGNORECASE,
+)
 
 
 def failure_signature(results: list[CheckResult]) -> str | None:

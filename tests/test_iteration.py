@@ -315,8 +315,14 @@ def test_repair_after_a_killed_iteration(ol, demo, env):
     assert task_of(demo, tid).status == "in_progress"
     assert it.worktree.exists()
     # What pi had reported before the kill: the repair must still charge it.
-    event = {"type": "message_end", "message": {"role": "assistant", "stopReason": "toolUse",
-                                                "usage": {"cost": {"total": 0.25}}}}
+    event = {
+        "type": "message_end",
+        "message": {
+            "role": "assistant",
+            "stopReason": "toolUse",
+            "usage": {"cost": {"total": 0.25}},
+        },
+    }
     (it.run_dir / "transcript.jsonl").write_text(json.dumps(event) + "\n")
 
     result = once(env, FakeAgent([write("done.py", "ok = 1\n")]))
