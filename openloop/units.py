@@ -75,13 +75,14 @@ def _seconds(value: float) -> str:
 
 
 def hard_timeout(gconf: GlobalConfig, pconf: ProjectConfig) -> int:
-    """RuntimeMaxSec: the agent's own limit plus room for validation (three checks) and
-    bookkeeping; systemd's kill is the backstop, OpenLoop's own limits act first."""
+    """RuntimeMaxSec: the agent's own limit plus room for validation (three checks, and three
+    more when an auto-merge re-validates on a moved default branch) and bookkeeping; systemd's
+    kill is the backstop, OpenLoop's own limits act first."""
     if pconf.schedule.hard_timeout_seconds:
         return pconf.schedule.hard_timeout_seconds
     run = pconf.runtime.run_timeout_seconds or gconf.runtime.run_timeout_seconds
     check = pconf.validation.timeout_seconds or gconf.runtime.validation_timeout_seconds
-    return run + 3 * check + 120
+    return run + 6 * check + 120
 
 
 def watchdog_timeout(gconf: GlobalConfig, pconf: ProjectConfig) -> int:
