@@ -55,7 +55,7 @@ def work_tree_root(path: Path) -> Path:
     if not path.is_dir():
         raise InputError(f"path '{path}' is not a directory")
     proc = git(path, "rev-parse", "--is-inside-work-tree", "--show-toplevel", check=False)
-    lines = proc.stdout.split()
+    lines = proc.stdout.splitlines()  # a path may contain spaces
     if proc.returncode != 0 or not lines or lines[0] != "true":
         raise InputError(
             f"path '{path}' is not inside a git work tree (run 'git init' there first)"

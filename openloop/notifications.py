@@ -64,7 +64,7 @@ def notify(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            timeout=30,
+            timeout=20,  # inside ExecStopPost, whose whole budget is TimeoutStopSec=90s
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):

@@ -129,13 +129,17 @@ def list_projects(env: Environment) -> list[ProjectEntry]:
 
 
 def remove(env: Environment, alias: str, *, purge: bool = False) -> ProjectEntry:
-    with edit_registry(env) as reg:
-        entry = reg.get(alias)
-        reg.projects.remove(entry)
-    if purge:
-        plane = ControlPlane(Path(entry.path))
-        if plane.dir.is_dir():
-            shutil.rmtree(plane.dir)
+    from openloop.scheduler import iteration_lock
+
+    # Never under a running iteration: it would write into a control plane that is gone.
+    with iteration_lock(env, alias):
+        with edit_registry(env) as reg:
+            entry = reg.get(alias)
+            reg.projects.remove(entry)
+        if purge:
+            plane = ControlPlane(Path(entry.path))
+            if plane.dir.is_dir():
+                shutil.rmtree(plane.dir)
     with edit_config(env) as config:
         if config.active_project == alias:
             config.active_project = None

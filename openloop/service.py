@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from openloop import budget, notifications, pause, runs, units
 from openloop.config import load_config
 from openloop.env import Environment
+from openloop.errors import OpenLoopError
 from openloop.ledger import RUNNING, load_ledger
 from openloop.projects import Project, resolve
 from openloop.registry import load_registry
@@ -21,8 +22,13 @@ from openloop.registry import load_registry
 # --- install ------------------------------------------------------------------------------------
 
 
-def install(env: Environment, *, sandbox: bool = False, reload: bool = True) -> units.InstallReport:
+def install(
+    env: Environment, *, sandbox: bool | None = None, reload: bool = True
+) -> units.InstallReport:
+    """Write the units and drop-ins. `sandbox=None` keeps whatever the last install chose."""
     unit_dir = units.user_unit_dir(env)
+    if sandbox is None:
+        sandbox = sandboxed(env)
     report = units.InstallReport(
         unit_dir, packaged=units.packaged_units(), linger=units.linger_enabled(env)
     )
@@ -31,7 +37,10 @@ def install(env: Environment, *, sandbox: bool = False, reload: bool = True) -> 
         for name, text in units.render_templates(units.openloop_command()).items():
             files[unit_dir / name] = text
     service_d = unit_dir / "openloop@.service.d"
-    files[service_d / units.ENV_DROPIN] = units.environment_dropin(env, units.tool_path(env))
+    env_dropin = units.environment_dropin(env, units.tool_path(env))
+    files[service_d / units.ENV_DROPIN] = env_dropin
+    # The OnFailure= handler reads the same config (notification commands) as the iterations.
+    files[unit_dir / "openloop-failure@.service.d" / units.ENV_DROPIN] = env_dropin
     if sandbox:
         if reload:
             units.probe_sandbox(env)  # refuse before writing anything if it cannot work here
@@ -39,7 +48,10 @@ def install(env: Environment, *, sandbox: bool = False, reload: bool = True) -> 
     else:
         (service_d / units.SANDBOX_DROPIN).unlink(missing_ok=True)
     for entry in load_registry(env).projects:
-        files.update(_dropins_for(env, entry.alias, sandbox))
+        try:  # one broken project.json must not keep the others from being scheduled
+            files.update(_dropins_for(env, entry.alias, sandbox))
+        except OpenLoopError as exc:
+            report.skipped.append(f"{entry.alias}: {exc}")
     for path, text in files.items():
         (report.written if units.write_if_changed(path, text) else report.unchanged).append(
             str(path.relative_to(unit_dir))
@@ -69,6 +81,10 @@ def _ensure_environment_file(env: Environment) -> None:
             )
 
 
+def sandboxed(env: Environment) -> bool:
+    return (units.user_unit_dir(env) / "openloop@.service.d" / units.SANDBOX_DROPIN).exists()
+
+
 def installed(env: Environment) -> bool:
     unit_dir = units.user_unit_dir(env)
     return (unit_dir / "openloop@.service").exists() or (
@@ -88,9 +104,13 @@ def uninstall(env: Environment) -> list[str]:
         check=False,
     )
     removed = []
+    # Running iterations are stopped first (ExecStopPost records them) while their unit
+    # files still exist.
+    units.systemctl(env, "stop", "openloop@*.service", check=False)
     targets = [unit_dir / n for n in units.TEMPLATES] + [
         unit_dir / "openloop@.service.d" / units.ENV_DROPIN,
         unit_dir / "openloop@.service.d" / units.SANDBOX_DROPIN,
+        unit_dir / "openloop-failure@.service.d" / units.ENV_DROPIN,
     ]
     for path in targets:
         if path.exists():
@@ -109,8 +129,7 @@ def project_linked(env: Environment, alias: str) -> bool:
     """Keep the units in step with `project add`: drop-ins, and the timer when running."""
     if not installed(env):
         return False
-    sandboxed = (units.user_unit_dir(env) / "openloop@.service.d" / units.SANDBOX_DROPIN).exists()
-    for path, text in _dropins_for(env, alias, sandbox=sandboxed).items():
+    for path, text in _dropins_for(env, alias, sandbox=sandboxed(env)).items():
         units.write_if_changed(path, text)
     units.daemon_reload(env)
     if _target_active(env):
@@ -138,8 +157,14 @@ def start(env: Environment) -> list[str]:
     return timers
 
 
-def stop(env: Environment) -> None:
+def stop(env: Environment) -> bool:
+    """Stop the timers and running iterations, and keep them stopped across logins (the target
+    is disabled; `start` enables it again). False if nothing is installed."""
+    if not installed(env):
+        return False
+    units.systemctl(env, "disable", "openloop.target", check=False)
     units.systemctl(env, "stop", "openloop.target", "openloop@*.timer", "openloop@*.service")
+    return True
 
 
 def _target_active(env: Environment) -> bool:
@@ -147,19 +172,6 @@ def _target_active(env: Environment) -> bool:
 
 
 # --- status -------------------------------------------------------------------------------------
-
-
-def _usec_to_iso(value: str | None) -> str | None:
-    if not value or not value.isdigit() or int(value) == 0:
-        return None
-    return datetime.fromtimestamp(int(value) / 1e6, UTC).isoformat(timespec="seconds")
-
-
-def _timestamp_to_iso(value: str | None) -> str | None:
-    """systemctl show prints human timestamps like 'Wed 2026-11-25 01:02:03 UTC'."""
-    if not value or value in ("n/a", "0"):
-        return None
-    return value
 
 
 RESULTS = {
@@ -178,14 +190,8 @@ RESULTS = {
 
 def project_status(env: Environment, project: Project) -> dict[str, Any]:
     alias = project.alias
-    timer = units.show(
-        env,
-        units.instance(alias, "timer"),
-        "ActiveState",
-        "NextElapseUSecRealtime",
-        "LastTriggerUSec",
-        "UnitFileState",
-    )
+    timer = units.show(env, units.instance(alias, "timer"), "ActiveState", "UnitFileState")
+    next_run, last_trigger = units.timer_times(env, units.instance(alias, "timer"))
     svc = units.show(
         env,
         units.instance(alias, "service"),
@@ -194,8 +200,7 @@ def project_status(env: Environment, project: Project) -> dict[str, Any]:
         "Result",
         "StatusText",
         "ExecMainStatus",
-        "ConditionResult",
-        "StateChangeTimestampMonotonic",
+        "ExecCondition",
     )
     records = runs.list_records(project.plane.runs_dir, limit=1)
     last = records[0] if records else None
@@ -205,16 +210,17 @@ def project_status(env: Environment, project: Project) -> dict[str, Any]:
     # whether the latest start was skipped, and why.
     if gate_ and not gate_["run"] and (last is None or gate_["at"] > (last.get("startedAt") or "")):
         result = "skipped-by-gate"
-    if svc.get("ConditionResult") == "no" and not _gate_ran_last(gate_, svc):
-        # ExecCondition exits 1-254 skip the unit, and so does a gate that could not even be
-        # executed (203/EXEC, 226/NAMESPACE): say so instead of reporting a quiet skip.
+    if _gate_failed(svc.get("ExecCondition", "")):
+        # ExecCondition exits 1-254 all mean "skip" to systemd, including a gate that could not
+        # even be executed (203/EXEC, 226/NAMESPACE) or found a broken config (2): our gate
+        # skips with 1 only, so anything else is reported as the error it is.
         result = "gate-error"
     return {
         "project": alias,
         "timer": timer.get("ActiveState") or "unknown",
         "enabled": timer.get("UnitFileState") or "unknown",
-        "nextRun": _timestamp_to_iso(timer.get("NextElapseUSecRealtime")),
-        "lastTrigger": _timestamp_to_iso(timer.get("LastTriggerUSec")),
+        "nextRun": next_run,
+        "lastTrigger": last_trigger,
         "service": svc.get("ActiveState") or "unknown",
         "running": svc.get("ActiveState") in ("active", "activating"),
         "status": svc.get("StatusText") or None,
@@ -234,11 +240,17 @@ def project_status(env: Environment, project: Project) -> dict[str, Any]:
     }
 
 
-def _gate_ran_last(gate_: dict[str, Any] | None, svc: dict[str, str]) -> bool:
-    changed = svc.get("StateChangeTimestampMonotonic", "")
-    if not gate_ or not changed.isdigit():
-        return gate_ is not None
-    return gate_.get("monotonicUsec", 0) >= int(changed) - 10_000_000
+def _gate_failed(exec_condition: str) -> bool:
+    """From `systemctl show -p ExecCondition`: the gate's program is missing (systemd then
+    skips without running anything), or it ran and exited neither 0 nor 1."""
+    path = re.search(r"\bpath=(\S+)", exec_condition)
+    if path and not os.access(path.group(1), os.X_OK):
+        return True
+    pid = re.search(r"\bpid=(\d+)", exec_condition)
+    status = re.search(r"\bstatus=(\d+)", exec_condition)
+    if not pid or pid.group(1) == "0" or not status:
+        return False
+    return status.group(1) not in ("0", "1")
 
 
 def status(env: Environment) -> dict[str, Any]:
@@ -284,11 +296,8 @@ def _gate_file(env: Environment, alias: str) -> Path:
 def _remember_gate(env: Environment, alias: str, decision: GateDecision) -> None:
     from openloop.storage import atomic_write_text, dump_json
 
-    # The monotonic clock is systemd's too: status compares it with the unit's last state
-    # change to tell a gate that decided from one that never ran.
     record = {
         "at": env.now_iso(),
-        "monotonicUsec": int(time.monotonic() * 1e6),
         "run": decision.run,
         "reason": decision.reason,
     }

@@ -60,8 +60,10 @@ def openloop_command() -> list[str]:
 
 
 def render_templates(command: list[str]) -> dict[str, str]:
-    """The shipped unit files with ExecStart pointing at `command` instead of /usr/bin/openloop."""
-    exe = shlex.join(command)
+    """The shipped unit files with ExecStart pointing at `command` instead of /usr/bin/openloop.
+    systemd expands % specifiers and $VARIABLES in command lines: a path containing them is
+    escaped, then quoted like a shell word."""
+    exe = shlex.join(arg.replace("%", "%%").replace("$", "$$") for arg in command)
     return {
         name: (data_dir("units") / name)
         .read_text(encoding="utf-8")
@@ -75,14 +77,14 @@ def _seconds(value: float) -> str:
 
 
 def hard_timeout(gconf: GlobalConfig, pconf: ProjectConfig) -> int:
-    """RuntimeMaxSec: the agent's own limit plus room for validation (three checks, and three
-    more when an auto-merge re-validates on a moved default branch) and bookkeeping; systemd's
-    kill is the backstop, OpenLoop's own limits act first."""
+    """RuntimeMaxSec: the agent's own limit plus room for three rounds of the three checks (a
+    deferred merge re-checked, the attempt's own, an auto-merge re-checked on a moved default
+    branch) and bookkeeping; systemd's kill is the backstop, OpenLoop's limits act first."""
     if pconf.schedule.hard_timeout_seconds:
         return pconf.schedule.hard_timeout_seconds
     run = pconf.runtime.run_timeout_seconds or gconf.runtime.run_timeout_seconds
     check = pconf.validation.timeout_seconds or gconf.runtime.validation_timeout_seconds
-    return run + 6 * check + 120
+    return run + 9 * check + 120
 
 
 def watchdog_timeout(gconf: GlobalConfig, pconf: ProjectConfig) -> int:
@@ -114,13 +116,20 @@ def timer_dropin(gconf: GlobalConfig, pconf: ProjectConfig) -> str:
     return f"{HEADER}[Timer]\nOnActiveSec=\nOnActiveSec=30s\nOnUnitInactiveSec={minutes}min\n"
 
 
+# What the units must see as the installing shell did: where OpenLoop keeps its files, and
+# which pi to run. (API keys are not here: they go in the 0600 environment file.)
+CARRIED_ENV = ("OPENLOOP_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "OPENLOOP_PI_BIN")
+
+
 def environment_dropin(env: Environment, path_dirs: list[str]) -> str:
     lines = [HEADER, "[Service]\n"]
     lines.append(f"Environment={_quote_env('PATH', ':'.join(path_dirs))}\n")
-    if env.environ.get("OPENLOOP_HOME"):
-        lines.append(f"Environment={_quote_env('OPENLOOP_HOME', env.environ['OPENLOOP_HOME'])}\n")
-    # Secrets (API keys) live in this file, mode 0600, never in a unit or the journal.
-    lines.append(f"EnvironmentFile=-{_quote_path(env.config_dir / 'environment')}\n")
+    for key in CARRIED_ENV:
+        if env.environ.get(key):
+            lines.append(f"Environment={_quote_env(key, env.environ[key])}\n")
+    # EnvironmentFile= takes its path raw (no quotes; only % is special).
+    envfile = str(env.config_dir / "environment").replace("%", "%%")
+    lines.append(f"EnvironmentFile=-{envfile}\n")
     return "".join(lines)
 
 
@@ -131,6 +140,8 @@ def sandbox_dropin(env: Environment) -> str:
         "[Service]\nPrivateUsers=yes\nPrivateTmp=yes\nProtectSystem=strict\n"
         "ProtectHome=read-only\nProtectKernelTunables=yes\nProtectControlGroups=yes\n"
         f"ReadWritePaths={_quote_path(env.state_dir)} {_quote_path(env.config_dir)}\n"
+        "# pi keeps its sessions and auth under ~/.pi (a leading - : fine if it is missing).\n"
+        "ReadWritePaths=-%h/.pi\n"
     )
 
 
@@ -184,6 +195,7 @@ class InstallReport:
     unchanged: list[str] = field(default_factory=list)
     packaged: Path | None = None
     linger: bool | None = None
+    skipped: list[str] = field(default_factory=list)
 
 
 def project_dropins(
@@ -261,6 +273,27 @@ def show(env: Environment, unit: str, *props: str) -> dict[str, str]:
         key, _, value = line.partition("=")
         values[key] = value
     return values
+
+
+def timer_times(env: Environment, timer: str) -> tuple[str | None, str | None]:
+    """(next, last) elapse of a timer as ISO times. `show` has no wall-clock next elapse for
+    monotonic timers (OnUnitInactiveSec=); `list-timers --output=json` has both."""
+    import json
+    from datetime import UTC, datetime
+
+    proc = systemctl(env, "list-timers", "--all", "--output=json", timer, check=False)
+    try:
+        rows = json.loads(proc.stdout or "[]")
+    except json.JSONDecodeError:
+        return None, None
+    row = next((r for r in rows if r.get("unit") == timer), {})
+
+    def iso(usec: object) -> str | None:
+        if not isinstance(usec, int) or usec <= 0:
+            return None
+        return datetime.fromtimestamp(usec / 1e6, UTC).isoformat(timespec="seconds")
+
+    return iso(row.get("next")), iso(row.get("last"))
 
 
 def daemon_reload(env: Environment) -> None:

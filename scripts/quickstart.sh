@@ -53,4 +53,5 @@ git -C "$repo" log --oneline
 { set +x; } 2>/dev/null
 echo
 echo "Sample repository: $repo (OPENLOOP_HOME=$OPENLOOP_HOME)"
-echo "Next: 'openloop service install && openloop service start' runs this on a timer."
+echo "To schedule it: OPENLOOP_HOME=$OPENLOOP_HOME $PWD/.venv/bin/openloop service install,"
+echo "then '... service start' (see README: Running unattended with systemd)."

@@ -9,6 +9,9 @@ need_apt=()
 command -v git >/dev/null || need_apt+=(git)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 dpkg -s libsystemd-dev >/dev/null 2>&1 || need_apt+=(libsystemd-dev)
+# systemd-python is built from source: a compiler and the Python headers.
+command -v gcc >/dev/null || need_apt+=(gcc)
+dpkg -s python3-dev >/dev/null 2>&1 || need_apt+=(python3-dev)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 # The system Python's venv module (the venv must be usable by the systemd tests' user).
@@ -43,5 +46,11 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test,journal]'
+# pi 0.73.1 needs Node.js >= 20.6 (Debian 12's own nodejs is 18).
+if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=6)?0:1)'; then
+  echo "setup: Node.js >= 20.6 is needed for pi (found $(node --version)); install it from" \
+       "nodejs.org or NodeSource, then re-run" >&2
+  exit 1
+fi
 bash scripts/install-pi.sh >/dev/null
 echo "setup: ready. Try: .venv/bin/openloop --help" >&2

@@ -171,3 +171,49 @@ def test_hostile_titles_stay_data_through_an_iteration(ol, demo, env, tmp_path):
     assert git(demo, "log", "-1", "--format=%s", f"openloop/{tid}") == f"openloop: {title}"
     assert title in agent.requests[0].prompt
     assert (tmp_path / "n").read_text().strip() == tid
+
+
+def test_a_repository_path_with_a_space_is_linked_as_is(ol, env, tmp_path):
+    (tmp_path / "repo").mkdir()  # a sibling the old parser would have picked
+    spaced = make_repo(tmp_path / "repo x")
+    assert ol("project", "add", "spaced", str(spaced), "--init").code == 0
+    assert ol("project", "list", "--json").json()[0]["path"] == str(spaced.resolve())
+    assert (spaced / ".openloop/project.json").exists()
+    assert not (tmp_path / "repo" / ".openloop").exists()
+
+
+def test_unit_files_escape_what_systemd_would_expand(env, monkeypatch, tmp_path):
+    from openloop import units
+
+    rendered = units.render_templates(["/opt/v env%n/bin/openloop"])["openloop@.service"]
+    assert "ExecStart='/opt/v env%%n/bin/openloop' run-once" in rendered
+    monkeypatch.setitem(env.environ, "OPENLOOP_PI_BIN", "/opt/pi/bin/my-pi")
+    monkeypatch.setitem(env.environ, "XDG_STATE_HOME", "/srv/state")
+    dropin = units.environment_dropin(env, ["/usr/bin"])
+    assert 'Environment="OPENLOOP_PI_BIN=/opt/pi/bin/my-pi"' in dropin
+    assert 'Environment="XDG_STATE_HOME=/srv/state"' in dropin
+    envfile_line = next(line for line in dropin.splitlines() if line.startswith("EnvironmentFile"))
+    assert '"' not in envfile_line  # EnvironmentFile= takes the path raw
+
+
+def test_reinstalling_keeps_the_sandbox_unless_asked(ol, project, env, monkeypatch, tmp_path):
+    from openloop import units
+
+    monkeypatch.setitem(env.environ, "XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    service.install(env, reload=False)
+    marker = units.user_unit_dir(env) / "openloop@.service.d" / units.SANDBOX_DROPIN
+    marker.write_text(units.sandbox_dropin(env))  # as a probed --sandbox install leaves it
+    service.install(env, reload=False)  # e.g. after changing a project's schedule
+    assert marker.exists()
+    service.install(env, sandbox=False, reload=False)
+    assert not marker.exists()
+
+
+def test_bad_numbers_in_options_are_usage_errors(ol):
+    for args in (
+        ["watch", "--interval", "-1"],
+        ["logs", "-n", "-5"],
+        ["events", "--limit", "0"],
+        ["service", "run", "--iterations", "0"],
+    ):
+        assert ol(*args).code == 2, args

@@ -45,7 +45,7 @@ def test_dropins_follow_the_project_config():
     from pathlib import Path
 
     text = units.service_dropin(GlobalConfig(), pconf, Path("/src/web"), sandbox=False)
-    assert "RuntimeMaxSec=1080s" in text  # 600 + 6 * 60 + 120
+    assert "RuntimeMaxSec=1260s" in text  # 600 + 9 * 60 + 120
     assert "WatchdogSec=220s" in text  # 100 + 120
     assert "MemoryMax=2G" in text and "CPUWeight=20" in text
     timer = units.timer_dropin(GlobalConfig(), pconf)

@@ -31,7 +31,9 @@ def _systemd_available() -> bool:
 
 
 @click.command("watch", epilog=examples("openloop watch", "openloop watch --interval 5"))
-@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds.")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True, help="Seconds."
+)
 @click.pass_obj
 def watch_cmd(env, interval: float) -> None:
     """The status screen, refreshed until Ctrl+C (needs a terminal)."""
@@ -65,7 +67,14 @@ def watch_cmd(env, interval: float) -> None:
 @click.option("--task", "task_id", help="Only this task's records.")
 @click.option("--run", "run_id", help="Only this run's records.")
 @click.option("--since", default=None, help="30m, 2h, 1d, today, 2026-11-25, ... (default: all).")
-@click.option("-n", "--lines", type=int, default=200, show_default=True, help="At most this many.")
+@click.option(
+    "-n",
+    "--lines",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="At most this many.",
+)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new records.")
 @json_option
 @click.pass_obj
@@ -95,7 +104,7 @@ def logs_cmd(env, project, task_id, run_id, since, lines, follow, as_json) -> No
 )
 @project_option
 @click.option("--since", default="1d", show_default=True, help="30m, 2h, 1d, today, a date...")
-@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @json_option
 @click.pass_obj
 def events_cmd(env, project, since, limit, as_json) -> None:

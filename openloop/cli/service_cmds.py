@@ -34,10 +34,10 @@ def service_group() -> None:
     "install", epilog=examples("openloop service install", "openloop service install --sandbox")
 )
 @click.option(
-    "--sandbox",
-    is_flag=True,
-    help="Also confine iterations with mount namespaces (PrivateUsers=yes); needs "
-    "user namespaces, which some distributions block.",
+    "--sandbox/--no-sandbox",
+    default=None,
+    help="Confine iterations with mount namespaces (needs user namespaces, which some "
+    "distributions block; refused where it cannot work). Default: as the last install.",
 )
 @click.pass_obj
 def install_cmd(env, sandbox: bool) -> None:
@@ -52,6 +52,8 @@ def install_cmd(env, sandbox: bool) -> None:
     click.echo(f"Installed OpenLoop units ({where}) in {report.unit_dir}")
     for name in report.written:
         info(f"  wrote {name}")
+    for problem in report.skipped:
+        info(f"  warning: skipped project {problem}")
     if report.linger is False:
         info(
             "Linger is off: your timers stop when you log out. Enable it with:\n"
@@ -60,7 +62,7 @@ def install_cmd(env, sandbox: bool) -> None:
     info("Next: openloop service start")
 
 
-@service_group.command("uninstall")
+@service_group.command("uninstall", epilog=examples("openloop service uninstall"))
 @click.pass_obj
 def uninstall_cmd(env) -> None:
     """Stop and remove OpenLoop's units and drop-ins (your projects and config stay)."""
@@ -68,7 +70,7 @@ def uninstall_cmd(env) -> None:
     click.echo(f"Removed {len(removed)} unit file(s); timers stopped and disabled.")
 
 
-@service_group.command("start")
+@service_group.command("start", epilog=examples("openloop service start"))
 @click.pass_obj
 def start_cmd(env) -> None:
     """Enable and start every project's timer (installs the units first if needed)."""
@@ -78,15 +80,21 @@ def start_cmd(env) -> None:
         info("Linger is off: timers stop at logout ('loginctl enable-linger $USER').")
 
 
-@service_group.command("stop")
+@service_group.command("stop", epilog=examples("openloop service stop"))
 @click.pass_obj
 def stop_cmd(env) -> None:
-    """Stop all timers and any running iteration (a killed iteration is recorded)."""
-    service.stop(env)
+    """Stop all timers and any running iteration (a killed iteration is recorded).
+
+    They stay stopped across logins and reboots until 'openloop service start'. To skip runs
+    for a while without touching systemd, use 'openloop pause'.
+    """
+    if not service.stop(env):
+        click.echo("Nothing to stop: the units are not installed.")
+        return
     click.echo("Stopped OpenLoop timers and iterations.")
 
 
-@service_group.command("restart")
+@service_group.command("restart", epilog=examples("openloop service restart"))
 @click.pass_obj
 def restart_cmd(env) -> None:
     """Re-install the units (picking up config changes) and restart the timers."""
@@ -141,10 +149,14 @@ def status_cmd(env, as_json: bool) -> None:
 )
 @click.option(
     "--interval",
-    type=float,
+    type=click.FloatRange(min=0),
     help="Seconds between a project's iterations (default: its configured interval).",
 )
-@click.option("--iterations", type=int, help="Stop after this many rounds (default: forever).")
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    help="Stop after this many rounds (default: forever).",
+)
 @click.pass_obj
 def run_cmd(env, interval, iterations) -> None:
     """Run the schedules in the foreground (hosts without a systemd user manager).
@@ -235,6 +247,9 @@ def notify_failure_cmd(env, unit) -> int:
     from openloop import notifications
 
     alias = unit.removeprefix("openloop@").removesuffix(".service")
+    result = units.show(env, unit, "Result").get("Result")
+    if result in ("timeout", "watchdog"):
+        return 0  # a hung task, already recorded and notified by record-exit: not a crash
     notifications.notify(
         env,
         "task-failed",

@@ -432,3 +432,13 @@ def pi_for_units(user_manager):
     if problem:
         pytest.fail(problem, pytrace=False)
     return pi
+
+
+def test_a_project_that_has_not_run_yet_is_not_reported_as_an_error(site):
+    site.make_project("fresh", WRITE_FILE)
+    site.ol("service", "install")
+    site.ol("service", "start")
+    status = json.loads(site.ol("service", "status", "--json").stdout)
+    fresh = status["projects"][0]
+    assert fresh["lastResult"] != "gate-error"
+    assert fresh["nextRun"] is not None  # a wall-clock time, also for OnUnitInactiveSec timers
