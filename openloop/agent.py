@@ -12,27 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shlex
 import shutil
-import signal
-import subprocess
-import threading
-import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from openloop.errors import InputError
+from openloop.supervise import STDERR, Ended, supervise
 
 OUTCOMES = ("completed", "agent-error", "stalled", "timed-out", "budget-stopped")
 AGENT_TYPES = ("pi", "claude", "codex", "aider", "custom")
-TRANSCRIPT, STDERR, PROMPT, SYSTEM = "transcript.jsonl", "agent.stderr", "prompt.md", "system.md"
-MARKER_VAR = "OPENLOOP_AGENT_RUN"
-KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
-EXIT_DRAIN = 2.0  # seconds a leftover process may hold stdout open after the agent exited
+PROMPT, SYSTEM = "prompt.md", "system.md"
 TOKEN_KEYS = ("input", "output", "cacheRead", "cacheWrite", "total")
 PI_MISSING = "'pi' not found: install it or set OPENLOOP_PI_BIN"
 
@@ -136,7 +128,7 @@ class PiAdapter:
         # pi reads a non-TTY stdin to its end and takes it verbatim as the prompt: out of argv
         # (ps, ARG_MAX) and, unlike `@file`, not wrapped in <file name=...> tags.
         try:
-            ended = _supervise(argv, request, prompt, request.env, on_line)
+            ended = supervise(argv, request, prompt, request.env, on_line)
         except OSError as err:
             missing = isinstance(err, FileNotFoundError) and err.filename == binary
             return _result("agent-error", PI_MISSING if missing else f"cannot start pi: {err}")
@@ -249,7 +241,7 @@ class CommandAdapter:
                 on_event(Progress("output", 0, 0.0, elapsed, None))
 
         try:
-            ended = _supervise(argv, request, stdin, env, on_line, frame=True)
+            ended = supervise(argv, request, stdin, env, on_line, frame=True)
         except OSError as err:
             if isinstance(err, FileNotFoundError) and err.filename == argv[0]:
                 return _result(
@@ -291,171 +283,6 @@ class CommandAdapter:
         return shlex.split(request.command or ""), prompt, env
 
 
-# --- running and stopping the process ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Ended:
-    forced: str | None  # "stalled", "timed-out" or "budget-stopped" when we stopped the agent
-    error: str | None
-    exit_code: int | None
-    duration: float
-
-
-def _supervise(
-    argv: list[str],
-    request: AgentRequest,
-    stdin: Path,
-    env: Mapping[str, str],
-    on_line: Callable[[bytes, float], str | None],
-    frame: bool = False,
-) -> _Ended:
-    """Runs argv to its end or until a limit hits, recording stdout line by line as it comes.
-
-    on_line sees each line (and the seconds elapsed) and returns a reason to stop, or None; an
-    exception from it stops the agent and propagates. With frame, plain output lines are
-    recorded as {"type": "output"} events, so every transcript.jsonl is JSON lines."""
-    marker, start = uuid.uuid4().hex, time.monotonic()
-    with (
-        open(stdin, "rb") as stdin_file,
-        open(request.run_dir / STDERR, "wb") as stderr_file,
-        open(request.run_dir / TRANSCRIPT, "wb") as transcript,
-    ):
-        proc = subprocess.Popen(
-            argv,
-            cwd=request.cwd,
-            env={**env, MARKER_VAR: marker},
-            stdin=stdin_file,
-            stdout=subprocess.PIPE,
-            stderr=stderr_file,
-            start_new_session=True,
-        )
-        assert proc.stdout is not None
-        lines: queue.Queue[bytes | None] = queue.Queue()
-        reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
-        reader.start()
-
-        def record(line: bytes) -> str | None:
-            kept = line
-            if frame:
-                text = line.decode("utf-8", "replace").rstrip("\n")
-                kept = json.dumps({"type": "output", "text": text}).encode()
-            transcript.write(kept if kept.endswith(b"\n") else kept + b"\n")
-            transcript.flush()
-            return on_line(line, time.monotonic() - start)
-
-        try:
-            forced, error = _watch(proc, lines, request, start, record)
-        finally:
-            _stop(proc, marker)
-            reader.join(timeout=KILL_GRACE)
-            if not reader.is_alive():  # closing under a blocked read would block us too
-                proc.stdout.close()
-        # Lines already on their way when the agent stopped still belong to the run.
-        while not lines.empty() and (line := lines.get()) is not None:
-            record(line)
-    return _Ended(forced, error, proc.returncode, time.monotonic() - start)
-
-
-def _watch(
-    proc: subprocess.Popen[bytes],
-    lines: queue.Queue[bytes | None],
-    request: AgentRequest,
-    start: float,
-    record: Callable[[bytes], str | None],
-) -> tuple[str | None, str | None]:
-    last_line, exited_at, eof = start, None, False
-    while True:
-        now = time.monotonic()
-        if now - start >= request.run_timeout:
-            return "timed-out", f"still running after {request.run_timeout:g}s"
-        if now - last_line >= request.inactivity_timeout:
-            return "stalled", f"no event for {request.inactivity_timeout:g}s"
-        deadline = min(start + request.run_timeout, last_line + request.inactivity_timeout)
-        wait = min(deadline - now, 0.25)
-        if eof:  # stdout closed: the agent is exiting, or carries on without it
-            try:
-                proc.wait(timeout=wait)
-                return None, None
-            except subprocess.TimeoutExpired:
-                continue
-        try:
-            line = lines.get(timeout=wait)
-        except queue.Empty:
-            # A descendant may hold stdout open after the agent itself is gone.
-            if proc.poll() is not None:
-                exited_at = exited_at or now
-                if now - exited_at >= EXIT_DRAIN:
-                    return None, None
-            continue
-        if line is None:
-            eof = True
-            continue
-        last_line = time.monotonic()
-        if (reason := record(line)) is not None:
-            return "budget-stopped", reason
-
-
-def _pump(stream: IO[bytes], lines: queue.Queue[bytes | None]) -> None:
-    try:
-        for line in iter(stream.readline, b""):
-            lines.put(line)
-    except (OSError, ValueError):
-        pass  # the pipe was closed under us while stopping
-    finally:
-        lines.put(None)
-
-
-def _stop(proc: subprocess.Popen[bytes], marker: str) -> None:
-    """SIGTERM to everything the run started (pi then kills its own bash commands), SIGKILL to
-    what is left after KILL_GRACE. After a normal exit this sweeps up leftovers."""
-    deadline = time.monotonic() + KILL_GRACE
-    survivors = _members(proc.pid, marker)
-    if survivors:
-        _signal(proc.pid, survivors, signal.SIGTERM)
-    while survivors and time.monotonic() < deadline:
-        time.sleep(0.05)
-        proc.poll()  # reap the leader, or its zombie would count as alive
-        survivors = _members(proc.pid, marker)
-    for _ in range(3):  # again, in case something forked while we were killing
-        if not survivors:
-            break
-        _signal(proc.pid, survivors, signal.SIGKILL)
-        time.sleep(0.05)
-        survivors = _members(proc.pid, marker)
-    proc.wait()
-
-
-def _members(pgid: int, marker: str) -> set[int]:
-    """Live processes in the agent's process group or carrying the run's marker (Linux /proc)."""
-    needle, found = f"{MARKER_VAR}={marker}".encode(), set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            # The command name in parentheses may itself contain spaces or parentheses.
-            stat = Path("/proc", name, "stat").read_bytes().rsplit(b")")[-1].split()
-            if stat[0] == b"Z":
-                continue  # dead; an orphan's zombie may never be reaped in a container
-            if int(stat[2]) == pgid or needle in _environ(name):
-                found.add(int(name))
-        except (OSError, ValueError):
-            continue  # gone meanwhile, or another user's
-    return found
-
-
-def _environ(pid: str) -> list[bytes]:
-    return Path("/proc", pid, "environ").read_bytes().split(b"\0")
-
-
-def _signal(pgid: int, pids: set[int], sig: signal.Signals) -> None:
-    for send, target in [(os.killpg, pgid)] + [(os.kill, pid) for pid in pids]:
-        try:
-            send(target, sig)
-        except OSError:
-            pass  # already gone
-
-
 # --- small helpers ----------------------------------------------------------------------------
 
 
@@ -471,7 +298,7 @@ def _write_inputs(request: AgentRequest, prompt_text: str) -> tuple[Path, Path |
 
 
 def _result(
-    outcome: str, error: str | None, ended: _Ended | None = None, **fields: Any
+    outcome: str, error: str | None, ended: Ended | None = None, **fields: Any
 ) -> AgentResult:
     blank = {"stop_reason": None, "cost_usd": 0.0, "tokens": dict.fromkeys(TOKEN_KEYS, 0)}
     blank |= {"tool_calls": 0, "tool_errors": 0, "final_text": None}

@@ -17,6 +17,7 @@ from openloop.ledger import Task, block_if_exhausted, edit_ledger, transition
 from openloop.outcomes import Outcome
 from openloop.policy import Change, assess, summary_for_prompt
 from openloop.projects import Project
+from openloop.supervise import TRANSCRIPT
 
 FAILURE_TEXT_LIMIT = 6000
 
@@ -445,5 +446,5 @@ def _record(it: Iteration, outcome: str, reason: str) -> dict[str, Any]:
         "outcome": outcome,
         "reason": reason,
         "taskStatus": it.task_status,
-        "transcript": str(it.run_dir / agents.TRANSCRIPT) if it.run_dir else None,
+        "transcript": str(it.run_dir / TRANSCRIPT) if it.run_dir else None,
     }

@@ -39,6 +39,7 @@ from openloop.progress import NullReporter, Reporter
 from openloop.projectconfig import ProjectConfig
 from openloop.projects import Project, require_initialized, resolve
 from openloop.storage import locked
+from openloop.supervise import TRANSCRIPT
 from openloop.tasks import iteration_lock_target
 
 DONE_STATUSES = frozenset({"promoted", "done"})
@@ -261,7 +262,7 @@ def repair(
     for record in runs.unfinished(plane.runs_dir):
         _kill_run_processes(record.get("runId"))
         # The run never got to charge what the agent spent; its transcript knows.
-        cost = agents.transcript_cost(plane.runs_dir / record["runId"] / agents.TRANSCRIPT)
+        cost = agents.transcript_cost(plane.runs_dir / record["runId"] / TRANSCRIPT)
         if cost:
             budget.record_spend(it.env, it.project.alias, cost)
         record.update(outcome=outcome.value, endedAt=now, reason=reason, costUsd=cost)

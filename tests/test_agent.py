@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from openloop import agent
+from openloop import supervise
 from openloop.agent import (
     PI_MISSING,
     AgentRequest,
@@ -377,7 +377,7 @@ def test_budget_stop_kills_as_soon_as_the_total_exceeds_it(fake, make_request):
 
 
 def test_sigterm_ignored_means_sigkill_after_grace(fake, make_request, tmp_path, monkeypatch):
-    monkeypatch.setattr(agent, "KILL_GRACE", 0.5)
+    monkeypatch.setattr(supervise, "KILL_GRACE", 0.5)
     pidfile = tmp_path / "child.pid"
     actions = [
         ["ignore_term", None],
@@ -403,7 +403,7 @@ def test_leftover_in_its_own_session_is_swept_after_a_normal_exit(fake, make_req
 def test_grandchild_holding_stdout_does_not_keep_the_run_open(
     fake, make_request, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(agent, "EXIT_DRAIN", 0.3)
+    monkeypatch.setattr(supervise, "EXIT_DRAIN", 0.3)
     pidfile = tmp_path / "child.pid"
     actions = [["child", {"pidfile": str(pidfile), "hold": True}], ["out", assistant()]]
     result = run_pi(fake, make_request(actions, inactivity_timeout=20))
