@@ -27,6 +27,8 @@ def install(
 ) -> units.InstallReport:
     """Write the units and drop-ins. `sandbox=None` keeps whatever the last install chose."""
     unit_dir = units.user_unit_dir(env)
+    if reload:
+        units.check_unit_dir_seen(env)
     if sandbox is None:
         sandbox = sandboxed(env)
     report = units.InstallReport(

@@ -275,6 +275,26 @@ def show(env: Environment, unit: str, *props: str) -> dict[str, str]:
     return values
 
 
+def check_unit_dir_seen(env: Environment) -> None:
+    """Refuse to write units where the running user manager will not look for them (a shell
+    whose XDG_CONFIG_HOME or HOME differs from the manager's)."""
+    proc = systemctl(env, "show-environment", check=False)
+    if proc.returncode != 0:
+        return  # no manager to ask: daemon-reload will say so
+    manager = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    home = manager.get("HOME")
+    if not home:
+        return
+    theirs = Path(manager.get("XDG_CONFIG_HOME") or Path(home) / ".config") / "systemd" / "user"
+    ours = user_unit_dir(env)
+    if theirs.expanduser().resolve() != ours.resolve():
+        raise SystemdError(
+            f"units would go to {ours}, but your user manager reads {theirs}: run OpenLoop with "
+            "the same XDG_CONFIG_HOME as the manager (or 'systemctl --user import-environment "
+            "XDG_CONFIG_HOME', then 'systemctl --user daemon-reexec')"
+        )
+
+
 def timer_times(env: Environment, timer: str) -> tuple[str | None, str | None]:
     """(next, last) elapse of a timer as ISO times. `show` has no wall-clock next elapse for
     monotonic timers (OnUnitInactiveSec=); `list-timers --output=json` has both."""

@@ -442,3 +442,14 @@ def test_a_project_that_has_not_run_yet_is_not_reported_as_an_error(site):
     fresh = status["projects"][0]
     assert fresh["lastResult"] != "gate-error"
     assert fresh["nextRun"] is not None  # a wall-clock time, also for OnUnitInactiveSec timers
+
+
+def test_install_refuses_a_unit_directory_the_manager_does_not_read(site):
+    site.make_project("elsewhere", WRITE_FILE)
+    other = site.root / "other-config"
+    site.um.make_user_dir(other)
+    cp = site.um.run(
+        [str(site.exe), "service", "install"], env=dict(site.env, XDG_CONFIG_HOME=str(other))
+    )
+    assert cp.returncode == 1 and "your user manager reads" in cp.stderr
+    assert not (other / "systemd" / "user" / "openloop@.service").exists()
