@@ -107,15 +107,6 @@ class InitReport:
     backed_up: list[str] = field(default_factory=list)
     detection: stacks.Detection | None = None
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "added": self.added,
-            "updated": self.updated,
-            "kept": self.kept,
-            "unchanged": self.unchanged,
-            "backedUp": self.backed_up,
-        }
-
 
 def _plan_project_config(
     plane: ControlPlane, name: str, now: str, detection: stacks.Detection, force: bool

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
 from openloop.errors import GitError, InputError
@@ -89,16 +88,6 @@ def ref_exists(repo: Path, ref: str) -> bool:
 
 def rev_parse(repo: Path, ref: str) -> str:
     return out(repo, "rev-parse", "--verify", f"{ref}^{{commit}}")
-
-
-def is_ignored(repo: Path, paths: Sequence[str]) -> set[str]:
-    if not paths:
-        return set()
-    proc = git(repo, "check-ignore", "--stdin", input="\n".join(paths) + "\n", check=False)
-    return set(proc.stdout.split("\n")) - {""}
-
-
-# --- worktrees and the task branch --------------------------------------------------------------
 
 
 def add_worktree(repo: Path, path: Path, branch: str, base: str) -> None:

@@ -81,22 +81,3 @@ class LiveReporter:
     def finished(self, outcome: str, reason: str, **info: Any) -> None:
         self.stream.write("\r\x1b[2K")
         print(f"{outcome}: {reason}", file=self.stream, flush=True)
-
-
-class Reporters:
-    """Fan out to several reporters."""
-
-    def __init__(self, *reporters: Reporter) -> None:
-        self.reporters = reporters
-
-    def phase(self, phase: str, **info: Any) -> None:
-        for r in self.reporters:
-            r.phase(phase, **info)
-
-    def agent_event(self, tool_calls: int, cost_usd: float, last_tool: str | None) -> None:
-        for r in self.reporters:
-            r.agent_event(tool_calls, cost_usd, last_tool)
-
-    def finished(self, outcome: str, reason: str, **info: Any) -> None:
-        for r in self.reporters:
-            r.finished(outcome, reason, **info)

@@ -8,7 +8,7 @@ their outcomes for that task.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,6 @@ from openloop.projects import Project
 from openloop.storage import atomic_write_text, dump_json, locked, read_text_or_none
 
 OPEN_STATUSES = frozenset({"pending", "deferred"})
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: str  # "review" (branch kept for a human) or "auto-merge"
-    risk: str
-    reasons: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def request_path(plane: ControlPlane, task_id: str) -> Path:

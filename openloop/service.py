@@ -15,7 +15,6 @@ from openloop import budget, notifications, pause, runs, units
 from openloop.config import load_config
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
-from openloop.ledger import RUNNING, load_ledger
 from openloop.projects import Project, resolve
 from openloop.registry import load_registry
 
@@ -419,7 +418,3 @@ def run_foreground(
             break
         wake = min(next_at.values(), default=time.monotonic() + 60)
         time.sleep(max(0.5, wake - time.monotonic()))
-
-
-def stuck_tasks(project: Project) -> list[str]:
-    return [t.id for t in load_ledger(project.plane.ledger_file).tasks if t.status in RUNNING]
