@@ -777,3 +777,10 @@ def _clean_stale_units(um: UserManager) -> None:
             um.remove_units(stale)
     else:
         um.make_user_dir(um.unit_dir)
+
+
+def open_for_traversal(um: UserManager, paths: list[Path]) -> None:
+    for directory in um.blocked_dirs(paths):
+        mode = directory.stat().st_mode
+        directory.chmod(mode | 0o001)
+        _log(f"chmod o+x {directory} (CI: the test user must reach the checkout)")
