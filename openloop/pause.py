@@ -40,3 +40,23 @@ def set_project_pause(env: Environment, alias: str, paused: bool) -> None:
 def project_paused(env: Environment, alias: str) -> bool:
     entry = load_registry(env).find(alias)
     return bool(entry and entry.paused)
+
+
+def set_paused(
+    env: Environment, paused: bool, alias: str | None = None, reason: str | None = None
+) -> str:
+    """Pause or resume everything, or one project; recorded in the audit trail. Returns what
+    was changed, for the user ("project web" or "OpenLoop")."""
+    from openloop import journal
+    from openloop.projects import resolve
+
+    event = "paused" if paused else "resumed"
+    why = f": {reason}" if reason and paused else ""
+    if alias:
+        alias = resolve(env, alias).alias
+        set_project_pause(env, alias, paused)
+        journal.send(f"project {alias} {event}{why}", event=event, project=alias)
+        return f"project {alias}"
+    set_global_pause(env, paused, reason)
+    journal.send(f"OpenLoop {event}{why}", event=event)
+    return "OpenLoop (all projects)"

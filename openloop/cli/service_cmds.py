@@ -175,19 +175,7 @@ def run_cmd(env, interval, iterations) -> None:
 @click.pass_obj
 def pause_cmd(env, project, reason) -> None:
     """Pause all iterations (or one project's with --project). Running ones finish."""
-    from openloop import journal
-
-    if project:
-        from openloop.projects import resolve
-
-        alias = resolve(env, project).alias
-        pause.set_project_pause(env, alias, True)
-        journal.send(f"project {alias} paused", event="paused", project=alias)
-        click.echo(f"Paused project {alias}.")
-    else:
-        pause.set_global_pause(env, True, reason)
-        journal.send("OpenLoop paused", event="paused")
-        click.echo("Paused OpenLoop (all projects).")
+    click.echo(f"Paused {pause.set_paused(env, True, project, reason)}.")
 
 
 @click.command("resume", epilog=examples("openloop resume", "openloop resume -p web"))
@@ -195,19 +183,7 @@ def pause_cmd(env, project, reason) -> None:
 @click.pass_obj
 def resume_cmd(env, project) -> None:
     """Resume after 'openloop pause'."""
-    from openloop import journal
-
-    if project:
-        from openloop.projects import resolve
-
-        alias = resolve(env, project).alias
-        pause.set_project_pause(env, alias, False)
-        journal.send(f"project {alias} resumed", event="resumed", project=alias)
-        click.echo(f"Resumed project {alias}.")
-    else:
-        pause.set_global_pause(env, False)
-        journal.send("OpenLoop resumed", event="resumed")
-        click.echo("Resumed OpenLoop.")
+    click.echo(f"Resumed {pause.set_paused(env, False, project)}.")
 
 
 @click.command("gate", hidden=True)
