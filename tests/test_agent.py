@@ -1,4 +1,4 @@
-"""openloop.agent against small fake agents: scripts that print events, sleep, fork and exit.
+"""The agent adapters against small fake agents: scripts that print events, sleep, fork and exit.
 
 The fake reads a list of [action, argument] pairs from $FAKE_ACTIONS, so each test states the
 exact stream the adapter sees. The real pi is covered by tests/e2e/test_agent_pi.py.
@@ -15,14 +15,9 @@ from typing import Any
 
 import pytest
 
-from openloop import supervise
-from openloop.agent import (
-    PI_MISSING,
-    AgentRequest,
-    Progress,
-    find_pi_binary,
-    make_adapter,
-)
+from openloop.adapters import supervise
+from openloop.adapters.agent import PI_MISSING, Progress, find_pi_binary, make_adapter
+from openloop.adapters.supervise import AgentRequest
 from openloop.errors import InputError
 
 FAKE = f"""#!{sys.executable}

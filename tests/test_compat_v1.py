@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from openloop.policy import load_policy
+from openloop.state.policy import load_policy
 from tests.conftest import git
 
 FIXTURE = Path(__file__).parent / "fixtures" / "v1"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from openloop.env import Environment
-from openloop.ledger import load_ledger
+from openloop.state.ledger import load_ledger
 
 WORKERS = 8
 PER_WORKER = 50
@@ -17,7 +17,8 @@ PER_WORKER = 50
 def _add_many(config_dir: str, state_dir: str, worker: int) -> None:
     from pathlib import Path
 
-    from openloop import projects, tasks
+    from openloop.actions import tasks
+    from openloop.state import project as projects
 
     env = Environment(config_dir=Path(config_dir), state_dir=Path(state_dir))
     project = projects.resolve(env, "demo")

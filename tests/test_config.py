@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from openloop.config import resolve_model, settable_keys
+from openloop.state.config import resolve_model, settable_keys
 
 
 def test_defaults(ol):

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from openloop import attempt, budget, pause, scheduler
-from openloop.agent import AgentRequest, AgentResult
+from openloop.adapters.agent import AgentResult
+from openloop.adapters.supervise import AgentRequest
 from openloop.errors import BusyError
-from openloop.ledger import load_ledger
-from openloop.outcomes import Outcome
+from openloop.loop import attempt, scheduler
+from openloop.loop.outcomes import Outcome
+from openloop.state import budget, pause
+from openloop.state.ledger import load_ledger
 from tests.conftest import git
 
 

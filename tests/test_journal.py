@@ -1,4 +1,4 @@
-"""openloop.journal without journald: --since parsing, records and field names, redaction, the
+"""The journal adapter without journald: --since parsing, records and field names, redaction, the
 native-protocol writer against a socket of our own, journalctl JSON, filters, formatting."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from openloop import journal
+from openloop.adapters import journal
 from openloop.errors import InputError, MissingFeatureError
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)  # 13:00 in Berlin

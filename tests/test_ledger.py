@@ -7,7 +7,7 @@ import json
 import pytest
 
 from openloop.errors import ConfigError, StateError
-from openloop.ledger import (
+from openloop.state.ledger import (
     STATUSES,
     TRANSITIONS,
     Task,

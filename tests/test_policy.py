@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from openloop.errors import ConfigError, InputError
-from openloop.policy import (
+from openloop.state.policy import (
     CHECK_DEFINITIONS,
     PROTECTED_DEFAULTS,
     RISKS,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from openloop.registry import alias_problem
+from openloop.state.registry import alias_problem
 from tests.conftest import make_repo
 
 

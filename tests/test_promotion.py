@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from openloop import promotion, scheduler
-from openloop.outcomes import Outcome
-from openloop.projects import resolve
+from openloop.loop import promotion, scheduler
+from openloop.loop.outcomes import Outcome
+from openloop.state.project import resolve
 from tests.conftest import git
 from tests.test_iteration import FakeAgent, add, nothing, once, set_project, task_of, write
 
@@ -256,7 +256,7 @@ def test_one_auto_merge_per_iteration(ol, demo, env):
     b = add(ol, "Second", "--risk", "low-risk")
     scheduler.select(it)
     it.adapter_factory = lambda kind: FakeAgent([write("src/b.py", "b = 1\n")])
-    from openloop.attempt import execute
+    from openloop.loop.attempt import execute
 
     execute(it)
     assert task_of(demo, b).status == "review"

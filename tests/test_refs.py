@@ -11,8 +11,15 @@ from typing import Any
 
 import pytest
 
+from openloop.adapters.refs import (
+    BODY_LIMIT,
+    FetchedIssue,
+    IssueRef,
+    fallback_title,
+    fetch_issue,
+    parse_ref,
+)
 from openloop.errors import InputError
-from openloop.refs import BODY_LIMIT, FetchedIssue, IssueRef, fallback_title, fetch_issue, parse_ref
 
 # (raw, forge, repo, number, kind, url, short, slug)
 GOOD = [

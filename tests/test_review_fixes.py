@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from openloop import promotion, scheduler, service, validation
-from openloop.outcomes import Outcome
-from openloop.projects import resolve
+from openloop.actions import service
+from openloop.loop import promotion, scheduler, validation
+from openloop.loop.outcomes import Outcome
+from openloop.state.project import resolve
 from tests.conftest import git, make_repo
 from tests.test_iteration import FakeAgent, add, once, set_project, task_of, write
 
@@ -183,7 +184,7 @@ def test_a_repository_path_with_a_space_is_linked_as_is(ol, env, tmp_path):
 
 
 def test_unit_files_escape_what_systemd_would_expand(env, monkeypatch, tmp_path):
-    from openloop import units
+    from openloop.adapters import units
 
     rendered = units.render_templates(["/opt/v env%n/bin/openloop"])["openloop@.service"]
     assert "ExecStart='/opt/v env%%n/bin/openloop' run-once" in rendered
@@ -197,7 +198,7 @@ def test_unit_files_escape_what_systemd_would_expand(env, monkeypatch, tmp_path)
 
 
 def test_reinstalling_keeps_the_sandbox_unless_asked(ol, project, env, monkeypatch, tmp_path):
-    from openloop import units
+    from openloop.adapters import units
 
     monkeypatch.setitem(env.environ, "XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     service.install(env, reload=False)

@@ -8,10 +8,11 @@ import stat
 
 import pytest
 
-from openloop import notifications, service, units
-from openloop.config import GlobalConfig
-from openloop.projectconfig import ProjectConfig
-from openloop.projects import resolve
+from openloop.actions import service
+from openloop.adapters import notifications, units
+from openloop.state.config import GlobalConfig
+from openloop.state.project import resolve
+from openloop.state.projectconfig import ProjectConfig
 from tests.test_iteration import FakeAgent, add, once, set_project, task_of, write
 
 
@@ -93,7 +94,7 @@ def test_gate_skips_paused_idle_and_broke_projects_and_notifies_once(ol, demo, e
 
 
 def test_record_exit_records_a_systemd_timeout_on_the_task(ol, demo, env):
-    from openloop import attempt, scheduler
+    from openloop.loop import attempt, scheduler
 
     tid = add(ol, "Killed")
     it = scheduler._load(env, resolve(env, "demo"), None, None, scheduler.NullReporter(), None)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from openloop.errors import InputError
-from openloop.stacks import Detected, Detection, detect_validation, make_targets
+from openloop.state.stacks import Detected, Detection, detect_validation, make_targets
 
 NPM_PLACEHOLDER = 'echo "Error: no test specified" && exit 1'
 

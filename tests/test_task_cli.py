@@ -204,8 +204,8 @@ def test_cancel_retry_remove(ol, project):
 def test_recover_returns_stuck_tasks_and_refuses_while_an_iteration_holds_the_lock(
     ol, project, env
 ):
-    from openloop.storage import locked
-    from openloop.tasks import iteration_lock_target
+    from openloop.state.locks import iteration_lock_target
+    from openloop.state.storage import locked
 
     ledger_file = project / ".openloop/tasks.json"
     ol("task", "add", "--title", "Stuck")

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from openloop.errors import UntrustedError
-from openloop.projects import resolve
-from openloop.trust import require_trusted
+from openloop.state.project import resolve
+from openloop.state.trust import require_trusted
 from tests.conftest import git, make_repo
 
 

@@ -2,6 +2,8 @@
 
 Errors from the core are OpenLoopError subclasses; `main()` is the one place that turns them into
 a one-line message and an exit code (0 ok, 1 operation failed, 2 usage or invalid input).
+Must not: hold logic a script or the service would need (that is openloop.actions or
+openloop.loop); a command parses its arguments, calls one function below, and prints.
 """
 
 from __future__ import annotations

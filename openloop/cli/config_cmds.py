@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from openloop import config as cfg
-from openloop import projects, stacks
 from openloop.cli.options import examples
 from openloop.cli.output import print_json
-from openloop.projectconfig import update_project_config
+from openloop.state import config as cfg
+from openloop.state import stacks
+from openloop.state.project import require_initialized, resolve
+from openloop.state.projectconfig import update_project_config
 
 
 def _keys_epilog() -> str:
@@ -88,8 +89,8 @@ def set_model_cmd(env, model: str, provider: str | None) -> None:
 @click.pass_obj
 def project_show_cmd(env, alias: str) -> None:
     """Print a project's project.json, the effective model, and the detected commands (JSON)."""
-    proj = projects.resolve(env, alias)
-    projects.require_initialized(proj)
+    proj = resolve(env, alias)
+    require_initialized(proj)
     pconf = proj.config()
     gconf = cfg.load_config(env)
     choice = cfg.resolve_model(
@@ -131,8 +132,8 @@ def project_show_cmd(env, alias: str) -> None:
 @click.pass_obj
 def project_set_model_cmd(env, alias: str, model: str, provider: str | None) -> None:
     """Set a project's model (in its .openloop/project.json)."""
-    proj = projects.resolve(env, alias)
-    projects.require_initialized(proj)
+    proj = resolve(env, alias)
+    require_initialized(proj)
 
     def change(conf):
         conf.pi.model = model

@@ -15,7 +15,7 @@ from openloop.cli.output import print_json
 @click.pass_obj
 def status_cmd(env, as_json: bool) -> None:
     """One screen: tasks by state, pending reviews, today's spend, next run per project."""
-    from openloop import dashboard
+    from openloop.actions import dashboard
 
     data = dashboard.dashboard(env, with_systemd=_systemd_available())
     if as_json:
@@ -39,7 +39,7 @@ def watch_cmd(env, interval: float) -> None:
     """The status screen, refreshed until Ctrl+C (needs a terminal)."""
     import sys
 
-    from openloop import dashboard
+    from openloop.actions import dashboard
     from openloop.errors import InputError
 
     if not sys.stdout.isatty():
@@ -80,8 +80,8 @@ def watch_cmd(env, interval: float) -> None:
 @click.pass_obj
 def logs_cmd(env, project, task_id, run_id, since, lines, follow, as_json) -> None:
     """Read OpenLoop's journal records (the iterations' output and OpenLoop's own)."""
-    from openloop import journal
-    from openloop.projects import resolve
+    from openloop.adapters import journal
+    from openloop.state.project import resolve
 
     alias = resolve(env, project).alias if project else None
     since_dt = journal.parse_since(since, env.now()) if since else None
@@ -109,8 +109,8 @@ def logs_cmd(env, project, task_id, run_id, since, lines, follow, as_json) -> No
 @click.pass_obj
 def events_cmd(env, project, since, limit, as_json) -> None:
     """The audit trail: iterations started and finished, promotions, skips, pauses, budget."""
-    from openloop import journal
-    from openloop.projects import resolve
+    from openloop.adapters import journal
+    from openloop.state.project import resolve
 
     alias = resolve(env, project).alias if project else None
     entries = journal.read(
@@ -123,7 +123,7 @@ def events_cmd(env, project, since, limit, as_json) -> None:
 
 
 def _emit(entries, as_json: bool, with_project: bool) -> None:
-    from openloop import journal
+    from openloop.adapters import journal
 
     if as_json:
         print_json([journal.entry_to_json(e) for e in entries])
@@ -139,7 +139,7 @@ def doctor_cmd(env, as_json: bool) -> int:
     """Check everything an unattended run needs, and say how to fix what is missing."""
     from dataclasses import asdict
 
-    from openloop import doctor
+    from openloop.actions import doctor
 
     checks = doctor.run_checks(env)
     failed = [c for c in checks if not c.ok]

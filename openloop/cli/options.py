@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from openloop.ledger import KINDS, RISKS, STATUSES
+from openloop.state.ledger import KINDS, RISKS, STATUSES
 
 project_option = click.option(
     "--project",

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import click
 
-from openloop import projects, service, trust
+from openloop.actions import projects, service
 from openloop.cli.options import examples, format_options
 from openloop.cli.output import info, print_json, print_table, want_json
-from openloop.controlplane import InitReport
+from openloop.state import trust
+from openloop.state.controlplane import InitReport
+from openloop.state.project import resolve
 
 
 @click.group(
@@ -129,7 +131,7 @@ def list_cmd(env, fmt: str | None) -> None:
 @click.pass_obj
 def show_cmd(env, alias: str) -> None:
     """Show a project's registry entry, control-plane paths and trust state (JSON)."""
-    proj = projects.resolve(env, alias)
+    proj = resolve(env, alias)
     data = proj.entry.to_data()
     data["controlPlane"] = str(proj.plane.dir)
     data["controlPlaneExists"] = proj.plane.exists()
@@ -178,7 +180,7 @@ def trust_cmd(env, alias: str, check: bool) -> None:
     .openloop/project.json, which a pull or an agent's commit can change. OpenLoop runs them
     only after you approve them here; the diff since your last approval is shown first.
     """
-    proj = projects.resolve(env, alias)
+    proj = resolve(env, alias)
     config = proj.config()
     diff = trust.trust_diff(proj.entry, config)
     trusted = trust.is_trusted(proj.entry, config)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
-from openloop import gitops, projects, promotion
+from openloop.adapters import gitops
 from openloop.cli.options import examples, format_options, project_option, task_option
 from openloop.cli.output import print_json, print_table, want_json
-from openloop.ledger import check_task_id
+from openloop.loop import promotion
+from openloop.state.ledger import check_task_id
+from openloop.state.project import resolve
 
 
 @click.group(
@@ -38,7 +40,7 @@ def promotion_group() -> None:
 @click.pass_obj
 def list_cmd(env, project, status, fmt) -> None:
     """List promotion requests, newest first."""
-    proj = projects.resolve(env, project)
+    proj = resolve(env, project)
     rows = [r for r in promotion.list_requests(proj.plane) if not status or r["status"] == status]
     if want_json(fmt, env.stdout_isatty):
         print_json(rows)
@@ -70,7 +72,7 @@ def list_cmd(env, project, status, fmt) -> None:
 @click.pass_obj
 def show_cmd(env, project, task_id) -> None:
     """Show a request with its diffstat, risk and reasons (JSON)."""
-    proj = projects.resolve(env, project)
+    proj = resolve(env, project)
     check_task_id(task_id)
     request = promotion.read_request(proj.plane, task_id)
     if request is None:
@@ -89,7 +91,7 @@ def show_cmd(env, project, task_id) -> None:
 @click.pass_obj
 def history_cmd(env, project, task_id) -> None:
     """The chronology of decisions and outcomes for a task (JSON)."""
-    proj = projects.resolve(env, project)
+    proj = resolve(env, project)
     check_task_id(task_id)
     print_json(promotion.read_history(proj.plane, task_id))
 
@@ -115,9 +117,9 @@ def apply_cmd(env, project, task_id, no_validate) -> None:
     the result, and the default branch is fast-forwarded (in your checkout only the way
     'git merge --ff-only' would). If anything fails, nothing is changed.
     """
-    from openloop.scheduler import iteration_lock
+    from openloop.state.locks import iteration_lock
 
-    proj = projects.resolve(env, project)
+    proj = resolve(env, project)
     check_task_id(task_id)
     with iteration_lock(env, proj.alias):
         result = promotion.apply(env, proj, task_id, validate=not no_validate)
@@ -141,9 +143,9 @@ def apply_cmd(env, project, task_id, no_validate) -> None:
 @click.pass_obj
 def reject_cmd(env, project, task_id, reason, retry, delete_branch) -> None:
     """Reject a request: cancel the task, or send it back with --retry."""
-    from openloop.scheduler import iteration_lock
+    from openloop.state.locks import iteration_lock
 
-    proj = projects.resolve(env, project)
+    proj = resolve(env, project)
     check_task_id(task_id)
     with iteration_lock(env, proj.alias):
         status = promotion.reject(

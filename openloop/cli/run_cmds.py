@@ -6,14 +6,14 @@ import sys
 
 import click
 
-from openloop import scheduler
 from openloop.cli.options import examples, project_option
 from openloop.cli.output import print_json
+from openloop.loop import scheduler
 from openloop.progress import LineReporter, LiveReporter
 
 
 def _reporter(quiet: bool, project: str | None):
-    from openloop.watchdog import SystemdReporter, under_systemd
+    from openloop.adapters.watchdog import SystemdReporter, under_systemd
 
     if under_systemd():
         return SystemdReporter(project or "openloop")

@@ -6,7 +6,8 @@ import os
 
 import click
 
-from openloop import pause, service, units
+from openloop.actions import pause, service
+from openloop.adapters import units
 from openloop.cli.options import examples, json_option, project_option
 from openloop.cli.output import info, print_json, print_table
 
@@ -191,7 +192,7 @@ def resume_cmd(env, project) -> None:
 @click.pass_obj
 def gate_cmd(env, project) -> int:
     """ExecCondition of openloop@.service: exit 0 to run, 1 to skip this time."""
-    from openloop import journal
+    from openloop.adapters import journal
 
     decision = service.gate(env, project)
     if not decision.run:
@@ -206,7 +207,7 @@ def gate_cmd(env, project) -> int:
 @click.pass_obj
 def record_exit_cmd(env, project) -> int:
     """ExecStopPost of openloop@.service: record a run systemd killed."""
-    from openloop import journal
+    from openloop.adapters import journal
 
     summary = service.record_exit(env, project, dict(os.environ))
     if summary:
@@ -220,7 +221,7 @@ def record_exit_cmd(env, project) -> int:
 @click.pass_obj
 def notify_failure_cmd(env, unit) -> int:
     """OnFailure= handler: OpenLoop itself failed in UNIT."""
-    from openloop import notifications
+    from openloop.adapters import notifications
 
     alias = unit.removeprefix("openloop@").removesuffix(".service")
     result = units.show(env, unit, "Result").get("Result")

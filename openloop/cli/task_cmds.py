@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from openloop import projects, tasks
+from openloop.actions import tasks
 from openloop.cli.options import (
     examples,
     format_options,
@@ -18,7 +18,8 @@ from openloop.cli.options import (
 )
 from openloop.cli.output import print_json, print_table, truncate, want_json
 from openloop.errors import InputError
-from openloop.ledger import filter_tasks, load_ledger, load_rows, summary
+from openloop.state.ledger import filter_tasks, load_ledger, load_rows, summary
+from openloop.state.project import require_initialized, resolve
 
 
 @click.group(
@@ -118,7 +119,7 @@ def _add_options(func):
 
 
 def _add(env, project, as_json, description, description_file, **fields) -> None:
-    proj = projects.resolve(env, project)
+    proj = resolve(env, project)
     spec = tasks.NewTask(description=_read_description(description, description_file), **fields)
     created = tasks.add_task(env, proj, spec)
     if as_json:
@@ -167,8 +168,8 @@ def enqueue(env, project, ref, as_json) -> None:
 @click.pass_obj
 def list_cmd(env, project, status, risk, fmt) -> None:
     """List tasks, highest priority first, then oldest."""
-    proj = projects.resolve(env, project)
-    projects.require_initialized(proj)
+    proj = resolve(env, project)
+    require_initialized(proj)
     rows = filter_tasks(load_rows(proj.plane.ledger_file), status=status, risk=risk)
     if want_json(fmt, env.stdout_isatty):
         print_json({"summary": summary(rows), "tasks": rows})
@@ -198,11 +199,11 @@ def list_cmd(env, project, status, risk, fmt) -> None:
 @click.pass_obj
 def show_cmd(env, project, task_id) -> None:
     """Show one task with its status history (JSON)."""
-    proj = projects.resolve(env, project)
-    projects.require_initialized(proj)
+    proj = resolve(env, project)
+    require_initialized(proj)
     tasks.check_task_id(task_id)
     found = load_ledger(proj.plane.ledger_file).get(task_id)
-    from openloop import promotion
+    from openloop.loop import promotion
 
     print_json(
         {
@@ -243,7 +244,7 @@ def update_cmd(env, project, task_id, scope, clear_scope, depends_on, **fields) 
         depends_on=tuple(depends_on) if depends_on else None,
         **fields,
     )
-    proj = projects.resolve(env, project)
+    proj = resolve(env, project)
     updated = tasks.update_task(env, proj, task_id, changes)
     click.echo(f"Updated task {updated.id} ({updated.status})")
 
@@ -257,7 +258,7 @@ def update_cmd(env, project, task_id, scope, clear_scope, depends_on, **fields) 
 @click.pass_obj
 def cancel_cmd(env, project, task_id, reason) -> None:
     """Cancel a task that is not running."""
-    done = tasks.cancel_task(env, projects.resolve(env, project), task_id, reason)
+    done = tasks.cancel_task(env, resolve(env, project), task_id, reason)
     click.echo(f"Cancelled task {done.id}")
 
 
@@ -268,7 +269,7 @@ def cancel_cmd(env, project, task_id, reason) -> None:
 @click.pass_obj
 def retry_cmd(env, project, task_id, reason) -> None:
     """Send a blocked or failed task back to 'ready' with its attempts reset."""
-    done = tasks.retry_task(env, projects.resolve(env, project), task_id, reason)
+    done = tasks.retry_task(env, resolve(env, project), task_id, reason)
     click.echo(f"Task {done.id} is ready again (attempts reset)")
 
 
@@ -278,7 +279,7 @@ def retry_cmd(env, project, task_id, reason) -> None:
 @click.pass_obj
 def remove_cmd(env, project, task_id) -> None:
     """Delete a task from the ledger (not while it runs)."""
-    proj = projects.resolve(env, project)
+    proj = resolve(env, project)
     tasks.remove_task(env, proj, task_id)
     click.echo(f"Removed task {task_id} from {proj.alias}")
 
@@ -292,8 +293,8 @@ def recover_cmd(env, project) -> None:
     Refuses while an iteration of the project is running. Every iteration does this by itself
     first, so this is only needed to tidy up by hand.
     """
-    proj = projects.resolve(env, project)
-    projects.require_initialized(proj)
+    proj = resolve(env, project)
+    require_initialized(proj)
     moved = tasks.recover_tasks(env, proj)
     if not moved:
         click.echo(f"No stuck tasks in {proj.alias}.")

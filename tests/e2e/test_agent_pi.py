@@ -1,4 +1,4 @@
-"""openloop.agent driving the real pi against the scripted model server.
+"""openloop.adapters.agent driving the real pi against the scripted model server.
 
 What the fake agents in tests/test_agent.py assume about pi is checked here: the prompt arrives
 through stdin, the system append through a file, costs match the models.json table, a failing
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from openloop.agent import AgentRequest, AgentResult, Progress, make_adapter
+from openloop.adapters.agent import AgentResult, Progress, make_adapter
+from openloop.adapters.supervise import AgentRequest
 from tests.support.model_server import (
     NO_RETRIES_SETTINGS,
     Hang,

@@ -1,4 +1,4 @@
-"""openloop.journal against a real journald: records written as the test user (systemd-python
+"""The journal adapter against a real journald: records written as the test user (systemd-python
 and the native-protocol fallback) are read back by that user with both readers, a unit's stdout
 and its structured records both count as the project's, and follow() sees new records."""
 
@@ -25,7 +25,7 @@ PYTHON = Path(sys.executable)
 BIG_LEN = 300_000
 SEND = f"""
 import json, sys
-from openloop import journal
+from openloop.adapters import journal
 opts = json.loads(sys.argv[1])
 if opts["no_sd"]:
     journal._sd = None  # the native-protocol writer
@@ -37,7 +37,7 @@ print(json.dumps([journal.send(m, **big(kw)) for m, kw in opts["sends"]]))
 READ = """
 import json, sys
 from datetime import datetime
-from openloop import journal
+from openloop.adapters import journal
 opts = json.loads(sys.argv[1])
 if opts.pop("no_sd"):
     journal._sd = None  # the journalctl reader
@@ -50,7 +50,7 @@ print(json.dumps([journal.entry_to_json(e) for e in journal.read(**opts)]))
 # records; prints the messages seen and how long each took to arrive.
 FOLLOW = """
 import json, sys, threading, time
-from openloop import journal
+from openloop.adapters import journal
 opts = json.loads(sys.argv[1])
 if opts["no_sd"]:
     journal._sd = None
@@ -79,7 +79,7 @@ print(json.dumps({"messages": [m for m, _ in got], "latency": [round(w - sent, 3
 # ExecStart of openloop@jtest.service: a structured record, an IterationLog line, plain stdout.
 UNIT_SCRIPT = """
 import sys, time
-from openloop import journal
+from openloop.adapters import journal
 tok = sys.argv[1]
 journal.send("structured " + tok, event="unit-test", project="jtest", run="run-" + tok)
 log = journal.IterationLog(project="jtest", run="run-" + tok, task="t-9")
@@ -91,7 +91,7 @@ time.sleep(1)  # journald attributes a line to its unit by the sender's cgroup: 
 
 @pytest.fixture(scope="module")
 def python(user_manager: UserManager) -> str:
-    problem = user_manager.check_can_execute(PYTHON, readable=[REPO / "openloop" / "journal.py"])
+    problem = user_manager.check_can_execute(PYTHON, readable=[REPO / "openloop" / "adapters" / "journal.py"])
     if problem:
         systemd_unavailable(problem)
     return str(PYTHON)
@@ -237,7 +237,7 @@ def test_follow_yields_the_backlog_then_new_records_and_stops(user_manager, pyth
 # argv[1]: JSON {"no_sd": bool}. Follows until Ctrl-C, as `openloop logs -f` does.
 INTERRUPTED = """
 import json, sys
-from openloop import journal
+from openloop.adapters import journal
 if json.loads(sys.argv[1])["no_sd"]:
     journal._sd = None
 print("following", flush=True)

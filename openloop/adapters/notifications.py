@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import subprocess
 
-from openloop.config import load_config
 from openloop.env import Environment
-from openloop.storage import atomic_write_text, dump_json, locked, read_text_or_none
+from openloop.state.config import load_config
+from openloop.state.storage import atomic_write_text, dump_json, locked, read_text_or_none
 
 EVENTS = {
     "task-complete": "on_task_complete",
@@ -36,7 +36,7 @@ def notify(
 ) -> bool:
     """Run the command configured for `event`. With `once_key`, only the first time that key is
     seen (until `clear` forgets it). Returns whether a command ran."""
-    from openloop import journal
+    from openloop.adapters import journal
 
     attr = EVENTS[event]
     command = getattr(load_config(env).notifications, attr)

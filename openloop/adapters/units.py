@@ -17,11 +17,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openloop.config import GlobalConfig
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
-from openloop.projectconfig import ProjectConfig
 from openloop.resources import data_dir
+from openloop.state.config import GlobalConfig
+from openloop.state.projectconfig import ProjectConfig
 
 TEMPLATES = ("openloop@.service", "openloop@.timer", "openloop.target", "openloop-failure@.service")
 PACKAGED_DIRS = (Path("/usr/lib/systemd/user"), Path("/usr/local/lib/systemd/user"))
@@ -176,7 +176,7 @@ def tool_path(env: Environment) -> list[str]:
 
 
 def write_if_changed(path: Path, text: str) -> bool:
-    from openloop.storage import atomic_write_text
+    from openloop.state.storage import atomic_write_text
 
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return False

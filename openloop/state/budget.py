@@ -12,8 +12,8 @@ from typing import Literal
 from pydantic import Field
 
 from openloop.env import Environment
-from openloop.models_base import FileModel, file_version, validate
-from openloop.storage import (
+from openloop.state.models_base import FileModel, file_version, validate
+from openloop.state.storage import (
     atomic_write_text,
     dump_json,
     load_json_object,

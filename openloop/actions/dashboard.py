@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from openloop import budget, pause, promotion
-from openloop.config import load_config
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
-from openloop.ledger import load_rows, summary
-from openloop.projects import resolve
-from openloop.registry import load_registry
+from openloop.loop import promotion
+from openloop.state import budget, pause
+from openloop.state.config import load_config
+from openloop.state.ledger import load_rows, summary
+from openloop.state.project import resolve
+from openloop.state.registry import load_registry
 
 
 def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
@@ -28,7 +29,7 @@ def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
                 if r.get("status") in promotion.OPEN_STATUSES
             )
             if with_systemd:
-                from openloop import service
+                from openloop.actions import service
 
                 state = service.project_status(env, project)
                 row.update(

@@ -11,8 +11,8 @@ import hashlib
 import json
 
 from openloop.errors import UntrustedError
-from openloop.projectconfig import ProjectConfig
-from openloop.registry import ProjectEntry, TrustRecord
+from openloop.state.projectconfig import ProjectConfig
+from openloop.state.registry import ProjectEntry, TrustRecord
 
 
 def repo_commands(config: ProjectConfig) -> dict[str, str | None]:

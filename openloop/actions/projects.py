@@ -6,62 +6,16 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from openloop import gitops, trust
-from openloop.config import edit_config, load_config
-from openloop.controlplane import ControlPlane, InitReport, materialize
+from openloop.adapters import gitops
 from openloop.env import Environment
-from openloop.errors import InputError, NotFoundError
-from openloop.projectconfig import ProjectConfig, load_project_config
-from openloop.registry import ProjectEntry, check_alias, edit_registry, load_registry
-
-
-@dataclass(frozen=True)
-class Project:
-    """A linked project as the rest of OpenLoop sees it: registry entry + control plane."""
-
-    entry: ProjectEntry
-    plane: ControlPlane
-
-    @property
-    def alias(self) -> str:
-        return self.entry.alias
-
-    @property
-    def repo(self) -> Path:
-        return self.plane.repo
-
-    def config(self) -> ProjectConfig:
-        return load_project_config(self.plane.project_file)
-
-
-def resolve(env: Environment, alias: str | None) -> Project:
-    """The project named by --project, else the active one, else the only one linked."""
-    registry = load_registry(env)
-    if not alias:
-        alias = load_config(env).active_project
-    if not alias:
-        if len(registry.projects) == 1:
-            alias = registry.projects[0].alias
-        elif not registry.projects:
-            raise InputError("no project linked yet: run 'openloop project add ALIAS PATH --init'")
-        else:
-            raise InputError(
-                "--project: which project? pass --project ALIAS or set a default with "
-                "'openloop project activate ALIAS'"
-            )
-    entry = registry.get(alias)
-    plane = ControlPlane(Path(entry.path))
-    if not plane.repo.is_dir():
-        raise NotFoundError(f"project '{alias}': its path {entry.path} no longer exists")
-    return Project(entry, plane)
-
-
-def require_initialized(project: Project) -> None:
-    if not project.plane.exists():
-        raise InputError(
-            f"project '{project.alias}' has no control plane yet: run "
-            f"'openloop project init {project.alias}'"
-        )
+from openloop.errors import InputError
+from openloop.state import trust
+from openloop.state.config import edit_config
+from openloop.state.controlplane import ControlPlane, InitReport, materialize
+from openloop.state.locks import iteration_lock
+from openloop.state.project import resolve
+from openloop.state.projectconfig import load_project_config
+from openloop.state.registry import ProjectEntry, check_alias, edit_registry, load_registry
 
 
 @dataclass(frozen=True)
@@ -129,7 +83,6 @@ def list_projects(env: Environment) -> list[ProjectEntry]:
 
 
 def remove(env: Environment, alias: str, *, purge: bool = False) -> ProjectEntry:
-    from openloop.scheduler import iteration_lock
 
     # Never under a running iteration: it would write into a control plane that is gone.
     with iteration_lock(env, alias):

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openloop import budget, notifications, pause, runs, units
-from openloop.config import load_config
+from openloop.adapters import notifications, units
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
-from openloop.projects import Project, resolve
-from openloop.registry import load_registry
+from openloop.state import budget, pause, runs
+from openloop.state.config import load_config
+from openloop.state.project import Project, resolve
+from openloop.state.registry import load_registry
 
 # --- install ------------------------------------------------------------------------------------
 
@@ -295,7 +296,7 @@ def _gate_file(env: Environment, alias: str) -> Path:
 
 
 def _remember_gate(env: Environment, alias: str, decision: GateDecision) -> None:
-    from openloop.storage import atomic_write_text, dump_json
+    from openloop.state.storage import atomic_write_text, dump_json
 
     record = {
         "at": env.now_iso(),
@@ -306,7 +307,7 @@ def _remember_gate(env: Environment, alias: str, decision: GateDecision) -> None
 
 
 def last_gate(env: Environment, alias: str) -> dict[str, Any] | None:
-    from openloop.storage import read_text_or_none
+    from openloop.state.storage import read_text_or_none
 
     text = read_text_or_none(_gate_file(env, alias))
     try:
@@ -317,7 +318,8 @@ def last_gate(env: Environment, alias: str) -> dict[str, Any] | None:
 
 def _gate(env: Environment, alias: str) -> GateDecision:
     from openloop.errors import BusyError
-    from openloop.scheduler import gate_reason, has_work, iteration_lock
+    from openloop.loop.scheduler import gate_reason, has_work
+    from openloop.state.locks import iteration_lock
 
     project = resolve(env, alias)
     try:
@@ -364,7 +366,7 @@ KILLED_RESULTS = {
 def record_exit(env: Environment, alias: str, environ: dict[str, str]) -> str | None:
     """ExecStopPost: if systemd killed the iteration (timeout, watchdog, OOM, signal) or it
     crashed, record that on the task now: attempt counted, reason kept, worktree removed."""
-    from openloop.scheduler import repair_after_kill
+    from openloop.loop.scheduler import repair_after_kill
 
     result = environ.get("SERVICE_RESULT", "")
     code = environ.get("EXIT_CODE", "")
@@ -388,7 +390,7 @@ def run_foreground(
     """`service run`: each project on its own schedule, in this process, via run-once logic.
     No pid files: the per-project lock is what keeps two iterations apart."""
     from openloop.errors import OpenLoopError
-    from openloop.scheduler import run_once
+    from openloop.loop.scheduler import run_once
 
     next_at: dict[str, float] = {}
     done = 0

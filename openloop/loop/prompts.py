@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from string import Template
 
-from openloop.ledger import Task
 from openloop.resources import template_path
+from openloop.state.ledger import Task
 
 ROLES = ("implementer", "sdd-planner", "repo-improver", "ci-healer")
 SELF_HEALING_KINDS = frozenset({"lint-fix", "type-fix", "localized-test-fix", "ci-heal"})

@@ -1,12 +1,13 @@
-"""Global and per-project pause flags (user-side state, never in a repository)."""
+"""Global and per-project pause flags (user-side state, never in a repository). Pausing as a
+user action, with its audit event, is openloop.actions.pause."""
 
 from __future__ import annotations
 
 import json
 
 from openloop.env import Environment
-from openloop.registry import edit_registry, load_registry
-from openloop.storage import atomic_write_text, dump_json, locked, read_text_or_none
+from openloop.state.registry import edit_registry, load_registry
+from openloop.state.storage import atomic_write_text, dump_json, locked, read_text_or_none
 
 
 def global_pause(env: Environment) -> dict | None:
@@ -40,23 +41,3 @@ def set_project_pause(env: Environment, alias: str, paused: bool) -> None:
 def project_paused(env: Environment, alias: str) -> bool:
     entry = load_registry(env).find(alias)
     return bool(entry and entry.paused)
-
-
-def set_paused(
-    env: Environment, paused: bool, alias: str | None = None, reason: str | None = None
-) -> str:
-    """Pause or resume everything, or one project; recorded in the audit trail. Returns what
-    was changed, for the user ("project web" or "OpenLoop")."""
-    from openloop import journal
-    from openloop.projects import resolve
-
-    event = "paused" if paused else "resumed"
-    why = f": {reason}" if reason and paused else ""
-    if alias:
-        alias = resolve(env, alias).alias
-        set_project_pause(env, alias, paused)
-        journal.send(f"project {alias} {event}{why}", event=event, project=alias)
-        return f"project {alias}"
-    set_global_pause(env, paused, reason)
-    journal.send(f"OpenLoop {event}{why}", event=event)
-    return "OpenLoop (all projects)"

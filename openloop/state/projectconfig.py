@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from openloop.models_base import FileModel, file_version, validate
-from openloop.storage import (
+from openloop.state.models_base import FileModel, file_version, validate
+from openloop.state.storage import (
     atomic_write_text,
     dump_json,
     load_json_object,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from openloop import refs
+from openloop.adapters import refs
 from openloop.env import Environment
 from openloop.errors import InputError, StateError
-from openloop.ledger import (
+from openloop.state.ledger import (
     RUNNING,
     TERMINAL,
     StatusChange,
@@ -21,12 +21,12 @@ from openloop.ledger import (
     new_task_id,
     transition,
 )
-from openloop.projects import Project, require_initialized
+from openloop.state.project import Project, require_initialized
 
 
 def _event(project: Project, task: Task, name: str, message: str) -> None:
     """Task changes made by hand belong in the audit trail (`openloop events`) too."""
-    from openloop import journal
+    from openloop.adapters import journal
 
     journal.send(
         f"{project.alias}: {task.id}: {message}",
@@ -47,7 +47,7 @@ def _ids_with_records(project: Project) -> set[str]:
 def _withdraw_promotion(project: Project, task_id: str, now: str, reason: str) -> None:
     """A task that leaves review by hand takes its open promotion request with it, so nothing
     merges it later."""
-    from openloop import promotion
+    from openloop.loop import promotion
 
     promotion.withdraw(project, task_id, now, reason)
 
@@ -67,7 +67,7 @@ def check_scope(paths: list[str] | tuple[str, ...]) -> list[str]:
         if path not in clean:
             clean.append(path)
     if clean:
-        from openloop.policy import _scope_matcher
+        from openloop.state.policy import _scope_matcher
 
         try:
             _scope_matcher(clean)  # the same parser the policy check uses after the run
@@ -254,15 +254,11 @@ def remove_task(env: Environment, project: Project, task_id: str) -> Task:
     return task
 
 
-def iteration_lock_target(env: Environment, alias: str):
-    return env.locks_dir / f"{alias}.iteration"
-
-
 def recover_tasks(env: Environment, project: Project) -> list[str]:
     """The iteration's own repair step, by hand: tasks left running by a dead iteration go
     back to the queue (the attempt counts), its worktree and run record are closed. Refused
     while an iteration of the project is running."""
-    from openloop.scheduler import repair_after_kill
+    from openloop.loop.scheduler import repair_after_kill
 
     return repair_after_kill(
         env, project.alias, "interrupted", "recovered by 'openloop task recover'"

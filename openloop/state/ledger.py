@@ -23,8 +23,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from openloop.errors import ConfigError, InputError, NotFoundError, StateError
-from openloop.models_base import FileModel, describe_validation_error, file_version, validate
-from openloop.storage import (
+from openloop.state.models_base import FileModel, describe_validation_error, file_version, validate
+from openloop.state.storage import (
     atomic_write_text,
     dump_json,
     load_json_object,

@@ -7,16 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openloop import agent as agents
-from openloop import validation
-from openloop.config import GlobalConfig, ModelChoice
+from openloop.adapters import agent as agents
 from openloop.env import Environment
-from openloop.ledger import Task
-from openloop.outcomes import Outcome
-from openloop.policy import Change, Policy
+from openloop.loop import validation
+from openloop.loop.outcomes import Outcome
 from openloop.progress import Reporter
-from openloop.projectconfig import ProjectConfig
-from openloop.projects import Project
+from openloop.state.config import GlobalConfig, ModelChoice
+from openloop.state.ledger import Task
+from openloop.state.policy import Change, Policy
+from openloop.state.project import Project
+from openloop.state.projectconfig import ProjectConfig
 
 
 class Stop(Exception):

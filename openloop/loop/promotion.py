@@ -12,15 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openloop import gitops, trust, validation
-from openloop.config import load_config
-from openloop.controlplane import ControlPlane
+from openloop.adapters import gitops
 from openloop.env import Environment
 from openloop.errors import NotFoundError, StateError
-from openloop.ledger import edit_ledger, transition
-from openloop.projectconfig import ProjectConfig
-from openloop.projects import Project
-from openloop.storage import atomic_write_text, dump_json, locked, read_text_or_none
+from openloop.loop import validation
+from openloop.state import trust
+from openloop.state.config import load_config
+from openloop.state.controlplane import ControlPlane
+from openloop.state.ledger import edit_ledger, transition
+from openloop.state.project import Project
+from openloop.state.projectconfig import ProjectConfig
+from openloop.state.storage import atomic_write_text, dump_json, locked, read_text_or_none
 
 OPEN_STATUSES = frozenset({"pending", "deferred"})
 
@@ -351,7 +353,7 @@ def withdraw(project: Project, task_id: str, now: str, reason: str) -> bool:
 
 
 def _require_review(plane: ControlPlane, task_id: str) -> None:
-    from openloop.ledger import load_ledger
+    from openloop.state.ledger import load_ledger
 
     task = load_ledger(plane.ledger_file).find(task_id)
     if task is None or task.status != "review":
@@ -365,7 +367,7 @@ def retry_deferred(it) -> None:
     Only what was validated merges: the task must still be in review and its branch must still
     point at the validated commit; anything else goes back to a human."""
     from openloop.errors import GitError
-    from openloop.ledger import load_ledger
+    from openloop.state.ledger import load_ledger
 
     plane = it.project.plane
     for request in list_requests(plane):
@@ -428,7 +430,7 @@ def retry_deferred(it) -> None:
 
 
 def _event(alias: str, task_id: str, status: str, note: str) -> None:
-    from openloop import journal
+    from openloop.adapters import journal
 
     journal.send(
         f"{alias}: promotion of {task_id}: {status}: {note}",

@@ -43,7 +43,7 @@ class SystemdReporter:
     OPENLOOP_* fields for every phase and the outcome."""
 
     def __init__(self, project: str, notifier: Notifier | None = None) -> None:
-        from openloop import journal
+        from openloop.adapters import journal
 
         self.project = project
         self.journal = journal

@@ -15,8 +15,8 @@ from pydantic import Field
 
 from openloop.env import Environment
 from openloop.errors import ConfigError, InputError, NotFoundError
-from openloop.models_base import FileModel, file_version, validate
-from openloop.storage import (
+from openloop.state.models_base import FileModel, file_version, validate
+from openloop.state.storage import (
     atomic_write_text,
     dump_json,
     load_json_object,

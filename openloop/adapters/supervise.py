@@ -21,12 +21,30 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from openloop.agent import AgentRequest
+    from openloop.adapters.supervise import AgentRequest
 
 TRANSCRIPT, STDERR = "transcript.jsonl", "agent.stderr"
 MARKER_VAR = "OPENLOOP_AGENT_RUN"
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 EXIT_DRAIN = 2.0  # seconds a leftover process may hold stdout open after the agent exited
+
+
+@dataclass(frozen=True)
+class AgentRequest:
+    """What an agent run needs; defined here, beside the supervisor that reads it, so the
+    adapters in agent.py import it downward."""
+
+    cwd: Path  # the task's worktree
+    prompt: str  # reaches the agent through a file or stdin, never argv
+    system_append: str  # runtime rules added to the agent's system prompt
+    model: str | None
+    provider: str | None
+    run_dir: Path  # receives prompt.md, system.md, transcript.jsonl, agent.stderr
+    run_timeout: float  # wall-clock seconds
+    inactivity_timeout: float  # seconds without an output line
+    budget_left_usd: float | None  # pi only: stop once the run's cost exceeds this
+    env: Mapping[str, str]  # the agent's whole environment
+    command: str | None = None  # the custom adapter's command line (shlex syntax)
 
 
 # --- running and stopping the process ---------------------------------------------------------

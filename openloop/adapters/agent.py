@@ -19,29 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from openloop.adapters.supervise import STDERR, AgentRequest, Ended, supervise
 from openloop.errors import InputError
-from openloop.supervise import STDERR, Ended, supervise
 
 OUTCOMES = ("completed", "agent-error", "stalled", "timed-out", "budget-stopped")
 AGENT_TYPES = ("pi", "claude", "codex", "aider", "custom")
 PROMPT, SYSTEM = "prompt.md", "system.md"
 TOKEN_KEYS = ("input", "output", "cacheRead", "cacheWrite", "total")
 PI_MISSING = "'pi' not found: install it or set OPENLOOP_PI_BIN"
-
-
-@dataclass(frozen=True)
-class AgentRequest:
-    cwd: Path  # the task's worktree
-    prompt: str  # reaches the agent through a file or stdin, never argv
-    system_append: str  # runtime rules added to the agent's system prompt
-    model: str | None
-    provider: str | None
-    run_dir: Path  # receives prompt.md, system.md, transcript.jsonl, agent.stderr
-    run_timeout: float  # wall-clock seconds
-    inactivity_timeout: float  # seconds without an output line
-    budget_left_usd: float | None  # pi only: stop once the run's cost exceeds this
-    env: Mapping[str, str]  # the agent's whole environment
-    command: str | None = None  # the custom adapter's command line (shlex syntax)
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from openloop.ledger import TaskLedger, load_ledger
-from openloop.projectconfig import ProjectConfig, load_project_config
 from openloop.resources import data_dir
-from openloop.storage import atomic_write_text, dump_json, read_text_or_none
+from openloop.state.ledger import TaskLedger, load_ledger
+from openloop.state.projectconfig import ProjectConfig, load_project_config
+from openloop.state.storage import atomic_write_text, dump_json, read_text_or_none
 
 if TYPE_CHECKING:
-    from openloop import stacks
-
+    from openloop.state import stacks
 STATE_DIRS = ("specs", "runs", "promotions", "promotion-results")
 
 
@@ -133,7 +132,7 @@ def _plan_project_config(
 
 def materialize(plane: ControlPlane, name: str, now: str, *, force: bool = False) -> InitReport:
     """Create or merge the control plane; everything is checked before anything is written."""
-    from openloop import stacks  # only init needs detection; keep it off the start-up path
+    from openloop.state import stacks  # only init needs detection; keep it off the start-up path
 
     detection = stacks.detect_validation(plane.repo)
     config, config_changed = _plan_project_config(plane, name, now, detection, force)

@@ -9,15 +9,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from openloop import agent as agents
-from openloop import budget, gitops, prompts, runs, validation
+from openloop.adapters import agent as agents
+from openloop.adapters import gitops
+from openloop.adapters.supervise import TRANSCRIPT
 from openloop.env import iso
-from openloop.iteration import Iteration, IterationResult, Selection, Stop
-from openloop.ledger import Task, block_if_exhausted, edit_ledger, transition
-from openloop.outcomes import Outcome
-from openloop.policy import Change, assess, summary_for_prompt
-from openloop.projects import Project
-from openloop.supervise import TRANSCRIPT
+from openloop.loop import prompts, validation
+from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
+from openloop.loop.outcomes import Outcome
+from openloop.state import budget, runs
+from openloop.state.ledger import Task, block_if_exhausted, edit_ledger, transition
+from openloop.state.policy import Change, assess, summary_for_prompt
+from openloop.state.project import Project
 
 FAILURE_TEXT_LIMIT = 6000
 
@@ -258,7 +260,7 @@ def _judge_plan(it: Iteration) -> tuple[Outcome, str]:
     target = it.project.plane.specs_dir / f"{it.task.id}.md"
     if target.exists():
         return Outcome.PLANNED, f"kept the existing {rel}; the planner's version is on {it.branch}"
-    from openloop.storage import atomic_write_text
+    from openloop.state.storage import atomic_write_text
 
     atomic_write_text(target, text)
     return Outcome.PLANNED, f"spec written to {rel}"
@@ -275,7 +277,7 @@ def finish(it: Iteration, outcome: Outcome, reason: str) -> tuple[dict[str, Any]
         budget.record_spend(it.env, it.project.alias, cost)
     handover = None
     if outcome == Outcome.COMPLETED:
-        from openloop import promotion
+        from openloop.loop import promotion
 
         handover = promotion.prepare_handover(it, it.env.now_iso())
     outcome, reason = _apply_outcome(it, outcome, reason, handover)
@@ -295,7 +297,7 @@ def finish(it: Iteration, outcome: Outcome, reason: str) -> tuple[dict[str, Any]
 
 
 def _event(it: Iteration, name: str, message: str, priority: int = 6, **fields: str) -> None:
-    from openloop import journal
+    from openloop.adapters import journal
 
     sel = it.selection
     journal.send(
@@ -311,7 +313,7 @@ def _event(it: Iteration, name: str, message: str, priority: int = 6, **fields: 
 
 
 def _notify_task(it: Iteration, outcome: Outcome, reason: str) -> None:
-    from openloop import notifications
+    from openloop.adapters import notifications
 
     if it.task_status in ("review", "promoted") and outcome == Outcome.COMPLETED:
         event = "task-complete"
@@ -351,7 +353,7 @@ def _apply_outcome(
             task.no_progress_streak = 0
             task.last_failure = task.last_failure_signature = None
             task.branch = it.branch
-            from openloop import promotion
+            from openloop.loop import promotion
 
             decision = promotion.settle_handover(it, task, handover, now)
             it.decision = {**(it.decision or {}), **decision}

@@ -17,14 +17,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from openloop import agent as agents
-from openloop import budget, gitops, pause, promotion, prompts, runs, trust
-from openloop.attempt import build_prompt, execute, execute_adhoc
-from openloop.config import GlobalConfig, load_config, resolve_model
+from openloop.adapters import agent as agents
+from openloop.adapters import gitops
+from openloop.adapters.supervise import TRANSCRIPT
 from openloop.env import Environment
-from openloop.errors import BusyError
-from openloop.iteration import Iteration, IterationResult, Selection, Stop
-from openloop.ledger import (
+from openloop.loop import promotion, prompts
+from openloop.loop.attempt import build_prompt, execute, execute_adhoc
+from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
+from openloop.loop.outcomes import Outcome
+from openloop.progress import NullReporter, Reporter
+from openloop.state import budget, pause, runs, trust
+from openloop.state.config import GlobalConfig, load_config, resolve_model
+from openloop.state.ledger import (
     RUNNING,
     Task,
     block_if_exhausted,
@@ -33,14 +37,10 @@ from openloop.ledger import (
     return_stuck_tasks,
     transition,
 )
-from openloop.outcomes import Outcome
-from openloop.policy import assess_declared_scope, load_policy
-from openloop.progress import NullReporter, Reporter
-from openloop.projectconfig import ProjectConfig
-from openloop.projects import Project, require_initialized, resolve
-from openloop.storage import locked
-from openloop.supervise import TRANSCRIPT
-from openloop.tasks import iteration_lock_target
+from openloop.state.locks import iteration_lock
+from openloop.state.policy import assess_declared_scope, load_policy
+from openloop.state.project import Project, require_initialized, resolve
+from openloop.state.projectconfig import ProjectConfig
 
 DONE_STATUSES = frozenset({"promoted", "done"})
 
@@ -120,7 +120,7 @@ def repair_after_kill(env: Environment, alias: str, outcome: str, reason: str) -
         it = _load(env, project, None, None, NullReporter(), None)
         repair(it, Outcome(outcome), reason)
     if it.repaired:
-        from openloop import notifications
+        from openloop.adapters import notifications
 
         for task_id in it.repaired:
             notifications.notify(
@@ -177,26 +177,6 @@ def dry_run(env: Environment, alias: str | None, *, model: str | None = None) ->
         "wouldRepair": stuck,
         "prompt": build_prompt(it),
     }
-
-
-class iteration_lock:  # noqa: N801 - used as a context manager
-    """One iteration per project at a time, systemd or not. flock dies with its holder."""
-
-    def __init__(self, env: Environment, alias: str) -> None:
-        self.target = iteration_lock_target(env, alias)
-        self.alias = alias
-
-    def __enter__(self) -> None:
-        self._lock = locked(self.target, timeout=0, what=f"project '{self.alias}'")
-        try:
-            self._lock.__enter__()
-        except BusyError:
-            raise BusyError(
-                f"another iteration of project '{self.alias}' is running; try again when it ends"
-            ) from None
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.__exit__(*exc)
 
 
 def _load(env, project, model, provider, reporter, adapter_factory) -> Iteration:

@@ -7,11 +7,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from openloop import budget, trust, units
-from openloop.config import load_config
+from openloop.adapters import units
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
-from openloop.registry import load_registry
+from openloop.state import budget, trust
+from openloop.state.config import load_config
+from openloop.state.registry import load_registry
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def check_linger(env: Environment) -> Check:
 
 
 def check_units(env: Environment) -> Check:
-    from openloop import service
+    from openloop.actions import service
 
     if not service.installed(env):
         return Check("units", False, "not installed", "openloop service install")
@@ -122,7 +123,7 @@ def check_units(env: Environment) -> Check:
 
 
 def check_journal() -> Check:
-    from openloop import journal
+    from openloop.adapters import journal
 
     try:
         journal.read(limit=1)
@@ -145,9 +146,9 @@ def check_budget(env: Environment) -> Check:
 
 
 def check_projects(env: Environment) -> list[Check]:
-    from openloop.ledger import load_ledger
-    from openloop.policy import load_policy
-    from openloop.projects import resolve
+    from openloop.state.ledger import load_ledger
+    from openloop.state.policy import load_policy
+    from openloop.state.project import resolve
 
     checks = []
     for entry in load_registry(env).projects:

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from openloop.storage import atomic_write_text, dump_json, read_text_or_none
+from openloop.state.storage import atomic_write_text, dump_json, read_text_or_none
 
 RUNNING = "running"
 
