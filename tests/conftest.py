@@ -100,3 +100,12 @@ def project(ol, repo):
     result = ol("project", "add", "demo", str(repo), "--init")
     assert result.code == 0, result.err
     return repo
+
+
+def commit_policy(ol, repo: Path, text: str, alias: str = "demo") -> None:
+    """Write policy.yaml, commit it on the default branch (the policy is read from there) and
+    approve it, as a user changing their policy does."""
+    (repo / ".openloop/policy.yaml").write_text(text)
+    git(repo, "add", ".openloop/policy.yaml")
+    git(repo, "commit", "-qm", "policy")
+    assert ol("project", "trust", alias).code == 0

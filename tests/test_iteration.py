@@ -21,7 +21,7 @@ from openloop.loop import attempt, scheduler
 from openloop.loop.outcomes import Outcome
 from openloop.state import budget, pause
 from openloop.state.ledger import load_ledger
-from tests.conftest import git
+from tests.conftest import commit_policy, git
 
 
 @dataclass
@@ -230,7 +230,7 @@ def test_pause_and_untrusted_commands_skip_without_touching_tasks(ol, demo, env)
 
 
 def test_denied_declared_scope_blocks_before_the_agent_runs(ol, demo, env):
-    (demo / ".openloop/policy.yaml").write_text("version: 2\nscope:\n  denyGlobs: ['secrets/**']\n")
+    commit_policy(ol, demo, "version: 2\nscope:\n  denyGlobs: ['secrets/**']\n")
     tid = add(ol, "Touch secrets", "--scope", "secrets/key.pem")
     agent = FakeAgent([write("secrets/key.pem", "x")])
     result = once(env, agent)
@@ -240,7 +240,7 @@ def test_denied_declared_scope_blocks_before_the_agent_runs(ol, demo, env):
 
 
 def test_a_denied_path_in_the_real_diff_is_blocked(ol, demo, env):
-    (demo / ".openloop/policy.yaml").write_text("version: 2\nscope:\n  denyGlobs: ['secrets/**']\n")
+    commit_policy(ol, demo, "version: 2\nscope:\n  denyGlobs: ['secrets/**']\n")
     tid = add(ol, "Innocent", "--scope", "src/**")
     result = once(env, FakeAgent([write("secrets/key.pem", "x")]))
     assert result.outcome == Outcome.BLOCKED_BY_POLICY

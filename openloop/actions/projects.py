@@ -9,11 +9,12 @@ from pathlib import Path
 from openloop.adapters import gitops
 from openloop.env import Environment
 from openloop.errors import InputError
+from openloop.loop import governance
 from openloop.state import trust
 from openloop.state.config import edit_config
 from openloop.state.controlplane import ControlPlane, InitReport, materialize
 from openloop.state.locks import iteration_lock
-from openloop.state.project import resolve
+from openloop.state.project import Project, resolve
 from openloop.state.projectconfig import load_project_config
 from openloop.state.registry import ProjectEntry, check_alias, edit_registry, load_registry
 
@@ -47,11 +48,15 @@ def add(env: Environment, alias: str, path: Path, *, init: bool, force: bool = F
         if entry is None:
             entry = ProjectEntry(alias=alias, path=str(root), created_at=now, updated_at=now)
             reg.projects.append(entry)
+        if entry.default_branch is None or Path(entry.path) != root:
+            # Pinned now, while the user is here to see it (project show): later runs never
+            # take "whatever is checked out" as the branch to merge into.
+            entry.default_branch = gitops.branch_to_pin(root, config.runtime.default_branch)
         entry.path = str(root)
         entry.updated_at = now
         entry.initialized = plane.exists()
         if init:
-            _approve_what_init_wrote(entry, before, config, now)
+            _approve_what_init_wrote(Project(entry, plane), before, config, now)
         result_entry = entry.model_copy(deep=True)
     return AddResult(result_entry, report, not trust.is_trusted(result_entry, config))
 
@@ -66,16 +71,24 @@ def init(env: Environment, alias: str, *, force: bool = False) -> InitReport:
         entry = reg.get(project.alias)
         entry.initialized = True
         entry.updated_at = now
-        _approve_what_init_wrote(entry, before, config, now)
+        _approve_what_init_wrote(Project(entry, project.plane), before, config, now)
     return report
 
 
-def _approve_what_init_wrote(entry, before, after, now: str) -> None:
+def _approve_what_init_wrote(project: Project, before, after, now: str) -> None:
     """Init approves the commands it detected and printed, never ones the repository brought:
     if the project.json it started from asked for commands the user had not approved (a
-    clone, a pull, an agent's commit), the approval stays as it was."""
+    clone, a pull, an agent's commit), the approval stays as it was. The policy is approved
+    with them only where the approval is new (a first link): a policy a pull changed waits for
+    'project trust' like changed commands do."""
+    entry = project.entry
     if trust.is_trusted(entry, before):
-        entry.trust = trust.approve(after, now)
+        first = entry.trust is None or entry.trust.policy_fingerprint is None
+        policy = governance.current_policy_text(project, after)[0] if first else None
+        kept = None if first else (entry.trust.policy_fingerprint, entry.trust.policy)
+        entry.trust = trust.approve(after, now, policy)
+        if kept:
+            entry.trust.policy_fingerprint, entry.trust.policy = kept
 
 
 def list_projects(env: Environment) -> list[ProjectEntry]:
@@ -105,12 +118,39 @@ def activate(env: Environment, alias: str) -> None:
         config.active_project = alias
 
 
-def trust_project(env: Environment, alias: str) -> tuple[list[str], bool]:
-    """Approve the project's current commands. Returns the diff shown and whether it changed."""
-    project = resolve(env, alias)
+@dataclass(frozen=True)
+class TrustReview:
+    commands: list[str]  # the commands, with -/+ lines for changes since the approval
+    commands_approved: bool
+    policy_source: str  # where the governing policy.yaml is read from
+    policy_diff: list[str]  # unified diff against the approved policy (empty: approved)
+    policy_text: str
+
+    @property
+    def approved(self) -> bool:
+        return self.commands_approved and not self.policy_diff
+
+
+def review_trust(project: Project) -> TrustReview:
+    """What `project trust` shows: the commands and the governing policy against what the user
+    approved last."""
     config = project.config()
-    diff = trust.trust_diff(project.entry, config)
-    changed = not trust.is_trusted(project.entry, config) or project.entry.trust is None
+    text, source = governance.current_policy_text(project, config)
+    return TrustReview(
+        trust.trust_diff(project.entry, config),
+        trust.is_trusted(project.entry, config),
+        source,
+        trust.policy_diff(project.entry, text),
+        text,
+    )
+
+
+def trust_project(env: Environment, alias: str) -> TrustReview:
+    """Approve the project's current commands and governing policy; returns what was shown."""
+    project = resolve(env, alias)
+    review = review_trust(project)
     with edit_registry(env) as reg:
-        reg.get(project.alias).trust = trust.approve(config, env.now_iso())
-    return diff, changed
+        reg.get(project.alias).trust = trust.approve(
+            project.config(), env.now_iso(), review.policy_text
+        )
+    return review

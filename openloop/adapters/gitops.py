@@ -1,4 +1,10 @@
-"""git, always as an argv list (titles, refs and branch names are data, never shell)."""
+"""git, always as an argv list (titles, refs and branch names are data, never shell).
+
+Every call runs with hooks and program-running settings switched off: the agent can write the
+user's `.git/hooks` and `.git/config` (it writes anywhere the user can), and nothing it planted
+may run when OpenLoop commits, merges or reads a repository. The agent itself works in a
+repository of its own (`make_workspace`); OpenLoop records its files with its own index.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,20 @@ from openloop.errors import GitError, InputError
 
 # Our own commits must not depend on the user's signing setup or hooks prompting for input.
 _QUIET_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
+# Settings that make git run a program or read from one: forced off on every call, whatever a
+# repository's config (or a planted global one) says. Diffs also pass --no-ext-diff and
+# --no-textconv. Filter drivers named by .gitattributes stay the user's own config: a change to
+# .gitattributes is protected by policy, and a changed config is caught by the run's guard.
+SAFE_CONFIG = (
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "core.untrackedCache=false",
+    "commit.gpgsign=false",
+    "tag.gpgsign=false",
+    "protocol.ext.allow=never",
+)
+_SAFE_ARGS = tuple(arg for item in SAFE_CONFIG for arg in ("-c", item))
+NO_PROGRAMS = ("--no-ext-diff", "--no-textconv")
 
 
 def git(
@@ -23,7 +43,7 @@ def git(
     full_env = {**os.environ, **_QUIET_ENV, **(env or {})}
     try:
         proc = subprocess.run(
-            ["git", "-C", str(repo), *args],
+            ["git", "-C", str(repo), *_SAFE_ARGS, *args],
             capture_output=True,
             text=True,
             input=input,
@@ -63,23 +83,32 @@ def work_tree_root(path: Path) -> Path:
 
 
 def default_branch(repo: Path, configured: str | None = None) -> str:
-    """The branch tasks start from and merge into.
-
-    Configured value first; then origin's HEAD; then the branch checked out in the main tree;
-    then main/master if one exists.
-    """
+    """The branch tasks start from and merge into: the pinned or configured one, else origin's
+    HEAD, else main/master if one exists. Never "whatever is checked out": a user working on a
+    feature branch would get the agent's work merged into it."""
     if configured:
         return configured
     proc = git(repo, "symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD", check=False)
     if proc.returncode == 0 and proc.stdout.strip():
         return proc.stdout.strip().split("/", 1)[-1]
-    proc = git(repo, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
-    if proc.returncode == 0 and proc.stdout.strip():
-        return proc.stdout.strip()
     for name in ("main", "master"):
         if ref_exists(repo, f"refs/heads/{name}"):
             return name
-    raise GitError(f"cannot tell the default branch of {repo}; set runtime.defaultBranch")
+    raise GitError(
+        f"cannot tell the default branch of {repo}: set runtime.defaultBranch in "
+        ".openloop/project.json"
+    )
+
+
+def branch_to_pin(repo: Path, configured: str | None = None) -> str | None:
+    """The branch to pin when a project is linked: as default_branch, but at that moment (the
+    user is there and is shown the choice) the checked-out branch is a fair answer too."""
+    try:
+        return default_branch(repo, configured)
+    except GitError:
+        pass
+    proc = git(repo, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
 
 
 def ref_exists(repo: Path, ref: str) -> bool:
@@ -138,7 +167,7 @@ def commit_all(worktree: Path, message: str) -> bool:
 
 def name_status(repo: Path, base: str, head: str) -> list[tuple[str, str, str | None]]:
     """(status letter, path, old path for renames/copies) for every change base..head."""
-    raw = git(repo, "diff", "--name-status", "-z", "-M", "--no-ext-diff", base, head).stdout
+    raw = git(repo, "diff", "--name-status", "-z", "-M", *NO_PROGRAMS, base, head).stdout
     parts = raw.split("\0")
     changes: list[tuple[str, str, str | None]] = []
     i = 0
@@ -156,7 +185,7 @@ def name_status(repo: Path, base: str, head: str) -> list[tuple[str, str, str | 
 
 def lines_changed(repo: Path, base: str, head: str) -> int:
     total = 0
-    for line in git(repo, "diff", "--numstat", "-M", base, head).stdout.splitlines():
+    for line in git(repo, "diff", "--numstat", "-M", *NO_PROGRAMS, base, head).stdout.splitlines():
         added, deleted, _ = line.split("\t", 2)
         total += (int(added) if added.isdigit() else 0) + (int(deleted) if deleted.isdigit() else 0)
     return total
@@ -165,12 +194,12 @@ def lines_changed(repo: Path, base: str, head: str) -> int:
 def diff_hash(repo: Path, base: str, head: str) -> str:
     import hashlib
 
-    patch = git(repo, "diff", "--binary", "--no-ext-diff", "-M", base, head).stdout
+    patch = git(repo, "diff", "--binary", "-M", *NO_PROGRAMS, base, head).stdout
     return hashlib.sha256(patch.encode()).hexdigest()
 
 
 def diffstat(repo: Path, base: str, head: str) -> str:
-    return git(repo, "diff", "--stat", "-M", base, head).stdout.rstrip()
+    return git(repo, "diff", "--stat", "-M", *NO_PROGRAMS, base, head).stdout.rstrip()
 
 
 # --- advancing the default branch ---------------------------------------------------------------

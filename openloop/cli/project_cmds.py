@@ -9,7 +9,6 @@ import click
 from openloop.actions import projects, service
 from openloop.cli.options import examples, format_options
 from openloop.cli.output import info, print_json, print_table, want_json
-from openloop.state import trust
 from openloop.state.controlplane import InitReport
 from openloop.state.project import resolve
 
@@ -136,7 +135,10 @@ def show_cmd(env, alias: str) -> None:
     data["controlPlane"] = str(proj.plane.dir)
     data["controlPlaneExists"] = proj.plane.exists()
     if proj.plane.exists():
-        data["commandsTrusted"] = trust.is_trusted(proj.entry, proj.config())
+        review = projects.review_trust(proj)
+        data["commandsTrusted"] = review.commands_approved
+        data["policyApproved"] = not review.policy_diff
+        data["policySource"] = review.policy_source
     print_json(data)
 
 
@@ -174,20 +176,23 @@ def activate_cmd(env, alias: str) -> None:
 )
 @click.pass_obj
 def trust_cmd(env, alias: str, check: bool) -> None:
-    """Approve the commands this repository asks OpenLoop to run.
+    """Approve the commands this repository asks OpenLoop to run, and its policy.
 
     Validation commands and a custom agent command live in the repository's
     .openloop/project.json, which a pull or an agent's commit can change. OpenLoop runs them
-    only after you approve them here; the diff since your last approval is shown first.
+    only after you approve them here. The policy (.openloop/policy.yaml, read from the default
+    branch's tip commit) is approved the same way: while it differs from the approved one,
+    nothing auto-merges. The diff since your last approval is shown first.
     """
-    proj = resolve(env, alias)
-    config = proj.config()
-    diff = trust.trust_diff(proj.entry, config)
-    trusted = trust.is_trusted(proj.entry, config)
-    for line in diff or ["  (no commands)"]:
+    review = projects.review_trust(resolve(env, alias))
+    click.echo("Commands:")
+    for line in review.commands or ["  (no commands)"]:
         click.echo(line)
+    click.echo(f"Policy ({review.policy_source}):")
+    for line in review.policy_diff or ["  (approved, unchanged)"]:
+        click.echo(f"  {line}")
     if check:
-        click.echo("approved" if trusted else "NOT approved")
-        click.get_current_context().exit(0 if trusted else 1)
+        click.echo("approved" if review.approved else "NOT approved")
+        click.get_current_context().exit(0 if review.approved else 1)
     projects.trust_project(env, alias)
-    click.echo(f"Approved the commands of {alias}.")
+    click.echo(f"Approved the commands and the policy of {alias}.")

@@ -10,10 +10,10 @@ import os
 from typing import Any
 
 from openloop.adapters import agent as agents
-from openloop.adapters import gitops
+from openloop.adapters import gitops, guard, workspace
 from openloop.adapters.supervise import TRANSCRIPT
 from openloop.env import iso
-from openloop.loop import prompts, validation
+from openloop.loop import governance, prompts, validation
 from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
 from openloop.loop.outcomes import Outcome
 from openloop.state import budget, runs
@@ -45,7 +45,7 @@ def execute(it: Iteration) -> IterationResult:
         raise
     finally:
         if it.worktree is not None:
-            gitops.remove_worktree(it.project.repo, it.worktree)
+            workspace.remove_workspace(it.worktree)
     record, outcome, reason = finish(it, outcome, reason)
     it.reporter.finished(outcome.value, reason, task=it.task.id)
     return IterationResult(outcome, reason, it.project.alias, it.task.id, it.run_id, record)
@@ -70,9 +70,11 @@ def execute_adhoc(it: Iteration, prompt_text: str, *, validate: bool = True) -> 
         run_agent(it)
         collect(it)
         outcome, reason = _judge_adhoc(it, validate)
+    except Stop as stop:
+        outcome, reason = stop.outcome, stop.reason
     finally:
         if it.worktree is not None:
-            gitops.remove_worktree(it.project.repo, it.worktree)
+            workspace.remove_workspace(it.worktree)
     if it.agent_result and it.agent_result.cost_usd:
         budget.record_spend(it.env, it.project.alias, it.agent_result.cost_usd)
     record = _record(it, outcome.value, reason)
@@ -119,17 +121,50 @@ def start(it: Iteration) -> None:
 
 
 def prepare_worktree(it: Iteration) -> None:
+    """The agent's own repository at the base commit, on the task's branch name. Nothing of
+    the user's repository is shared but its objects, read through alternates."""
     repo = it.project.repo
     if it.base_commit is None:  # precheck found them already for a ledger task
-        it.base_branch = gitops.default_branch(repo, it.pconf.runtime.default_branch)
+        it.base_branch = governance.base_branch(it.project, it.pconf)
         it.base_commit = gitops.rev_parse(repo, f"refs/heads/{it.base_branch}")
-    it.branch = f"{it.pconf.runtime.branch_prefix}{it.task.id}"
+    it.branch = _task_branch(it)
     it.worktree = it.env.worktrees_dir / it.project.alias / it.task.id
-    # Task ids are validated on load; this keeps a worktree (which gets deleted) inside ours.
+    # Task ids are validated on load; this keeps a workspace (which gets deleted) inside ours.
     if it.worktree.resolve().parent != (it.env.worktrees_dir / it.project.alias).resolve():
         raise Stop(Outcome.BLOCKED_BY_POLICY, f"task id {it.task.id!r} is not a safe path")
     it.reporter.phase("worktree", task=it.task.id)
-    gitops.add_worktree(repo, it.worktree, it.branch, it.base_commit)
+    # Read before any code of the agent's runs: its commits are recorded under this identity.
+    it.identity = workspace.identity(repo)
+    workspace.make_workspace(repo, it.worktree, it.base_commit, it.branch)
+
+
+def _task_branch(it: Iteration) -> str:
+    """`<prefix><task-id>`, unless a branch of that name exists that OpenLoop did not make for
+    this task (the ledger records the branch it made): then the first free `-2`, `-3`...
+    OpenLoop never resets a branch it did not create."""
+    repo, name = it.project.repo, f"{it.pconf.runtime.branch_prefix}{it.task.id}"
+    if it.task.branch and it.task.branch.startswith(name):
+        return it.task.branch
+    candidate, n = name, 1
+    while gitops.ref_exists(repo, f"refs/heads/{candidate}"):
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+def guarded(it: Iteration, what: str, action):
+    """Run `action` (code the agent wrote: the agent itself, or its checks) and prove it left
+    the user's repository, checkout, control files and git settings as they were."""
+    before = guard.take(it.project.repo, dict(it.env.environ))
+    try:
+        return action()
+    finally:
+        after = guard.take(it.project.repo, dict(it.env.environ))
+        found = before.differences(after)
+        if found:
+            restored = guard.restore_refs(it.project.repo, before, after)
+            it.escape = found + [f"OpenLoop {r}" for r in restored]
+            raise Stop(Outcome.ESCAPED, f"escaped during {what}: " + "; ".join(it.escape))
 
 
 def build_prompt(it: Iteration) -> str:
@@ -177,38 +212,54 @@ def run_agent(it: Iteration) -> None:
         command=it.pconf.agent.command,
     )
     it.reporter.phase("agent", task=it.task.id, role=it.selection.role, attempt=it.attempt)
-    it.agent_result = adapter.run(
-        request, lambda p: it.reporter.agent_event(p.tool_calls, p.cost_usd, p.last_tool)
-    )
+
+    def run():
+        it.agent_result = adapter.run(
+            request, lambda p: it.reporter.agent_event(p.tool_calls, p.cost_usd, p.last_tool)
+        )
+
+    guarded(it, "the agent's run", run)
 
 
 def collect(it: Iteration) -> None:
-    """Commit whatever the agent left in the worktree on the task branch and measure it."""
+    """Record the files the agent left as one commit on the task branch, with OpenLoop's own
+    index in the user's repository (never the agent's git metadata), and measure it."""
     assert it.worktree is not None and it.base_commit is not None
     it.reporter.phase("collect", task=it.task.id)
+    repo = it.project.repo
     message = (
-        f"openloop: {it.task.title}\n\nTask: {it.task.id}\nRun: {it.run_id}\nAttempt: {it.attempt}"
+        f"openloop: {it.task.title}\n\n"
+        f"Task: {it.task.id}\nRun: {it.run_id}\nAttempt: {it.attempt}\n"
     )
-    gitops.commit_all(it.worktree, message)
-    it.head_commit = gitops.rev_parse(it.worktree, "HEAD")
-    raw = gitops.name_status(it.worktree, it.base_commit, it.head_commit)
+    head = workspace.record(repo, it.worktree, it.base_commit, message, it.identity or {})
+    branch_ref = f"refs/heads/{it.branch}"
+    old = gitops.rev_parse(repo, branch_ref) if gitops.ref_exists(repo, branch_ref) else None
+    if not workspace.set_branch(repo, it.branch, head, old):
+        raise Stop(Outcome.AGENT_ERROR, f"branch {it.branch} moved while recording the result")
+    it.head_commit = head
+    raw = gitops.name_status(repo, it.base_commit, it.head_commit)
     it.changes = [Change(status, path, old) for status, path, old in raw]
-    it.lines_changed = gitops.lines_changed(it.worktree, it.base_commit, it.head_commit)
-    it.diff_hash = gitops.diff_hash(it.worktree, it.base_commit, it.head_commit) if raw else None
+    it.lines_changed = gitops.lines_changed(repo, it.base_commit, it.head_commit)
+    it.diff_hash = gitops.diff_hash(repo, it.base_commit, it.head_commit) if raw else None
 
 
 # --- judging the attempt ------------------------------------------------------------------------
 
 
 def run_checks(it: Iteration) -> None:
-    """The project's checks in the worktree (only commands the user approved: see gate)."""
-    it.checks = validation.run_all(
-        it.pconf.validation.commands(),
-        it.worktree,
-        it.run_dir,
-        float(it.limit("validation_timeout_seconds")),
-        it.check_env(),
-        on_start=lambda name: it.reporter.phase("validate", check=name),
+    """The project's checks in the agent's workspace (only commands the user approved: see
+    gate). They run code the agent wrote, so they are guarded like the agent."""
+    it.checks = guarded(
+        it,
+        "the checks",
+        lambda: validation.run_all(
+            it.pconf.validation.commands(),
+            it.worktree,
+            it.run_dir,
+            float(it.limit("validation_timeout_seconds")),
+            it.check_env(),
+            on_start=lambda name: it.reporter.phase("validate", check=name),
+        ),
     )
 
 
@@ -242,10 +293,16 @@ def judge(it: Iteration) -> tuple[Outcome, str]:
         "blocked": verdict.blocked,
         "reasons": list(verdict.reasons),
     }
+    if not it.policy_approved and verdict.auto_merge:
+        it.decision["autoMergeAllowed"] = False
+        it.decision["reasons"].append(
+            "policy.yaml differs from the one you approved: nothing auto-merges until "
+            f"'openloop project trust {it.project.alias}'"
+        )
     if verdict.blocked:
         return Outcome.BLOCKED_BY_POLICY, "; ".join(verdict.reasons)
     return Outcome.COMPLETED, "validated; " + (
-        "auto-merge allowed by policy" if verdict.auto_merge else "kept for review"
+        "auto-merge allowed by policy" if it.decision["autoMergeAllowed"] else "kept for review"
     )
 
 
@@ -254,7 +311,7 @@ def _judge_plan(it: Iteration) -> tuple[Outcome, str]:
     copy at any file the agent can read), and never over a spec already in the control plane."""
     assert it.worktree is not None and it.head_commit is not None
     rel = f".openloop/specs/{it.task.id}.md"
-    text = gitops.regular_file_at(it.worktree, it.head_commit, rel)
+    text = gitops.regular_file_at(it.project.repo, it.head_commit, rel)
     if not text or not text.strip():
         return Outcome.NO_PROGRESS, f"the planner wrote no spec (a regular file) at {rel}"
     target = it.project.plane.specs_dir / f"{it.task.id}.md"
@@ -292,6 +349,8 @@ def finish(it: Iteration, outcome: Outcome, reason: str) -> tuple[dict[str, Any]
         outcome=outcome.value,
         task_status=it.task_status or "",
     )
+    if outcome == Outcome.ESCAPED:
+        _event(it, "escaped", f"{it.project.alias}: {it.task.id}: {reason}", priority=3)
     _notify_task(it, outcome, reason)
     return record, outcome, reason
 
@@ -366,6 +425,11 @@ def _apply_outcome(
         elif outcome == Outcome.BLOCKED_BY_POLICY:
             task.branch = it.branch
             task.last_failure = reason
+            transition(task, "blocked", reason, now)
+        elif outcome == Outcome.ESCAPED:
+            # Nothing of this attempt is kept or merged; a human looks first.
+            task.attempts += 1
+            task.last_failure = task.last_failure_signature = reason
             transition(task, "blocked", reason, now)
         else:
             no_progress = outcome == Outcome.NO_PROGRESS or (
@@ -445,6 +509,7 @@ def _record(it: Iteration, outcome: str, reason: str) -> dict[str, Any]:
         "diffHash": it.diff_hash,
         "validation": [c.to_data() for c in it.checks],
         "decision": it.decision,
+        "escape": it.escape or None,
         "outcome": outcome,
         "reason": reason,
         "taskStatus": it.task_status,

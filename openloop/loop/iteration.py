@@ -66,6 +66,9 @@ class Iteration:
     decision: dict[str, Any] | None = None
     task_status: str | None = None
     merges_done: int = 0
+    identity: dict[str, str] | None = None  # the user's git identity, read before the agent ran
+    escape: list[str] = field(default_factory=list)  # what the agent changed outside its repo
+    policy_approved: bool = True  # False: the governing policy differs from the approved one
 
     @property
     def task(self) -> Task:

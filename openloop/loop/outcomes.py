@@ -23,6 +23,7 @@ class Outcome(StrEnum):
     NO_PROGRESS = "no-progress"
     BLOCKED_BY_POLICY = "blocked-by-policy"
     INTERRUPTED = "interrupted"  # killed from outside; recorded by the next iteration's repair
+    ESCAPED = "escaped"  # the agent (or its checks) changed something outside its own repository
 
     @property
     def exit_code(self) -> int:
@@ -46,6 +47,7 @@ EXIT_CODES: dict[Outcome, int] = {
     Outcome.NO_PROGRESS: 15,
     Outcome.BLOCKED_BY_POLICY: 16,
     Outcome.INTERRUPTED: 17,
+    Outcome.ESCAPED: 18,
 }
 
 TASK_FAILURE_EXIT_CODES = tuple(sorted({c for c in EXIT_CODES.values() if c >= 10}))

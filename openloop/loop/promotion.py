@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openloop.adapters import gitops
+from openloop.adapters import gitops, guard, workspace
 from openloop.env import Environment
 from openloop.errors import NotFoundError, StateError
-from openloop.loop import validation
+from openloop.loop import governance, validation
 from openloop.state import trust
 from openloop.state.config import load_config
 from openloop.state.controlplane import ControlPlane
@@ -83,49 +83,67 @@ def merge_branch(
     pconf: ProjectConfig,
     branch: str,
     *,
+    base: str,
     check_dir: Path,
     check_env: dict[str, str],
     timeout: float,
     always_validate: bool = False,
 ) -> MergeResult:
-    """Fast-forward the default branch to `branch`, rebasing and re-validating first if the
-    default branch moved since the task branch was cut. Never touches the user's work."""
+    """Fast-forward `base` to `branch`, replaying the change onto it and re-validating first
+    if `base` moved since the task branch was cut. Never touches the user's work.
+
+    The replay is computed in memory (git merge-tree); the checks run in a fresh workspace of
+    their own, guarded like the agent (they run code the agent wrote)."""
     repo = project.repo
-    base = gitops.default_branch(repo, pconf.runtime.default_branch)
     base_tip = gitops.rev_parse(repo, f"refs/heads/{base}")
     head = gitops.rev_parse(repo, f"refs/heads/{branch}")
     checks: tuple[validation.CheckResult, ...] = ()
     needs_rebase = not gitops.is_ancestor(repo, base_tip, head)
+    if needs_rebase:
+        replayed, conflict = workspace.replay_onto(repo, head, base_tip, workspace.identity(repo))
+        if replayed is None:
+            return MergeResult(False, conflict)
+        head = replayed
     if needs_rebase or always_validate:
-        scratch = env.worktrees_dir / project.alias / f"_promote-{branch.replace('/', '-')}"
-        gitops.add_worktree_detached(repo, scratch, head)
-        try:
-            if needs_rebase:
-                conflict = gitops.rebase_in(scratch, base_tip)
-                if conflict:
-                    return MergeResult(False, conflict)
-            checks = tuple(
-                validation.run_all(
-                    pconf.validation.commands(), scratch, check_dir, timeout, check_env
-                )
+        checks, escaped = _checks_on(env, project, pconf, head, check_dir, check_env, timeout)
+        if escaped:
+            return MergeResult(False, escaped, checks=checks)
+        if validation.all_passed(list(checks)) is False:
+            failed = ", ".join(
+                c.name for c in checks if c.status != "passed" and c.status != "not-configured"
             )
-            if validation.all_passed(list(checks)) is False:
-                failed = ", ".join(
-                    c.name for c in checks if c.status != "passed" and c.status != "not-configured"
-                )
-                where = f"rebased onto {base}" if needs_rebase else "to be merged"
-                return MergeResult(
-                    False, f"validation failed on the result {where}: {failed}", checks=checks
-                )
-            head = gitops.rev_parse(scratch, "HEAD")
-        finally:
-            gitops.remove_worktree(repo, scratch)
+            where = f"rebased onto {base}" if needs_rebase else "to be merged"
+            return MergeResult(
+                False, f"validation failed on the result {where}: {failed}", checks=checks
+            )
     problem = gitops.advance_branch(repo, base, base_tip, head)
     if problem:
         return MergeResult(False, f"merge deferred: {problem}", head, deferred=True, checks=checks)
     if needs_rebase:  # the task branch shows exactly what was merged
         gitops.git(repo, "update-ref", f"refs/heads/{branch}", head)
     return MergeResult(True, f"merged {branch} into {base}", head, checks=checks)
+
+
+def _checks_on(env, project, pconf, commit, check_dir, check_env, timeout):
+    """The approved checks on `commit` in a workspace of their own. Returns (checks, why the
+    run escaped or None)."""
+    repo = project.repo
+    scratch = env.worktrees_dir / project.alias / f"_promote-{commit[:12]}"
+    workspace.make_workspace(repo, scratch, commit)
+    before = guard.take(repo, dict(env.environ))
+    try:
+        checks = tuple(
+            validation.run_all(pconf.validation.commands(), scratch, check_dir, timeout, check_env)
+        )
+    finally:
+        workspace.remove_workspace(scratch)
+    after = guard.take(repo, dict(env.environ))
+    found = before.differences(after)
+    if not found:
+        return checks, None
+    restored = guard.restore_refs(repo, before, after)
+    found += [f"OpenLoop {r}" for r in restored]
+    return checks, "escaped during the checks before merging: " + "; ".join(found)
 
 
 # --- the hand-over after an iteration -----------------------------------------------------------
@@ -161,6 +179,7 @@ def prepare_handover(it, now: str) -> Handover:
             it.project,
             it.pconf,
             it.branch,
+            base=it.base_branch,
             check_dir=it.run_dir / "promote",
             check_env=it.check_env(),
             timeout=float(it.limit("validation_timeout_seconds")),
@@ -285,6 +304,7 @@ def apply(
         project,
         pconf,
         branch,
+        base=request.get("baseBranch") or governance.base_branch(project, pconf),
         check_dir=plane.runs_dir / f"apply-{task_id}",
         check_env=dict(env.environ),
         timeout=float(gconf.runtime.validation_timeout_seconds),
@@ -389,6 +409,7 @@ def retry_deferred(it) -> None:
                     it.project,
                     it.pconf,
                     branch,
+                    base=request.get("baseBranch") or governance.base_branch(it.project, it.pconf),
                     check_dir=plane.runs_dir / f"promote-{task_id}",
                     check_env=dict(it.env.environ),
                     timeout=float(it.limit("validation_timeout_seconds")),

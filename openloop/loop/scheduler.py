@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from openloop.adapters import agent as agents
-from openloop.adapters import gitops
+from openloop.adapters import gitops, workspace
 from openloop.adapters.supervise import TRANSCRIPT
 from openloop.env import Environment
-from openloop.loop import promotion, prompts
+from openloop.loop import governance, promotion, prompts
 from openloop.loop.attempt import build_prompt, execute, execute_adhoc
 from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
 from openloop.loop.outcomes import Outcome
@@ -38,7 +38,7 @@ from openloop.state.ledger import (
     transition,
 )
 from openloop.state.locks import iteration_lock
-from openloop.state.policy import assess_declared_scope, load_policy
+from openloop.state.policy import Policy, assess_declared_scope
 from openloop.state.project import Project, require_initialized, resolve
 from openloop.state.projectconfig import ProjectConfig
 
@@ -107,6 +107,7 @@ def run_prompt(
         try:
             gate(it)
             repair(it)
+            govern(it)
         except Stop as stop:
             return _stopped(it, stop)
         return execute_adhoc(it, prompt_text, validate=validate)
@@ -166,6 +167,10 @@ def dry_run(env: Environment, alias: str | None, *, model: str | None = None) ->
         return {"mode": "idle", "reason": stop.reason, "wouldRepair": stuck}
     sel = it.selection
     assert sel is not None
+    try:
+        govern(it)
+    except Stop as stop:
+        return {"mode": "skip", "outcome": stop.outcome.value, "reason": stop.reason}
     return {
         "mode": sel.mode,
         "role": sel.role,
@@ -182,7 +187,7 @@ def dry_run(env: Environment, alias: str | None, *, model: str | None = None) ->
 def _load(env, project, model, provider, reporter, adapter_factory) -> Iteration:
     gconf = load_config(env)
     pconf = project.config()
-    policy = load_policy(project.plane.policy_file)
+    policy = Policy()  # the governing one is read at the base commit: see govern()
     choice = resolve_model(
         model,
         pconf.pi.model,
@@ -257,7 +262,9 @@ def repair(
     worktrees = it.env.worktrees_dir / it.project.alias
     if worktrees.is_dir():
         for leftover in worktrees.iterdir():
-            gitops.remove_worktree(it.project.repo, leftover)
+            workspace.remove_workspace(leftover)
+        # Worktrees made by OpenLoop versions before the separate workspaces.
+        gitops.git(it.project.repo, "worktree", "prune", check=False)
     if it.repaired:
         it.reporter.phase("repaired", task=",".join(it.repaired))
 
@@ -318,19 +325,26 @@ def eligible_tasks(
 def precheck(it: Iteration) -> None:
     """Before any money is spent: the default branch must exist (a repository with no commit
     yet is not the task's fault), and the task's declared scope must not hit a denied path."""
-    from openloop.errors import GitError
-
-    try:
-        it.base_branch = gitops.default_branch(it.project.repo, it.pconf.runtime.default_branch)
-        it.base_commit = gitops.rev_parse(it.project.repo, f"refs/heads/{it.base_branch}")
-    except GitError as exc:
-        raise Stop(Outcome.SKIPPED, f"no default branch to start from: {exc}") from None
+    govern(it)
     task = it.task
     verdict = assess_declared_scope(it.policy, task.risk, task.scope_paths() or None)
     if verdict.blocked:
         reason = "; ".join(verdict.reasons) or "declared scope is denied by policy"
         _finish_task(it, "blocked", reason, failure=reason, signature="policy-scope-denied")
         raise Stop(Outcome.BLOCKED_BY_POLICY, reason)
+
+
+def govern(it: Iteration) -> None:
+    """The base branch and commit, and the policy committed there (see loop/governance.py)."""
+    from openloop.errors import GitError
+
+    try:
+        it.base_branch = governance.base_branch(it.project, it.pconf)
+        it.base_commit = gitops.rev_parse(it.project.repo, f"refs/heads/{it.base_branch}")
+    except GitError as exc:
+        raise Stop(Outcome.SKIPPED, f"no default branch to start from: {exc}") from None
+    governing = governance.governing_policy(it.project, it.base_commit, it.base_branch)
+    it.policy, it.policy_approved = governing.policy, governing.approved
 
 
 def _finish_task(it, status: str, reason: str, *, failure: str, signature: str) -> None:

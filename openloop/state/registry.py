@@ -33,6 +33,9 @@ class TrustRecord(FileModel):
     fingerprint: str
     commands: dict[str, str | None] = Field(default_factory=dict)
     approved_at: str
+    # The governing policy.yaml's text and its fingerprint, as approved (None: never approved).
+    policy_fingerprint: str | None = None
+    policy: str | None = None
 
 
 class ProjectEntry(FileModel):

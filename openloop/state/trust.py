@@ -2,7 +2,9 @@
 
 Validation commands and a custom agent command come from `.openloop/project.json`, a file anyone
 with commit access (or the agent itself) can change. OpenLoop runs them only while their
-fingerprint matches the one the user approved, recorded in the user-side registry.
+fingerprint matches the one the user approved, recorded in the user-side registry. The
+governing policy.yaml is approved the same way: while its fingerprint differs from the approved
+one, nothing auto-merges.
 """
 
 from __future__ import annotations
@@ -50,9 +52,35 @@ def trust_diff(entry: ProjectEntry, config: ProjectConfig) -> list[str]:
     return lines
 
 
-def approve(config: ProjectConfig, now: str) -> TrustRecord:
+def approve(config: ProjectConfig, now: str, policy_text: str | None = None) -> TrustRecord:
     commands = repo_commands(config)
-    return TrustRecord(fingerprint=fingerprint(commands), commands=commands, approved_at=now)
+    record = TrustRecord(fingerprint=fingerprint(commands), commands=commands, approved_at=now)
+    if policy_text is not None:
+        record.policy_fingerprint = policy_fingerprint(policy_text)
+        record.policy = policy_text
+    return record
+
+
+def policy_fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def policy_approved(entry: ProjectEntry, text: str) -> bool:
+    return entry.trust is not None and entry.trust.policy_fingerprint == policy_fingerprint(text)
+
+
+def policy_diff(entry: ProjectEntry, text: str) -> list[str]:
+    """The governing policy against the approved one, as unified diff lines (empty: same)."""
+    import difflib
+
+    approved = (entry.trust.policy if entry.trust else None) or ""
+    if policy_approved(entry, text):
+        return []
+    return list(
+        difflib.unified_diff(
+            approved.splitlines(), text.splitlines(), "approved", "current", lineterm=""
+        )
+    )
 
 
 def require_trusted(entry: ProjectEntry, config: ProjectConfig) -> None:
