@@ -19,6 +19,7 @@ def git(
     input: str | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 120,
+    errors: str = "strict",
 ) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **_QUIET_ENV, **(env or {})}
     try:
@@ -26,6 +27,7 @@ def git(
             ["git", "-C", str(repo), *args],
             capture_output=True,
             text=True,
+            errors=errors,
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
             env=full_env,
@@ -136,9 +138,15 @@ def commit_all(worktree: Path, message: str) -> bool:
     return True
 
 
+# Every diff shows what git stores, never what a diff driver makes of it: the repository's own
+# .gitattributes (which the agent edits) can pick an external diff or textconv filter from the
+# user's config, and those could hide or shrink a change we judge.
+_RAW_DIFF = ("--no-ext-diff", "--no-textconv")
+
+
 def name_status(repo: Path, base: str, head: str) -> list[tuple[str, str, str | None]]:
     """(status letter, path, old path for renames/copies) for every change base..head."""
-    raw = git(repo, "diff", "--name-status", "-z", "-M", "--no-ext-diff", base, head).stdout
+    raw = git(repo, "diff", "--name-status", "-z", "-M", *_RAW_DIFF, base, head).stdout
     parts = raw.split("\0")
     changes: list[tuple[str, str, str | None]] = []
     i = 0
@@ -154,9 +162,59 @@ def name_status(repo: Path, base: str, head: str) -> list[tuple[str, str, str | 
     return changes
 
 
+SYMLINK_MODE = "120000"
+# Longer than any link a file system creates (Linux refuses 4096 bytes and more): such a "link"
+# can only be a crafted blob, and is not read into memory.
+MAX_LINK_TARGET = 4096
+
+
+def changed_symlinks(repo: Path, base: str, head: str) -> list[tuple[str, str | None]]:
+    """(path, target) for every symlink added or changed base..head: mode 120000 on the new
+    side, the target being the link blob's text in git (the link on disk is never followed or
+    read: the checks still run in the worktree after the commit, and may change it). target is
+    None for a blob too long to be a link target. --no-renames: a renamed link shows as added,
+    so it is judged afresh. Undecodable bytes become U+FFFD, which never turns into '/' or '..'."""
+    raw = git(
+        repo,
+        "diff",
+        "--raw",
+        "-z",
+        "--no-renames",
+        "--no-abbrev",
+        *_RAW_DIFF,
+        base,
+        head,
+        errors="replace",
+    ).stdout
+    parts = raw.split("\0")
+    links: list[tuple[str, str]] = []  # (path, blob)
+    i = 0
+    while i < len(parts) - 1:
+        # ":<old mode> <new mode> <old blob> <new blob> <status>", then the path (two paths for
+        # a copy or rename, which --no-renames should rule out; skipped correctly all the same).
+        fields = parts[i].lstrip(":").split()
+        count = 2 if len(fields) == 5 and fields[4][:1] in ("R", "C") else 1
+        path = parts[i + count]
+        if len(fields) == 5 and fields[1] == SYMLINK_MODE and fields[4] != "D":
+            links.append((path, fields[3]))
+        i += 1 + count
+    if not links:
+        return []
+    sizes = git(
+        repo, "cat-file", "--batch-check=%(objectsize)", input="".join(f"{b}\n" for _, b in links)
+    ).stdout.splitlines()
+    found: list[tuple[str, str | None]] = []
+    for (path, blob), size in zip(links, sizes, strict=True):
+        if not size.isdigit() or int(size) >= MAX_LINK_TARGET:
+            found.append((path, None))
+            continue
+        found.append((path, git(repo, "cat-file", "blob", blob, errors="replace").stdout))
+    return found
+
+
 def lines_changed(repo: Path, base: str, head: str) -> int:
     total = 0
-    for line in git(repo, "diff", "--numstat", "-M", base, head).stdout.splitlines():
+    for line in git(repo, "diff", "--numstat", "-M", *_RAW_DIFF, base, head).stdout.splitlines():
         added, deleted, _ = line.split("\t", 2)
         total += (int(added) if added.isdigit() else 0) + (int(deleted) if deleted.isdigit() else 0)
     return total
@@ -165,12 +223,12 @@ def lines_changed(repo: Path, base: str, head: str) -> int:
 def diff_hash(repo: Path, base: str, head: str) -> str:
     import hashlib
 
-    patch = git(repo, "diff", "--binary", "--no-ext-diff", "-M", base, head).stdout
+    patch = git(repo, "diff", "--binary", *_RAW_DIFF, "-M", base, head).stdout
     return hashlib.sha256(patch.encode()).hexdigest()
 
 
 def diffstat(repo: Path, base: str, head: str) -> str:
-    return git(repo, "diff", "--stat", "-M", base, head).stdout.rstrip()
+    return git(repo, "diff", "--stat", "-M", *_RAW_DIFF, base, head).stdout.rstrip()
 
 
 # --- advancing the default branch ---------------------------------------------------------------
