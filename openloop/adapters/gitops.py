@@ -39,6 +39,7 @@ def git(
     input: str | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 120,
+    errors: str = "strict",
 ) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **_QUIET_ENV, **(env or {})}
     try:
@@ -46,6 +47,7 @@ def git(
             ["git", "-C", str(repo), *_SAFE_ARGS, *args],
             capture_output=True,
             text=True,
+            errors=errors,
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
             env=full_env,
@@ -181,6 +183,56 @@ def name_status(repo: Path, base: str, head: str) -> list[tuple[str, str, str | 
             changes.append((letter, parts[i + 1], None))
             i += 2
     return changes
+
+
+SYMLINK_MODE = "120000"
+# Longer than any link a file system creates (Linux refuses 4096 bytes and more): such a "link"
+# can only be a crafted blob, and is not read into memory.
+MAX_LINK_TARGET = 4096
+
+
+def changed_symlinks(repo: Path, base: str, head: str) -> list[tuple[str, str | None]]:
+    """(path, target) for every symlink added or changed base..head: mode 120000 on the new
+    side, the target being the link blob's text in git (the link on disk is never followed or
+    read: the checks still run in the worktree after the commit, and may change it). target is
+    None for a blob too long to be a link target. --no-renames: a renamed link shows as added,
+    so it is judged afresh. Undecodable bytes become U+FFFD, which never turns into '/' or '..'."""
+    raw = git(
+        repo,
+        "diff",
+        "--raw",
+        "-z",
+        "--no-renames",
+        "--no-abbrev",
+        *NO_PROGRAMS,
+        base,
+        head,
+        errors="replace",
+    ).stdout
+    parts = raw.split("\0")
+    links: list[tuple[str, str]] = []  # (path, blob)
+    i = 0
+    while i < len(parts) - 1:
+        # ":<old mode> <new mode> <old blob> <new blob> <status>", then the path (two paths for
+        # a copy or rename, which --no-renames should rule out; skipped correctly all the same).
+        fields = parts[i].lstrip(":").split()
+        count = 2 if len(fields) == 5 and fields[4][:1] in ("R", "C") else 1
+        path = parts[i + count]
+        if len(fields) == 5 and fields[1] == SYMLINK_MODE and fields[4] != "D":
+            links.append((path, fields[3]))
+        i += 1 + count
+    if not links:
+        return []
+    sizes = git(
+        repo, "cat-file", "--batch-check=%(objectsize)", input="".join(f"{b}\n" for _, b in links)
+    ).stdout.splitlines()
+    found: list[tuple[str, str | None]] = []
+    for (path, blob), size in zip(links, sizes, strict=True):
+        if not size.isdigit() or int(size) >= MAX_LINK_TARGET:
+            found.append((path, None))
+            continue
+        found.append((path, git(repo, "cat-file", "blob", blob, errors="replace").stdout))
+    return found
 
 
 def lines_changed(repo: Path, base: str, head: str) -> int:

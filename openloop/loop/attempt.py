@@ -286,6 +286,7 @@ def judge(it: Iteration) -> tuple[Outcome, str]:
         declared_scope=it.task.scope_paths() or None,
         lines_changed=it.lines_changed,
         validations_passed=validation.all_passed(it.checks),
+        symlinks=gitops.changed_symlinks(it.project.repo, it.base_commit, it.head_commit),
     )
     it.decision = {
         "risk": verdict.risk,

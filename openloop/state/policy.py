@@ -322,6 +322,50 @@ class Assessment:
     outside_allow: tuple[str, ...] = ()
     outside_scope: tuple[str, ...] = ()
     protected: tuple[str, ...] = ()
+    symlinks: tuple[str, ...] = ()  # every new or changed link: none is auto-merged as low-risk
+    symlinks_blocked: tuple[str, ...] = ()  # links whose target blocks the change
+
+
+# A symlink in the diff is a path the change points at without touching it: `src/pw ->
+# /etc/passwd` adds one harmless-looking path, yet whatever reads or writes through it (the app,
+# the checks, the next agent) reaches the target. So a link is judged by its target too.
+# (link path, target text as git stores it; None for a blob too long to be a link target).
+Symlink = tuple[str, str | None]
+
+
+def resolve_link_target(link: str, target: str) -> str | None:
+    """Where `target` names, relative to the repository root, resolved lexically from the
+    directory of `link` (posix, both as git stores them); None when it is outside the repository
+    (absolute, or climbing above the root). "" is the root itself.
+
+    Lexical on purpose: the link is never followed on disk, which is not what git holds (the
+    checks run in the worktree after the commit). A link is checked out with symlink(2), which
+    stops at the first NUL byte, and so does this: a blob crafted as '..\\0/x' is the link '..'.
+
+    A target that passes through another link (a chain, or `d/../x` where d is a link) is judged
+    as written, not chased: the other link is judged on its own if it is new, and either way
+    every link keeps the change out of low-risk, so a chain can at worst reach human review,
+    never an automatic merge."""
+    target = target.split("\0", 1)[0]
+    if target.startswith("/"):
+        return None
+    parts = [p for p in link.split("/")[:-1] if p not in ("", ".")]
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(part)
+    return "/".join(parts)
+
+
+def _shown(text: str) -> str:
+    """A link or its target in a reason: as written, unless it carries control characters (a
+    reason goes into the journal and the terminal, where a newline could forge a line)."""
+    return text if text.isprintable() else ascii(text)
 
 
 def _matcher(patterns: Iterable[str]) -> Callable[[Iterable[str]], str | None]:
@@ -377,6 +421,7 @@ def _judge(
     noun: str = "path",
     check_scope: bool = True,
     gates: Sequence[str] = (),
+    symlinks: Sequence[Symlink] = (),
 ) -> Assessment:
     if isinstance(declared_scope, str):  # would silently iterate over characters
         raise TypeError("declared_scope must be a sequence of paths, not a string")
@@ -386,7 +431,16 @@ def _judge(
     declared = [s for s in (declared_scope or ()) if s.strip()]
     in_scope = _scope_matcher(declared) if declared and check_scope else None
     found: dict[str, list[str]] = {
-        k: [] for k in ("denied", "high_risk", "outside_allow", "outside_scope", "protected")
+        k: []
+        for k in (
+            "denied",
+            "high_risk",
+            "outside_allow",
+            "outside_scope",
+            "protected",
+            "symlinks",
+            "symlinks_blocked",
+        )
     }
     reasons: list[str] = []
 
@@ -406,12 +460,20 @@ def _judge(
         if hit := protected_default(probes) or protected_user(probes):
             note("protected", name, f"protected {noun}: {name} (protectedPaths {hit!r})")
 
+    for link, target in symlinks:
+        found["symlinks"].append(link)
+        if problem := _link_problem(link, target, deny, high, protected_default, protected_user):
+            note("symlinks_blocked", link, f"symlink {_shown(link)} {problem}")
+        else:
+            shown = f"{_shown(link)} -> {_shown(target or '')}"
+            reasons.append(f"symlink {shown}: links are never auto-merged as low-risk")
+
     risk = max_risk(declared_risk)
-    blocked = bool(found["denied"])
+    blocked = bool(found["denied"] or found["symlinks_blocked"])
     # A denied change is as risky as it gets, even though it will never be promoted.
     if blocked or found["high_risk"]:
         risk = max_risk(risk, "high-risk")
-    if found["outside_allow"] or found["outside_scope"]:
+    if found["outside_allow"] or found["outside_scope"] or found["symlinks"]:
         risk = max_risk(risk, "medium-risk")
     if not declared and (scope.allow_globs or scope.deny_globs or scope.high_risk_areas):
         risk = max_risk(risk, scope.unknown_scope_risk)
@@ -420,8 +482,10 @@ def _judge(
     refusals = []
     if not rules.enabled:
         refusals.append("auto-merge is disabled (autoMerge.enabled)")
-    if blocked:
+    if found["denied"]:
         refusals.append("blocked by denyGlobs: never promoted")
+    if found["symlinks_blocked"]:
+        refusals.append("blocked by a symlink's target: never promoted")
     if risk not in rules.risk_levels:
         levels = ", ".join(rules.risk_levels) or "none"
         refusals.append(f"{risk} is not auto-mergeable (autoMerge.riskLevels: {levels})")
@@ -437,6 +501,32 @@ def _judge(
     )
 
 
+def _link_problem(
+    link: str,
+    target: str | None,
+    deny: Callable[[Iterable[str]], str | None],
+    high: Callable[[Iterable[str]], str | None],
+    *protected: Callable[[Iterable[str]], str | None],
+) -> str | None:
+    """Why a link's target blocks the change (the end of a reason naming the link), or None."""
+    if target is None:
+        return "has a target too long to be a path (a crafted blob)"
+    where = resolve_link_target(link, target)
+    if where is None:
+        return f"points outside the repository ({_shown(target)})"
+    # The target itself and a path under it: a link to the directory 'secrets' opens 'secrets/**'.
+    probes = (where, f"{where}/openloop-probe") if where else ("openloop-probe",)
+    shown = _shown(where or ".")
+    if hit := deny(probes):
+        return f"points into a denied path: {shown} (denyGlobs {hit!r})"
+    if hit := high(probes):
+        return f"points into a high-risk area: {shown} (highRiskAreas {hit!r})"
+    for matcher in protected:
+        if hit := matcher(probes):
+            return f"points into a protected path: {shown} (protectedPaths {hit!r})"
+    return None
+
+
 def assess(
     changes: Sequence[Change],
     policy: Policy,
@@ -445,9 +535,13 @@ def assess(
     declared_scope: Sequence[str] | None,
     lines_changed: int,
     validations_passed: bool | None,
+    symlinks: Sequence[Symlink] = (),
 ) -> Assessment:
     """Judge the real diff. validations_passed: True all configured ones ran and passed, False
-    one failed or did not run, None none are configured (then nothing auto-merges)."""
+    one failed or did not run, None none are configured (then nothing auto-merges).
+    symlinks: (path, target) of every link the diff adds or changes (gitops.changed_symlinks);
+    a target outside the repository or in a denied, high-risk or protected path blocks the
+    change, any other link makes it at least medium-risk."""
     rules = policy.auto_merge
     gates = []
     if len(changes) > rules.max_files:
@@ -460,7 +554,7 @@ def assess(
         gates.append("validations did not all run and pass")
     paths = dict.fromkeys(p for change in changes for p in change.paths())
     items = [(p, (p,)) for p in paths]
-    return _judge(items, policy, declared_risk, declared_scope, gates=gates)
+    return _judge(items, policy, declared_risk, declared_scope, gates=gates, symlinks=symlinks)
 
 
 def assess_declared_scope(
