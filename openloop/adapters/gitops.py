@@ -365,3 +365,13 @@ def regular_file_at(repo: Path, commit: str, path: str, limit: int = 200_000) ->
         return None
     blob = git(repo, "cat-file", "blob", listing[2], check=False)
     return blob.stdout[:limit] if blob.returncode == 0 else None
+
+
+def is_file_at(repo: Path, commit: str, path: str) -> bool:
+    """Whether `path` is a file (a blob: regular, executable or link) in `commit`'s tree."""
+    listing = git(repo, "ls-tree", "-z", commit, "--", path, check=False).stdout
+    for entry in listing.split("\0"):
+        meta, _, name = entry.partition("\t")
+        if name == path and meta.split(" ")[1:2] == ["blob"]:
+            return True
+    return False

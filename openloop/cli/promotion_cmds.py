@@ -107,15 +107,16 @@ def history_cmd(env, project, task_id) -> None:
 @click.option(
     "--no-validate",
     is_flag=True,
-    help="Skip running the checks on the result to be merged (not recommended).",
+    help="Run no check at all, even when the branch is rebased first (not recommended).",
 )
 @click.pass_obj
 def apply_cmd(env, project, task_id, no_validate) -> None:
     """Merge a review branch into the default branch.
 
     The branch is rebased onto the default branch if that moved, the project's checks run on
-    the result, and the default branch is fast-forwarded (in your checkout only the way
-    'git merge --ff-only' would). If anything fails, nothing is changed.
+    the result (only while they are the commands you approved), and the default branch is
+    fast-forwarded (in your checkout only the way 'git merge --ff-only' would). If anything
+    fails, nothing is changed. With --no-validate no command of the project runs at all.
     """
     from openloop.state.locks import iteration_lock
 

@@ -16,7 +16,7 @@ from openloop.env import iso
 from openloop.loop import governance, prompts, validation
 from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
 from openloop.loop.outcomes import Outcome
-from openloop.state import budget, runs
+from openloop.state import budget, checkfiles, runs, trust
 from openloop.state.ledger import Task, block_if_exhausted, edit_ledger, transition
 from openloop.state.policy import Change, assess, summary_for_prompt
 from openloop.state.project import Project
@@ -91,7 +91,10 @@ def _judge_adhoc(it: Iteration, validate: bool) -> tuple[Outcome, str]:
     if not it.changes:
         return Outcome.COMPLETED, "the agent changed nothing"
     if validate:
-        run_checks(it)
+        try:
+            run_checks(it)
+        except Stop as stop:
+            return stop.outcome, f"{stop.reason}; changes on branch {it.branch}"
         if validation.all_passed(it.checks) is False:
             return Outcome.VALIDATION_FAILED, f"validation failed; changes on branch {it.branch}"
     return Outcome.COMPLETED, f"changes committed on branch {it.branch}"
@@ -247,8 +250,11 @@ def collect(it: Iteration) -> None:
 
 
 def run_checks(it: Iteration) -> None:
-    """The project's checks in the agent's workspace (only commands the user approved: see
-    gate). They run code the agent wrote, so they are guarded like the agent."""
+    """The project's checks in the agent's workspace, only while they are the commands the user
+    approved: the gate asked before the agent ran, and the approval is asked again right before
+    running. They run code the agent wrote, so they are guarded like the agent."""
+    if refusal := trust.recheck(it.env, it.project.entry, it.pconf):
+        raise Stop(Outcome.SKIPPED, f"checks not run: {refusal}")
     it.checks = guarded(
         it,
         "the checks",
@@ -287,6 +293,11 @@ def judge(it: Iteration) -> tuple[Outcome, str]:
         lines_changed=it.lines_changed,
         validations_passed=validation.all_passed(it.checks),
         symlinks=gitops.changed_symlinks(it.project.repo, it.base_commit, it.head_commit),
+        # The checks cannot vouch for a change to the files they run (base tree: what was approved).
+        command_files=checkfiles.command_files(
+            trust.repo_commands(it.pconf),
+            lambda path: gitops.is_file_at(it.project.repo, it.base_commit, path),
+        ),
     )
     it.decision = {
         "risk": verdict.risk,
@@ -437,11 +448,12 @@ def _apply_outcome(
                 signature is not None and signature == task.last_failure_signature
             )
             task.no_progress_streak = task.no_progress_streak + 1 if no_progress else 0
-            if outcome != Outcome.BUDGET_STOPPED:  # the budget ran out, not the task's fault
+            # The budget ran out, or the checks lost their approval: not the task's fault.
+            if outcome not in (Outcome.BUDGET_STOPPED, Outcome.SKIPPED):
                 task.attempts += 1
             task.last_failure_signature = signature or outcome.value
             task.last_failure = _failure_text(it, outcome, reason)
-            if it.diff_hash:
+            if it.diff_hash and outcome != Outcome.SKIPPED:  # a skipped change was never judged
                 task.last_diff_hash = it.diff_hash
             if task.no_progress_streak >= limit:
                 outcome = Outcome.NO_PROGRESS

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from openloop.adapters import gitops, guard, workspace
 from openloop.env import Environment
-from openloop.errors import NotFoundError, StateError
+from openloop.errors import NotFoundError, StateError, UntrustedError
 from openloop.loop import governance, validation
 from openloop.state import trust
 from openloop.state.config import load_config
@@ -75,6 +75,8 @@ class MergeResult:
     head: str | None = None
     deferred: bool = False  # nothing wrong with the change: try again on a later iteration
     checks: tuple[validation.CheckResult, ...] = ()
+    untrusted: bool = False  # refused: the checks to run are not the approved commands
+    validated: bool = True  # False: merged with no check run on the result (--no-validate)
 
 
 def merge_branch(
@@ -87,12 +89,15 @@ def merge_branch(
     check_dir: Path,
     check_env: dict[str, str],
     timeout: float,
-    always_validate: bool = False,
+    validate: Literal["always", "if-rebased", "never"] = "if-rebased",
 ) -> MergeResult:
-    """Fast-forward `base` to `branch`, replaying the change onto it and re-validating first
-    if `base` moved since the task branch was cut. Never touches the user's work.
+    """Fast-forward `base` to `branch`, replaying the change onto it first if `base` moved
+    since the task branch was cut. Never touches the user's work.
 
-    The replay is computed in memory (git merge-tree); the checks run in a fresh workspace of
+    The replay is computed in memory (git merge-tree). validate: run the checks on the result
+    "always", only when it was replayed (the validated commit is not the one merged), or
+    "never" (the user said so: not one command runs, so no changed command can run
+    unapproved). Checks run only while they are the approved commands, in a fresh workspace of
     their own, guarded like the agent (they run code the agent wrote)."""
     repo = project.repo
     base_tip = gitops.rev_parse(repo, f"refs/heads/{base}")
@@ -104,7 +109,9 @@ def merge_branch(
         if replayed is None:
             return MergeResult(False, conflict)
         head = replayed
-    if needs_rebase or always_validate:
+    if validate == "always" or (needs_rebase and validate == "if-rebased"):
+        if refusal := trust.recheck(env, project.entry, pconf):
+            return MergeResult(False, f"checks not run: {refusal}", untrusted=True)
         checks, escaped = _checks_on(env, project, pconf, head, check_dir, check_env, timeout)
         if escaped:
             return MergeResult(False, escaped, checks=checks)
@@ -121,7 +128,11 @@ def merge_branch(
         return MergeResult(False, f"merge deferred: {problem}", head, deferred=True, checks=checks)
     if needs_rebase:  # the task branch shows exactly what was merged
         gitops.git(repo, "update-ref", f"refs/heads/{branch}", head)
-    return MergeResult(True, f"merged {branch} into {base}", head, checks=checks)
+    reason = f"merged {branch} into {base}"
+    if validate == "never":
+        rebased = f"rebased onto {base}, " if needs_rebase else ""
+        reason += f" ({rebased}no check run: merged without validation)"
+    return MergeResult(True, reason, head, checks=checks, validated=validate != "never")
 
 
 def _checks_on(env, project, pconf, commit, check_dir, check_env, timeout):
@@ -308,13 +319,14 @@ def apply(
         check_dir=plane.runs_dir / f"apply-{task_id}",
         check_env=dict(env.environ),
         timeout=float(gconf.runtime.validation_timeout_seconds),
-        always_validate=validate,
+        validate="always" if validate else "never",
     )
     if not result.merged:
         append_history(
             plane, task_id, {"at": now, "kind": "apply", "status": "refused", "note": result.reason}
         )
-        raise StateError(f"cannot apply '{task_id}': {result.reason}; nothing was changed")
+        error = UntrustedError if result.untrusted else StateError
+        raise error(f"cannot apply '{task_id}': {result.reason}; nothing was changed")
     _close(
         plane,
         task_id,
@@ -324,6 +336,7 @@ def apply(
         result.reason,
         merged=result.head,
         alias=project.alias,
+        validated=result.validated,
     )
     with edit_ledger(plane.ledger_file, now) as ledger:
         task = ledger.get(task_id)
@@ -462,13 +475,24 @@ def _event(alias: str, task_id: str, status: str, note: str) -> None:
 
 
 def _close(
-    plane, task_id, request, now, status, note, merged: str | None = None, *, alias: str
+    plane,
+    task_id,
+    request,
+    now,
+    status,
+    note,
+    merged: str | None = None,
+    *,
+    alias: str,
+    validated: bool | None = None,
 ) -> None:
+    """validated: False records that a merge ran no check (`apply --no-validate`)."""
     _event(alias, task_id, status, note)
     request.update(status=status, processedAt=now, note=note)
+    entry = {"at": now, "kind": status, "note": note, "mergedCommit": merged}
     if merged:
         request["mergedCommit"] = merged
+    if validated is not None:
+        request["validated"] = entry["validated"] = validated
     write_request(plane, task_id, request)
-    append_history(
-        plane, task_id, {"at": now, "kind": status, "note": note, "mergedCommit": merged}
-    )
+    append_history(plane, task_id, entry)

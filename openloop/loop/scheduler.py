@@ -218,11 +218,8 @@ def gate_reason(
         return f"OpenLoop is paused (since {paused.get('pausedAt')}); 'openloop resume' to go on"
     if project.entry.paused:
         return f"project '{project.alias}' is paused; 'openloop resume -p {project.alias}'"
-    if not trust.is_trusted(project.entry, pconf):
-        return (
-            f"project '{project.alias}' asks to run commands you have not approved; review with "
-            f"'openloop project trust {project.alias} --check'"
-        )
+    if untrusted := trust.untrusted_reason(project.entry, pconf):
+        return untrusted
     left = budget.left_today(env, gconf.budgets.daily_cost_usd)
     if left <= 0:
         return (

@@ -13,7 +13,7 @@ both sides of a rename. Two places deliberately differ from git itself, because 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -36,23 +36,47 @@ from openloop.errors import ConfigError, InputError
 RISKS = ("low-risk", "medium-risk", "high-risk")
 PROTECTED_DEFAULTS = (".openloop/**", ".pi/**", ".agents/**")
 # Files that decide how the project's checks run: an agent that edits them could make its own
-# change pass. Protected by default (review, never auto-merge); a policy may drop them.
+# change pass. Protected by default (review, never auto-merge); a policy may drop them. A pattern
+# without a '/' matches at any depth (gitignore rules): a nested package.json or conftest.py
+# steers the checks as much as the top one. Files the approved commands themselves name
+# (`bash scripts/test.sh`) are protected on top of these, always: see checkfiles.py.
 CHECK_DEFINITIONS = (
     "Makefile",
     "makefile",
     "GNUmakefile",
+    "Justfile",
+    "justfile",
+    "Taskfile.yml",
     "package.json",
     "pyproject.toml",
+    "setup.py",
     "setup.cfg",
     "tox.ini",
     "noxfile.py",
     "pytest.ini",
     "conftest.py",
+    ".coveragerc",
     "mypy.ini",
     ".flake8",
     "ruff.toml",
     ".ruff.toml",
+    ".pre-commit-config.yaml",
+    "tsconfig.json",
+    "tsconfig.*.json",
+    ".eslintrc*",
+    "eslint.config.*",
+    ".prettierrc*",
+    "jest.config.*",
+    "vitest.config.*",
+    "babel.config.*",
+    "go.mod",
+    ".golangci.yml",
     "Cargo.toml",
+    "rust-toolchain.toml",
+    # git runs filter and diff drivers named here, and submodules swap in other code.
+    ".gitattributes",
+    ".gitmodules",
+    ".envrc",  # direnv: the environment every command in the directory runs with
     ".github/**",
     ".gitlab-ci.yml",
 )
@@ -422,6 +446,7 @@ def _judge(
     check_scope: bool = True,
     gates: Sequence[str] = (),
     symlinks: Sequence[Symlink] = (),
+    command_files: Mapping[str, str] | None = None,
 ) -> Assessment:
     if isinstance(declared_scope, str):  # would silently iterate over characters
         raise TypeError("declared_scope must be a sequence of paths, not a string")
@@ -459,6 +484,8 @@ def _judge(
             note("outside_scope", name, f"path outside the task's declared scope: {name}")
         if hit := protected_default(probes) or protected_user(probes):
             note("protected", name, f"protected {noun}: {name} (protectedPaths {hit!r})")
+        elif why := next((command_files[p] for p in probes if p in (command_files or {})), None):
+            note("protected", name, why)
 
     for link, target in symlinks:
         found["symlinks"].append(link)
@@ -536,12 +563,16 @@ def assess(
     lines_changed: int,
     validations_passed: bool | None,
     symlinks: Sequence[Symlink] = (),
+    command_files: Mapping[str, str] | None = None,
 ) -> Assessment:
     """Judge the real diff. validations_passed: True all configured ones ran and passed, False
     one failed or did not run, None none are configured (then nothing auto-merges).
     symlinks: (path, target) of every link the diff adds or changes (gitops.changed_symlinks);
     a target outside the repository or in a denied, high-risk or protected path blocks the
-    change, any other link makes it at least medium-risk."""
+    change, any other link makes it at least medium-risk.
+    command_files: repository paths the approved commands run or read, each with the reason a
+    change to it needs review (checkfiles.command_files); protected whatever the policy says,
+    since the checks that passed cannot vouch for a change to themselves."""
     rules = policy.auto_merge
     gates = []
     if len(changes) > rules.max_files:
@@ -554,7 +585,15 @@ def assess(
         gates.append("validations did not all run and pass")
     paths = dict.fromkeys(p for change in changes for p in change.paths())
     items = [(p, (p,)) for p in paths]
-    return _judge(items, policy, declared_risk, declared_scope, gates=gates, symlinks=symlinks)
+    return _judge(
+        items,
+        policy,
+        declared_risk,
+        declared_scope,
+        gates=gates,
+        symlinks=symlinks,
+        command_files=command_files,
+    )
 
 
 def assess_declared_scope(

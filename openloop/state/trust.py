@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 
+from openloop.env import Environment
 from openloop.errors import UntrustedError
 from openloop.state.projectconfig import ProjectConfig
-from openloop.state.registry import ProjectEntry, TrustRecord
+from openloop.state.registry import ProjectEntry, TrustRecord, load_registry
 
 
 def repo_commands(config: ProjectConfig) -> dict[str, str | None]:
@@ -33,6 +34,26 @@ def is_trusted(entry: ProjectEntry, config: ProjectConfig) -> bool:
     if not any(commands.values()):
         return True  # nothing to run, nothing to approve
     return entry.trust is not None and entry.trust.fingerprint == fingerprint(commands)
+
+
+def untrusted_reason(entry: ProjectEntry, config: ProjectConfig) -> str | None:
+    """Why `config`'s commands must not run (they are not the approved ones), or None."""
+    if is_trusted(entry, config):
+        return None
+    return (
+        f"project '{entry.alias}' asks to run commands you have not approved; review with "
+        f"'openloop project trust {entry.alias} --check'"
+    )
+
+
+def recheck(env: Environment, entry: ProjectEntry, config: ProjectConfig) -> str | None:
+    """untrusted_reason against the approval as the registry holds it now, for the moment right
+    before a command runs: the gate's answer is minutes old by then (an agent ran, a rebase
+    happened), and `entry` may be a copy read before the user changed the approval."""
+    current = load_registry(env).find(entry.alias)
+    if current is None:
+        return f"project '{entry.alias}' is no longer linked: its commands are not approved"
+    return untrusted_reason(current, config)
 
 
 def trust_diff(entry: ProjectEntry, config: ProjectConfig) -> list[str]:
