@@ -66,6 +66,8 @@ class Iteration:
     decision: dict[str, Any] | None = None
     task_status: str | None = None
     merges_done: int = 0
+    # Why project.json or policy.yaml cannot be used; pconf and policy are then placeholders.
+    settings_error: str | None = None
 
     @property
     def task(self) -> Task:

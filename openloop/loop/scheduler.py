@@ -21,6 +21,7 @@ from openloop.adapters import agent as agents
 from openloop.adapters import gitops
 from openloop.adapters.supervise import TRANSCRIPT
 from openloop.env import Environment
+from openloop.errors import ConfigError
 from openloop.loop import promotion, prompts
 from openloop.loop.attempt import build_prompt, execute, execute_adhoc
 from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
@@ -38,7 +39,7 @@ from openloop.state.ledger import (
     transition,
 )
 from openloop.state.locks import iteration_lock
-from openloop.state.policy import assess_declared_scope, load_policy
+from openloop.state.policy import Policy, assess_declared_scope, load_policy
 from openloop.state.project import Project, require_initialized, resolve
 from openloop.state.projectconfig import ProjectConfig
 
@@ -181,8 +182,14 @@ def dry_run(env: Environment, alias: str | None, *, model: str | None = None) ->
 
 def _load(env, project, model, provider, reporter, adapter_factory) -> Iteration:
     gconf = load_config(env)
-    pconf = project.config()
-    policy = load_policy(project.plane.policy_file)
+    try:
+        pconf = project.config()
+        policy = load_policy(project.plane.policy_file)
+        settings_error = None
+    except ConfigError as exc:
+        # The project's own rules cannot be read (a misspelled denyGlobs...): the gate skips it.
+        # The defaults only fill the Iteration; nothing runs or merges on them.
+        pconf, policy, settings_error = ProjectConfig(), Policy(), str(exc)
     choice = resolve_model(
         model,
         pconf.pi.model,
@@ -192,7 +199,9 @@ def _load(env, project, model, provider, reporter, adapter_factory) -> Iteration
         global_provider=gconf.provider,
     )
     factory = adapter_factory or (lambda kind: agents.make_adapter(kind))
-    return Iteration(env, project, gconf, pconf, policy, choice, reporter, factory)
+    return Iteration(
+        env, project, gconf, pconf, policy, choice, reporter, factory, settings_error=settings_error
+    )
 
 
 # --- steps before the agent ---------------------------------------------------------------------
@@ -200,7 +209,7 @@ def _load(env, project, model, provider, reporter, adapter_factory) -> Iteration
 
 def gate(it: Iteration, *, dry: bool = False) -> None:
     """Reasons not to run at all. The systemd ExecCondition asks the same question."""
-    reason = gate_reason(it.env, it.project, it.gconf, it.pconf)
+    reason = it.settings_error or gate_reason(it.env, it.project, it.gconf, it.pconf)
     if reason:
         raise Stop(Outcome.SKIPPED, reason)
 

@@ -91,7 +91,9 @@ time.sleep(1)  # journald attributes a line to its unit by the sender's cgroup: 
 
 @pytest.fixture(scope="module")
 def python(user_manager: UserManager) -> str:
-    problem = user_manager.check_can_execute(PYTHON, readable=[REPO / "openloop" / "adapters" / "journal.py"])
+    problem = user_manager.check_can_execute(
+        PYTHON, readable=[REPO / "openloop" / "adapters" / "journal.py"]
+    )
     if problem:
         systemd_unavailable(problem)
     return str(PYTHON)
