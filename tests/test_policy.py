@@ -322,7 +322,6 @@ scope:
   allowGlobs: [src/**]
   denyGlobs: [secrets/**]
   highRiskAreas: [src/payments/**]
-  legacyNote: keep me
 riskClasses:
   low-risk: {autoMergeAllowed: true, requiresHumanReview: false}
   medium-risk: {autoMergeAllowed: true, requiresHumanReview: false}
@@ -334,7 +333,6 @@ promotion:
   lowRiskMode: auto-merge
   mediumRiskMode: pull-request
   highRiskMode: manual-only
-customTopLevel: {a: 1}
 """
 
 
@@ -351,15 +349,21 @@ def test_v1_migrates() -> None:
     assert policy.protected_paths == [*PROTECTED_DEFAULTS, *CHECK_DEFINITIONS]
 
 
-def test_v1_unknown_and_legacy_keys_survive_a_dump() -> None:
+def test_v1_sections_are_consumed_by_the_migration() -> None:
+    # riskClasses/promotion become autoMerge.riskLevels; a version 2 policy has no such keys.
     dumped = yaml.safe_load(dump_policy(parse_policy(V1, "p")))
     assert dumped["version"] == 2
-    assert dumped["scope"]["legacyNote"] == "keep me"
-    assert dumped["customTopLevel"] == {"a": 1}
-    assert dumped["riskClasses"]["medium-risk"]["requiresHumanReview"] is False
-    assert dumped["promotion"]["highRiskMode"] == "manual-only"
+    assert "riskClasses" not in dumped and "promotion" not in dumped
     assert dumped["autoMerge"]["riskLevels"] == ["low-risk"]
     assert parse_policy(dump_policy(parse_policy(V1, "p")), "p") == parse_policy(V1, "p")
+
+
+def test_a_versionless_file_with_v1_sections_is_migrated_as_v1() -> None:
+    text = (
+        "riskClasses: {medium-risk: {autoMergeAllowed: true}}\n"
+        "promotion: {mediumRiskMode: auto-merge}\n"
+    )
+    assert parse_policy(text, "p").auto_merge.risk_levels == ["low-risk", "medium-risk"]
 
 
 @pytest.mark.parametrize(
@@ -380,12 +384,11 @@ def test_v1_risk_levels(text: str, levels: list[str]) -> None:
     assert parse_policy(text, "p").auto_merge.risk_levels == levels
 
 
-def test_newer_unknown_keys_survive_a_round_trip() -> None:
-    text = "version: 2\nfutureKey: [1, 2]\nautoMerge:\n  maxFiles: 5\n  futureLimit: 9\n"
+def test_a_round_trip_keeps_every_setting() -> None:
+    text = "version: 2\nautoMerge:\n  maxFiles: 5\nscope:\n  denyGlobs: [secrets/**]\n"
     policy = parse_policy(text, "p")
     dumped = yaml.safe_load(dump_policy(policy))
-    assert dumped["futureKey"] == [1, 2] and dumped["autoMerge"]["futureLimit"] == 9
-    assert dumped["autoMerge"]["maxFiles"] == 5
+    assert dumped["autoMerge"]["maxFiles"] == 5 and dumped["scope"]["denyGlobs"] == ["secrets/**"]
     assert parse_policy(dump_policy(policy), "p") == policy
 
 

@@ -136,7 +136,7 @@ def test_reinit_never_overwrites_user_commands_or_the_ledger(ol, project):
     pfile = project / ".openloop/project.json"
     config = json.loads(pfile.read_text())
     config["validation"]["testCommand"] = "make my-tests"
-    config["custom"] = {"kept": True}
+    config["runtime"]["maxAttemptsPerTask"] = 5
     pfile.write_text(json.dumps(config))
     assert ol("project", "trust", "demo").code == 0
     assert ol("task", "add", "-p", "demo", "--title", "Keep me").code == 0
@@ -145,7 +145,7 @@ def test_reinit_never_overwrites_user_commands_or_the_ledger(ol, project):
     assert ol("project", "init", "demo").code == 0
     after = json.loads(pfile.read_text())
     assert after["validation"]["testCommand"] == "make my-tests"
-    assert after["custom"] == {"kept": True}
+    assert after["runtime"]["maxAttemptsPerTask"] == 5
     assert [t["id"] for t in ol("task", "list", "--json").json()["tasks"]] == ["keep-me"]
 
 

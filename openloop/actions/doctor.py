@@ -146,8 +146,8 @@ def check_budget(env: Environment) -> Check:
 
 
 def check_projects(env: Environment) -> list[Check]:
+    from openloop.loop import governance
     from openloop.state.ledger import load_ledger
-    from openloop.state.policy import load_policy
     from openloop.state.project import resolve
 
     checks = []
@@ -156,7 +156,7 @@ def check_projects(env: Environment) -> list[Check]:
         try:
             project = resolve(env, entry.alias)
             config = project.config()
-            load_policy(project.plane.policy_file)
+            governance.load_current(project, config)
             load_ledger(project.plane.ledger_file)
         except OpenLoopError as exc:
             checks.append(

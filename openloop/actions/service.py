@@ -317,7 +317,8 @@ def last_gate(env: Environment, alias: str) -> dict[str, Any] | None:
 
 
 def _gate(env: Environment, alias: str) -> GateDecision:
-    from openloop.errors import BusyError
+    from openloop.errors import BusyError, ConfigError
+    from openloop.loop import governance
     from openloop.loop.scheduler import gate_reason, has_work
     from openloop.state.locks import iteration_lock
 
@@ -328,7 +329,12 @@ def _gate(env: Environment, alias: str) -> GateDecision:
     except BusyError:
         return GateDecision(False, "another iteration of this project is running")
     gconf = load_config(env)
-    reason = gate_reason(env, project, gconf, project.config())
+    try:
+        pconf = project.config()
+        governance.load_current(project, pconf)
+    except ConfigError as exc:  # the iteration would skip on it too: say so here, not in a crash
+        return GateDecision(False, str(exc))
+    reason = gate_reason(env, project, gconf, pconf)
     if reason:
         if "budget" in reason:
             notifications.notify(

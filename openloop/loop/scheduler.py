@@ -21,6 +21,7 @@ from openloop.adapters import agent as agents
 from openloop.adapters import gitops, workspace
 from openloop.adapters.supervise import TRANSCRIPT
 from openloop.env import Environment
+from openloop.errors import ConfigError
 from openloop.loop import governance, promotion, prompts
 from openloop.loop.attempt import build_prompt, execute, execute_adhoc
 from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
@@ -186,8 +187,14 @@ def dry_run(env: Environment, alias: str | None, *, model: str | None = None) ->
 
 def _load(env, project, model, provider, reporter, adapter_factory) -> Iteration:
     gconf = load_config(env)
-    pconf = project.config()
-    policy = Policy()  # the governing one is read at the base commit: see govern()
+    try:
+        pconf = project.config()
+        policy = Policy()  # the governing one is read at the base commit: see govern()
+        settings_error = None
+    except ConfigError as exc:
+        # The project's own rules cannot be read (a misspelled denyGlobs...): the gate skips it.
+        # The defaults only fill the Iteration; nothing runs or merges on them.
+        pconf, policy, settings_error = ProjectConfig(), Policy(), str(exc)
     choice = resolve_model(
         model,
         pconf.pi.model,
@@ -197,7 +204,9 @@ def _load(env, project, model, provider, reporter, adapter_factory) -> Iteration
         global_provider=gconf.provider,
     )
     factory = adapter_factory or (lambda kind: agents.make_adapter(kind))
-    return Iteration(env, project, gconf, pconf, policy, choice, reporter, factory)
+    return Iteration(
+        env, project, gconf, pconf, policy, choice, reporter, factory, settings_error=settings_error
+    )
 
 
 # --- steps before the agent ---------------------------------------------------------------------
@@ -205,7 +214,7 @@ def _load(env, project, model, provider, reporter, adapter_factory) -> Iteration
 
 def gate(it: Iteration, *, dry: bool = False) -> None:
     """Reasons not to run at all. The systemd ExecCondition asks the same question."""
-    reason = gate_reason(it.env, it.project, it.gconf, it.pconf)
+    reason = it.settings_error or gate_reason(it.env, it.project, it.gconf, it.pconf)
     if reason:
         raise Stop(Outcome.SKIPPED, reason)
 
@@ -340,7 +349,11 @@ def govern(it: Iteration) -> None:
         it.base_commit = gitops.rev_parse(it.project.repo, f"refs/heads/{it.base_branch}")
     except GitError as exc:
         raise Stop(Outcome.SKIPPED, f"no default branch to start from: {exc}") from None
-    governing = governance.governing_policy(it.project, it.base_commit, it.base_branch)
+    try:
+        governing = governance.governing_policy(it.project, it.base_commit, it.base_branch)
+    except ConfigError as exc:
+        # A policy that cannot be read (a misspelled denyGlobs...) governs nothing: skip.
+        raise Stop(Outcome.SKIPPED, str(exc)) from None
     it.policy, it.policy_approved = governing.policy, governing.approved
 
 

@@ -166,6 +166,12 @@ def materialize(plane: ControlPlane, name: str, now: str, *, force: bool = False
             continue
         writes.append((target, content))
 
+    if ".openloop/policy.yaml" in report.kept:
+        # The user's own policy stays: say now if it is invalid, rather than at every run.
+        from openloop.state.policy import load_policy
+
+        load_policy(plane.policy_file)
+
     rel_config = ".openloop/project.json"
     if not plane.project_file.exists():
         report.added.append(rel_config)

@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from openloop.errors import ConfigError, InputError
+from openloop.state.models_base import unknown_key_message
 
 RISKS = ("low-risk", "medium-risk", "high-risk")
 PROTECTED_DEFAULTS = (".openloop/**", ".pi/**", ".agents/**")
@@ -108,11 +109,11 @@ _Mode = Literal["auto-merge", "pull-request", "manual-only"]
 
 
 class _Model(BaseModel):
-    # extra="allow" so keys from a newer OpenLoop (or a v1 file) survive a load/dump round trip.
+    # extra="forbid": a misspelled key (denyGlob for denyGlobs) would otherwise drop its rule.
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
-        extra="allow",
+        extra="forbid",
         strict=True,
         frozen=True,
         defer_build=True,
@@ -196,9 +197,15 @@ class _V1Promotion(_Model):
 
 
 class _V1(_Model):
+    # Reads only the v1 sections; the rest of the file is checked as version 2 after migration.
+    model_config = ConfigDict(extra="ignore")
+
     # Absent classes take the original tool's stance: only low-risk may auto-merge.
     risk_classes: dict[Risk, _V1RiskClass] = {}
     promotion: _V1Promotion = _V1Promotion()
+
+
+_V1_KEYS = {"riskClasses", "promotion"}
 
 
 def _migrate_v1(raw: dict[str, Any]) -> dict[str, Any]:
@@ -210,9 +217,10 @@ def _migrate_v1(raw: dict[str, Any]) -> dict[str, Any]:
         mode = getattr(v1.promotion, _V1_MODE_FIELD[risk])
         if allowed and mode == "auto-merge":
             levels.append(risk)
-    # riskClasses/promotion stay as extra keys: requiresHumanReview and the pull-request vs
-    # manual-only distinction have no v2 field, and dropping them would lose information.
-    migrated = {**raw, "version": 2}
+    # riskClasses/promotion are consumed here: what they decide about auto-merging is now
+    # autoMerge.riskLevels; the rest (requiresHumanReview, pull-request vs manual-only) has no v2
+    # meaning, and keeping them would make version-2 policies accept two dead keys.
+    migrated = {k: v for k, v in raw.items() if k not in _V1_KEYS} | {"version": 2}
     auto_merge = migrated.get("autoMerge")
     if auto_merge is None or isinstance(auto_merge, dict):
         migrated["autoMerge"] = {"riskLevels": levels, **(auto_merge or {})}
@@ -261,7 +269,8 @@ def parse_policy(text: str, source: str) -> Policy:
         return Policy()
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: line 1: (top level): expected a mapping of policy keys")
-    version = raw.get("version", 2)
+    # No version key: version 2, unless the file carries the original tool's sections.
+    version = raw.get("version", 1 if _V1_KEYS & raw.keys() else 2)
     try:
         if type(version) is int and version == 1:
             raw = _migrate_v1(raw)
@@ -306,15 +315,22 @@ def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
         where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
     msg = first["msg"].removeprefix("Value error, ")
     given = first.get("input")
-    if type(given) in (str, int, float) and repr(given) not in msg:  # type(): not for bools
+    loc = first["loc"]
+    if first["type"] == "extra_forbidden":
+        # The v1 sections are checked on their own model, before migration.
+        msg = unknown_key_message(_V1 if exc.title == _V1.__name__ else Policy, loc)
+        if tuple(loc) in {(k,) for k in _V1_KEYS}:
+            msg += " (version 1 only; version 2 says what may auto-merge in autoMerge.riskLevels)"
+        loc = (*loc, "[key]")  # the line of the key itself, not of its value
+    elif type(given) in (str, int, float) and repr(given) not in msg:  # type(): not for bools
         msg += f" (got {given!r})"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    line = _line_of(root, first["loc"])
+    line = _line_of(root, loc)
     return f"{source}: line {line}: {where or '(top level)'}: {msg}{more}"
 
 
 def dump_policy(policy: Policy) -> str:
-    """The policy as YAML, always version 2, with every unknown key kept where it was."""
+    """The policy as YAML, always version 2."""
     data = policy.model_dump(by_alias=True)
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
 

@@ -1,13 +1,19 @@
-"""Per-project configuration (`<repo>/.openloop/project.json`)."""
+"""Per-project configuration (`<repo>/.openloop/project.json`).
+
+Strict: an unknown key or a value of the wrong type is an error naming the file and the key.
+The keys the original tool (version 1) wrote and OpenLoop does not use are declared as legacy
+fields, so a migrated file keeps them through a rewrite and still reads back.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from openloop.state.models_base import FileModel, file_version, validate
+from openloop.state.models_base import StrictFileModel, file_version, validate
 from openloop.state.storage import (
     atomic_write_text,
     dump_json,
@@ -20,32 +26,78 @@ PROJECT_VERSION = 2
 AgentType = Literal["pi", "claude", "codex", "aider", "custom"]
 
 
-class ProjectMeta(FileModel):
+class ProjectMeta(StrictFileModel):
+    legacy_fields: ClassVar[frozenset[str]] = frozenset({"alias", "repo_root"})
+
     name: str | None = None
     initialized_at: str | None = None
+    alias: str | None = None  # v1: became `name`
+    repo_root: str | None = None  # v1: the registry knows where the repository is
 
 
-class PiSettings(FileModel):
+class PiSettings(StrictFileModel):
+    legacy_fields: ClassVar[frozenset[str]] = frozenset({"prompt_files"})
+
     model: str | None = None
     provider: str | None = None
     thinking: str | None = None
+    prompt_files: list[str] | None = None  # v1: the prompt is built by OpenLoop
 
 
-class AgentSettings(FileModel):
+class AgentSettings(StrictFileModel):
     type: AgentType = "pi"
     # Only for type=custom: an argv-style command line; the prompt arrives on stdin.
     command: str | None = None
 
 
-class ProjectRuntime(FileModel):
+_BAD_IN_REF = re.compile(r"\.\.|@\{|//|[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def branch_name_problem(name: str) -> str | None:
+    """Why `git check-ref-format --branch NAME` would refuse the name, or None (git's rules,
+    without running git: project.json is validated on every load)."""
+    if bad := _BAD_IN_REF.search(name):
+        return f"contains {bad.group()!r}"
+    if name.startswith(("/", "-")):
+        return f"starts with {name[0]!r}"
+    for component in name.split("/"):
+        if component.startswith("."):
+            return f"a component starts with '.' ({component!r})"
+        if component.endswith(".lock"):
+            return f"a component ends with '.lock' ({component!r})"
+    if name.endswith(("/", ".")) or name == "@":
+        return f"ends with {name[-1]!r}"
+    return None
+
+
+class ProjectRuntime(StrictFileModel):
+    legacy_fields: ClassVar[frozenset[str]] = frozenset(
+        {"auto_commit", "use_worktree", "pr_command"}
+    )
+
     branch_prefix: str = "openloop/"
     default_branch: str | None = None
     run_timeout_seconds: int | None = Field(None, ge=1)
     inactivity_timeout_seconds: int | None = Field(None, ge=1)
     max_attempts_per_task: int | None = Field(None, ge=1)
+    # v1 only: OpenLoop always commits, always uses a worktree and opens no pull requests.
+    auto_commit: bool | None = None
+    use_worktree: bool | None = None
+    pr_command: str | None = None
+
+    @field_validator("branch_prefix")
+    @classmethod
+    def _valid_branch_prefix(cls, value: str) -> str:
+        # Each task's branch is prefix + task id: a prefix git refuses fails every run at the
+        # worktree step, and an empty one puts task branches among the user's own.
+        if not value:
+            raise ValueError("must not be empty (task branches would be named after the bare id)")
+        if problem := branch_name_problem(value + "x"):
+            raise ValueError(f"{value!r} cannot start a git branch name: {problem}")
+        return value
 
 
-class Validation(FileModel):
+class Validation(StrictFileModel):
     lint_command: str | None = None
     typecheck_command: str | None = None
     test_command: str | None = None
@@ -59,7 +111,7 @@ class Validation(FileModel):
         }
 
 
-class Schedule(FileModel):
+class Schedule(StrictFileModel):
     """How systemd runs this project (written into drop-ins by 'openloop service install')."""
 
     interval_minutes: int | None = Field(None, ge=1)
@@ -70,12 +122,14 @@ class Schedule(FileModel):
     watchdog_seconds: int | None = Field(None, ge=1)
 
 
-class LedgerSettings(FileModel):
+class LedgerSettings(StrictFileModel):
     # False keeps tasks.json out of git (local state); True versions it with the code.
     versioned: bool = False
 
 
-class ProjectConfig(FileModel):
+class ProjectConfig(StrictFileModel):
+    legacy_fields: ClassVar[frozenset[str]] = frozenset({"risk"})
+
     version: Literal[2] = PROJECT_VERSION
     project: ProjectMeta = Field(default_factory=ProjectMeta)
     pi: PiSettings = Field(default_factory=PiSettings)
@@ -84,12 +138,12 @@ class ProjectConfig(FileModel):
     validation: Validation = Field(default_factory=Validation)
     schedule: Schedule = Field(default_factory=Schedule)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    # v1: the risk defaults now live in policy.yaml; kept whatever it holds, never read.
+    risk: Any = None
 
 
 def parse_project_config(data: dict[str, Any], source: str) -> ProjectConfig:
     if file_version(data, PROJECT_VERSION, source) == 1:
-        # v1 keys we do not model (pi.promptFiles, runtime.autoCommit, risk.*, project.repoRoot)
-        # are kept verbatim as extra keys.
         data = {**data, "version": PROJECT_VERSION}
         project = data.get("project")
         if isinstance(project, dict) and "alias" in project and "name" not in project:
