@@ -167,7 +167,7 @@ def guarded(it: Iteration, what: str, action):
         if found:
             restored = guard.restore_refs(it.project.repo, before, after)
             it.escape = found + [f"OpenLoop {r}" for r in restored]
-            raise Stop(Outcome.ESCAPED, f"escaped during {what}: " + "; ".join(it.escape))
+            raise Stop(Outcome.ESCAPED, f"escaped: during {what}: " + "; ".join(it.escape))
 
 
 def build_prompt(it: Iteration) -> str:

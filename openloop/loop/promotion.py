@@ -154,7 +154,7 @@ def _checks_on(env, project, pconf, commit, check_dir, check_env, timeout):
         return checks, None
     restored = guard.restore_refs(repo, before, after)
     found += [f"OpenLoop {r}" for r in restored]
-    return checks, "escaped during the checks before merging: " + "; ".join(found)
+    return checks, "escaped: during the checks before merging: " + "; ".join(found)
 
 
 # --- the hand-over after an iteration -----------------------------------------------------------
