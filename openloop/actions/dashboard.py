@@ -9,7 +9,7 @@ from openloop.errors import OpenLoopError
 from openloop.loop import promotion
 from openloop.state import budget, pause
 from openloop.state.config import load_config
-from openloop.state.ledger import load_rows, summary
+from openloop.state.ledger import load_ledger, load_rows, summary
 from openloop.state.project import resolve
 from openloop.state.registry import load_registry
 
@@ -23,6 +23,8 @@ def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
             project = resolve(env, entry.alias)
             counts = summary(load_rows(project.plane.ledger_file))["byStatus"]
             row["tasks"] = {k: v for k, v in counts.items() if v}
+            if counts.get("blocked"):
+                row["escaped"] = _escaped(project)
             row["pendingReviews"] = sum(
                 1
                 for r in promotion.list_requests(project.plane)
@@ -52,6 +54,16 @@ def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
     }
 
 
+def _escaped(project) -> list[str]:
+    """Blocked tasks whose last run changed something outside the agent's own repository:
+    each needs a human to look at what changed (task show has the exact difference)."""
+    return [
+        t.id
+        for t in load_ledger(project.plane.ledger_file).tasks
+        if t.status == "blocked" and (t.last_run or {}).get("outcome") == "escaped"
+    ]
+
+
 def render(data: dict[str, Any]) -> str:
     spent, daily = data["budget"]["spentUsd"], data["budget"]["dailyUsd"]
     lines = [
@@ -77,6 +89,11 @@ def render(data: dict[str, Any]) -> str:
             f"{t.get('blocked', 0) + t.get('failed', 0):>7} "
             f"{t.get('promoted', 0) + t.get('done', 0):>5}  {now}"
         )
+        for task_id in row.get("escaped", []):
+            lines.append(
+                f"  ! {task_id} ESCAPED its workspace and was blocked: "
+                f"'openloop task show -p {row['project']} --task {task_id}'"
+            )
     if not data["projects"]:
         lines.append("No linked projects. Link one with 'openloop project add ALIAS PATH --init'.")
     return "\n".join(lines)

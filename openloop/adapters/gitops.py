@@ -121,52 +121,6 @@ def rev_parse(repo: Path, ref: str) -> str:
     return out(repo, "rev-parse", "--verify", f"{ref}^{{commit}}")
 
 
-def add_worktree(repo: Path, path: Path, branch: str, base: str) -> None:
-    """A fresh worktree at `path` on `branch`, reset to `base` (each attempt starts clean)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        remove_worktree(repo, path)
-    git(repo, "worktree", "prune")
-    git(repo, "worktree", "add", "--quiet", "-B", branch, str(path), base)
-
-
-def remove_worktree(repo: Path, path: Path) -> None:
-    """Remove a worktree even if the agent left it dirty; the branch stays."""
-    git(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
-    if path.exists():
-        import shutil
-
-        shutil.rmtree(path, ignore_errors=True)
-    git(repo, "worktree", "prune", check=False)
-
-
-def _identity_args(worktree: Path) -> list[str]:
-    has_email = git(worktree, "config", "user.email", check=False).stdout.strip()
-    if has_email:
-        return []
-    return ["-c", "user.name=OpenLoop", "-c", "user.email=openloop@localhost"]
-
-
-def commit_all(worktree: Path, message: str) -> bool:
-    """Stage everything the agent changed and commit it; False when there was nothing."""
-    git(worktree, "add", "--all")
-    if git(worktree, "diff", "--cached", "--quiet", check=False).returncode == 0:
-        return False
-    # --no-verify: validation is OpenLoop's job, and a hook must not block the record of work.
-    git(
-        worktree,
-        *_identity_args(worktree),
-        "-c",
-        "commit.gpgsign=false",
-        "commit",
-        "--quiet",
-        "--no-verify",
-        "-m",
-        message,
-    )
-    return True
-
-
 def name_status(repo: Path, base: str, head: str) -> list[tuple[str, str, str | None]]:
     """(status letter, path, old path for renames/copies) for every change base..head."""
     raw = git(repo, "diff", "--name-status", "-z", "-M", *NO_PROGRAMS, base, head).stdout
@@ -326,36 +280,8 @@ def advance_branch(repo: Path, branch: str, old: str, new: str) -> str | None:
     return None
 
 
-def rebase_in(worktree: Path, onto: str) -> str | None:
-    """Rebase the worktree's branch onto `onto`; None on success, else the conflict (aborted)."""
-    proc = git(
-        worktree,
-        *_identity_args(worktree),
-        "-c",
-        "commit.gpgsign=false",
-        "rebase",
-        "--quiet",
-        onto,
-        check=False,
-    )
-    if proc.returncode == 0:
-        return None
-    git(worktree, "rebase", "--abort", check=False)
-    lines = (proc.stdout + proc.stderr).strip().splitlines()
-    conflict = next((ln for ln in lines if "CONFLICT" in ln), lines[-1] if lines else "")
-    return f"conflicts with the default branch: {conflict.strip()}"
-
-
 def delete_branch(repo: Path, branch: str) -> None:
     git(repo, "branch", "-D", branch, check=False)
-
-
-def add_worktree_detached(repo: Path, path: Path, commit: str) -> None:
-    """A scratch worktree at `commit` on no branch (for rebasing and checking a promotion)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        remove_worktree(repo, path)
-    git(repo, "worktree", "add", "--quiet", "--detach", str(path), commit)
 
 
 def regular_file_at(repo: Path, commit: str, path: str, limit: int = 200_000) -> str | None:

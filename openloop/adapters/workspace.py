@@ -79,14 +79,10 @@ def record(repo: Path, workspace: Path, base: str, message: str, who: dict[str, 
         where = ("--git-dir", str(gitdir), "--work-tree", str(workspace))
         git(repo, *where, "read-tree", base, env=env)
         git(repo, *where, "add", "--all", "--", ".", env=env)
-        tree = out_env(repo, env, *where, "write-tree")
+        tree = git(repo, *where, "write-tree", env=env).stdout.strip()
     if tree == out(repo, "rev-parse", f"{base}^{{tree}}"):
         return base
     return git(repo, "commit-tree", tree, "-p", base, input=message, env=who).stdout.strip()
-
-
-def out_env(repo: Path, env: dict[str, str], *args: str) -> str:
-    return git(repo, *args, env=env).stdout.strip()
 
 
 def set_branch(repo: Path, branch: str, new: str, old: str | None) -> bool:

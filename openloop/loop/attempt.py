@@ -353,6 +353,8 @@ def finish(it: Iteration, outcome: Outcome, reason: str) -> tuple[dict[str, Any]
     record = _record(it, outcome.value, reason)
     runs.write_record(it.project.plane.runs_dir, record)
     runs.prune(it.project.plane.runs_dir, it.gconf.runtime.keep_runs)
+    if outcome == Outcome.ESCAPED:
+        _event(it, "escaped", f"{it.project.alias}: {it.task.id}: {reason}", priority=3)
     _event(
         it,
         "iteration-finished",
@@ -361,8 +363,6 @@ def finish(it: Iteration, outcome: Outcome, reason: str) -> tuple[dict[str, Any]
         outcome=outcome.value,
         task_status=it.task_status or "",
     )
-    if outcome == Outcome.ESCAPED:
-        _event(it, "escaped", f"{it.project.alias}: {it.task.id}: {reason}", priority=3)
     _notify_task(it, outcome, reason)
     return record, outcome, reason
 
