@@ -396,6 +396,7 @@ def run_foreground(
     """`service run`: each project on its own schedule, in this process, via run-once logic.
     No pid files: the per-project lock is what keeps two iterations apart."""
     from openloop.errors import OpenLoopError
+    from openloop.loop import interrupt
     from openloop.loop.scheduler import run_once
 
     next_at: dict[str, float] = {}
@@ -412,6 +413,8 @@ def run_foreground(
                 if decision.run:
                     result = run_once(env, entry.alias)
                     echo(f"{entry.alias}: {result.outcome.value}: {result.reason}")
+                    if interrupt.requested():  # a stop signal: the loop ends with the run
+                        return
                 minutes = resolve(env, entry.alias).config().schedule.interval_minutes
             except OpenLoopError as exc:
                 echo(f"{entry.alias}: error: {exc}")

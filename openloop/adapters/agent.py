@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from openloop.adapters.supervise import STDERR, AgentRequest, Ended, supervise
 from openloop.errors import InputError
 
-OUTCOMES = ("completed", "agent-error", "stalled", "timed-out", "budget-stopped")
+OUTCOMES = ("completed", "agent-error", "stalled", "timed-out", "budget-stopped", "interrupted")
 AGENT_TYPES = ("pi", "claude", "codex", "aider", "custom")
 PROMPT, SYSTEM = "prompt.md", "system.md"
 TOKEN_KEYS = ("input", "output", "cacheRead", "cacheWrite", "total")

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 TRANSCRIPT, STDERR = "transcript.jsonl", "agent.stderr"
 MARKER_VAR = "OPENLOOP_AGENT_RUN"
+# Set by a signal handler (SIGTERM, SIGHUP, SIGINT during an iteration: loop/interrupt.py). The
+# supervisor and the checks poll it and stop their process trees; the handler itself only sets
+# it, so no exception lands in the middle of a ledger write.
+STOP_REQUESTED = threading.Event()
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 EXIT_DRAIN = 2.0  # seconds a leftover process may hold stdout open after the agent exited
 
@@ -127,6 +131,8 @@ def _watch(
             return "timed-out", f"still running after {request.run_timeout:g}s"
         if now - last_line >= request.inactivity_timeout:
             return "stalled", f"no event for {request.inactivity_timeout:g}s"
+        if STOP_REQUESTED.is_set():
+            return "interrupted", "stopped by a signal"
         deadline = min(start + request.run_timeout, last_line + request.inactivity_timeout)
         wait = min(deadline - now, 0.25)
         if eof:  # stdout closed: the agent is exiting, or carries on without it
@@ -163,9 +169,15 @@ def _pump(stream: IO[bytes], lines: queue.Queue[bytes | None]) -> None:
 
 
 def _stop(proc: subprocess.Popen[bytes], marker: str) -> None:
-    """SIGTERM to everything the run started (pi then kills its own bash commands), SIGKILL to
-    what is left after KILL_GRACE. After a normal exit this sweeps up leftovers."""
-    deadline = time.monotonic() + KILL_GRACE
+    stop_tree(proc, marker)
+
+
+def stop_tree(proc: subprocess.Popen, marker: str, grace: float | None = None) -> None:
+    """SIGTERM to everything the process started (its process group, and every process
+    carrying its marker: pi starts bash commands in sessions of their own, out of reach of a
+    group kill), SIGKILL to what is left after the grace period. After a normal exit this
+    sweeps up leftovers. The agent and the checks are stopped the same way."""
+    deadline = time.monotonic() + (KILL_GRACE if grace is None else grace)
     survivors = _members(proc.pid, marker)
     if survivors:
         _signal(proc.pid, survivors, signal.SIGTERM)

@@ -13,7 +13,7 @@ from openloop.adapters import agent as agents
 from openloop.adapters import gitops, guard, workspace
 from openloop.adapters.supervise import TRANSCRIPT
 from openloop.env import iso
-from openloop.loop import governance, prompts, validation
+from openloop.loop import governance, interrupt, prompts, validation
 from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
 from openloop.loop.outcomes import Outcome
 from openloop.state import budget, checkfiles, runs, trust
@@ -30,12 +30,14 @@ def execute(it: Iteration) -> IterationResult:
     try:
         prepare_worktree(it)
         it.prompt = build_prompt(it)
+        stop_point()
         run_agent(it)
+        stop_point()
         collect(it)
         outcome, reason = judge(it)
     except Stop as stop:
         outcome, reason = stop.outcome, stop.reason
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a Ctrl+C outside `signals_stop_the_iteration` (a library caller)
         finish(it, Outcome.INTERRUPTED, "interrupted (Ctrl+C)")
         raise
     except Exception as exc:
@@ -49,6 +51,12 @@ def execute(it: Iteration) -> IterationResult:
     record, outcome, reason = finish(it, outcome, reason)
     it.reporter.finished(outcome.value, reason, task=it.task.id)
     return IterationResult(outcome, reason, it.project.alias, it.task.id, it.run_id, record)
+
+
+def stop_point() -> None:
+    """Between steps: a stop requested by a signal ends the attempt here."""
+    if signal_name := interrupt.requested():
+        raise Stop(Outcome.INTERRUPTED, f"interrupted by {signal_name}")
 
 
 def execute_adhoc(it: Iteration, prompt_text: str, *, validate: bool = True) -> IterationResult:
@@ -149,10 +157,20 @@ def _task_branch(it: Iteration) -> str:
     if it.task.branch and it.task.branch.startswith(name):
         return it.task.branch
     candidate, n = name, 1
-    while gitops.ref_exists(repo, f"refs/heads/{candidate}"):
+    while gitops.ref_exists(repo, f"refs/heads/{candidate}") and not _ours(it, candidate):
         n += 1
         candidate = f"{name}-{n}"
     return candidate
+
+
+def _ours(it: Iteration, branch: str) -> bool:
+    """A branch OpenLoop recorded for this task but whose ledger entry a killed run never
+    wrote: its tip is OpenLoop's own commit for the task (the agent cannot make one: refs in
+    the user's repository are guarded while it runs)."""
+    message = gitops.git(
+        it.project.repo, "log", "-1", "--format=%B", f"refs/heads/{branch}", check=False
+    ).stdout
+    return message.startswith("openloop: ") and f"\nTask: {it.task.id}\n" in message
 
 
 def guarded(it: Iteration, what: str, action):
@@ -282,6 +300,7 @@ def judge(it: Iteration) -> tuple[Outcome, str]:
         return Outcome.NO_PROGRESS, "the change is identical to the previous attempt's"
     _set_status(it, "validating", f"run {it.run_id}: agent finished, validating")
     run_checks(it)
+    stop_point()
     if validation.all_passed(it.checks) is False:
         names = ", ".join(c.name for c in it.checks if c.status in ("failed", "timed-out"))
         return Outcome.VALIDATION_FAILED, f"validation failed: {names}"

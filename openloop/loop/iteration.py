@@ -86,10 +86,9 @@ class Iteration:
         return env
 
     def check_env(self) -> dict[str, str]:
-        """The validation commands' environment (not marked as the agent's)."""
-        env = self.agent_env()
-        env.pop("OPENLOOP_RUN_ID", None)
-        return env
+        """The validation commands' environment. It carries OPENLOOP_RUN_ID like the agent's:
+        a check left running by a killed iteration is found and stopped by the next repair."""
+        return self.agent_env()
 
     def limit(self, name: str) -> int:
         """A runtime limit: the project's own value, else the global one."""

@@ -22,8 +22,8 @@ from openloop.adapters import gitops, workspace
 from openloop.adapters.supervise import TRANSCRIPT
 from openloop.env import Environment
 from openloop.errors import ConfigError
-from openloop.loop import governance, promotion, prompts
-from openloop.loop.attempt import build_prompt, execute, execute_adhoc
+from openloop.loop import governance, interrupt, promotion, prompts
+from openloop.loop.attempt import build_prompt, execute, execute_adhoc, stop_point
 from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
 from openloop.loop.outcomes import Outcome
 from openloop.progress import NullReporter, Reporter
@@ -80,13 +80,17 @@ def run_once(
     reporter: Reporter | None = None,
     adapter_factory: Callable[[str], agents.AgentAdapter] | None = None,
 ) -> IterationResult:
-    with _iteration(env, alias, model, provider, reporter, adapter_factory) as it:
+    with (
+        interrupt.signals_stop_the_iteration(),
+        _iteration(env, alias, model, provider, reporter, adapter_factory) as it,
+    ):
         try:
             gate(it)
             repair(it)
             promotion.retry_deferred(it)
             select(it)
             precheck(it)
+            stop_point()
         except Stop as stop:
             return _stopped(it, stop)
         return execute(it)
@@ -104,11 +108,15 @@ def run_prompt(
     adapter_factory: Callable[[str], agents.AgentAdapter] | None = None,
 ) -> IterationResult:
     """`openloop run`: the agent on a one-off prompt, gated, isolated and accounted."""
-    with _iteration(env, alias, model, provider, reporter, adapter_factory) as it:
+    with (
+        interrupt.signals_stop_the_iteration(),
+        _iteration(env, alias, model, provider, reporter, adapter_factory) as it,
+    ):
         try:
             gate(it)
             repair(it)
             govern(it)
+            stop_point()
         except Stop as stop:
             return _stopped(it, stop)
         return execute_adhoc(it, prompt_text, validate=validate)

@@ -1,20 +1,23 @@
 """Run the project's lint, typecheck and test commands in a worktree.
 
 Commands are shell lines the user approved (see trust.py), so they run under /bin/sh. Each has
-its own timeout and runs in its own process group, killed whole when it overruns.
+its own timeout and runs in its own session with a marker in its environment, and is stopped
+the way the agent is (supervise.stop_tree: the group and every process carrying the marker)
+when it overruns, when the iteration is told to stop by a signal, or when OpenLoop itself fails.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from openloop.adapters.supervise import MARKER_VAR, STOP_REQUESTED, stop_tree
 
 ORDER = ("lint", "typecheck", "test")
 TAIL_CHARS = 4000
@@ -40,7 +43,8 @@ def run_check(
     name: str, command: str, cwd: Path, log_path: Path, timeout: float, env: Mapping[str, str]
 ) -> CheckResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
+    start, marker = time.monotonic(), uuid.uuid4().hex
+    code: int | None = None
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             ["/bin/sh", "-c", command],
@@ -48,40 +52,33 @@ def run_check(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=dict(env),
+            env={**env, MARKER_VAR: marker},
             start_new_session=True,
         )
+        status = "timed-out"
         try:
-            code = proc.wait(timeout=timeout)
-            status = "passed" if code == 0 else "failed"
-        except subprocess.TimeoutExpired:
-            kill_group(proc)
-            code, status = None, "timed-out"
+            while time.monotonic() - start < timeout:
+                if STOP_REQUESTED.is_set():
+                    status = "interrupted"
+                    break
+                try:
+                    code = proc.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    continue
+                status = "passed" if code == 0 else "failed"
+                break
+        finally:
+            # Whatever ended the wait (done, timeout, a signal, an error of ours): nothing the
+            # check started outlives it.
+            stop_tree(proc, marker, grace=2.0 if status != "timed-out" else 5.0)
     output = log_path.read_bytes()[-TAIL_CHARS:].decode("utf-8", "replace")
     if status == "timed-out":
         output += f"\n[openloop: '{name}' killed after {timeout:.0f}s]"
+    elif status == "interrupted":
+        output += f"\n[openloop: '{name}' stopped: the iteration was interrupted]"
     return CheckResult(
         name, command, status, code, round(time.monotonic() - start, 3), str(log_path), output
     )
-
-
-def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM the whole process group, then SIGKILL whatever is left after `grace`."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            # The leader is gone; make sure no member of its group survives it.
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def run_all(
@@ -102,6 +99,9 @@ def run_all(
             continue
         if on_start:
             on_start(name)
+        if STOP_REQUESTED.is_set():
+            results.append(CheckResult(name, command, "interrupted"))
+            continue
         results.append(run_check(name, command, cwd, run_dir / f"{name}.log", timeout, env))
     return results
 
