@@ -188,9 +188,25 @@ def check_projects(env: Environment) -> list[Check]:
     return checks
 
 
+def check_containment(env: Environment) -> Check:
+    """How the processes of an iteration are found and stopped, and what bounds the agent's
+    writes: the user should know which guarantee is in force."""
+    sandbox = any(units.user_unit_dir(env).glob("openloop@*.service.d/*sandbox*.conf"))
+    detail = (
+        "timer runs: the unit's cgroup is killed whole by systemd; direct run-once: the "
+        "agent's and the checks' process groups and every process carrying the run's marker "
+        "(OPENLOOP_RUN_ID), swept again by the next repair; the agent's writes outside its "
+        "workspace are detected in the repository and your git settings ('escaped'), "
+        + ("and confined by the sandbox drop-in" if sandbox else "not confined elsewhere")
+    )
+    fix = None if sandbox else "'openloop service install --sandbox' where user namespaces work"
+    return Check("containment", True, detail, fix, warning=not sandbox)
+
+
 def run_checks(env: Environment) -> list[Check]:
     return [
         check_pi(env),
+        check_containment(env),
         check_git_identity(env),
         check_manager(env),
         check_linger(env),
