@@ -135,16 +135,33 @@ def test_guard_sees_each_kind_of_change(demo):  # noqa: F811
     assert "control file .openloop/policy.yaml changed" in text
     assert "hooks/post-commit created" in text
     assert "config changed" in text
-    restored = guard.restore_refs(demo, before, guard.take(demo))
+    restored = guard.restore_refs(demo, before.refs, guard.take(demo).refs)
     assert restored == ["refs/heads/extra deleted"]
 
 
-def test_the_ledger_and_run_records_are_not_escapes(demo):  # noqa: F811
+def test_what_openloop_and_the_user_write_meanwhile_is_not_an_escape(ol, demo):  # noqa: F811
+    add(ol, "Existing")
+    run_dir = demo / ".openloop" / "runs" / "20261130T000000Z-existing-abcd"
+    run_dir.mkdir(parents=True)
     before = guard.take(demo)
-    (demo / ".openloop" / "tasks.json").write_text('{"version": 2, "tasks": []}')
-    (demo / ".openloop" / "runs").mkdir(exist_ok=True)
-    (demo / ".openloop" / "runs" / "r.json").write_text("{}")
+    (run_dir / "transcript.jsonl").write_text("{}\n")  # the running agent's transcript
+    add(ol, "Added meanwhile")  # the user's `task add` while an agent runs
     assert before.differences(guard.take(demo)) == []
+
+
+def test_openloops_records_and_existing_tasks_are_guarded(ol, demo):  # noqa: F811
+    tid = add(ol, "Existing")
+    before = guard.take(demo)
+    ledger = demo / ".openloop" / "tasks.json"
+    ledger.write_text(ledger.read_text().replace('"medium-risk"', '"low-risk"'))
+    (demo / ".openloop" / "runs").mkdir(exist_ok=True)
+    (demo / ".openloop" / "runs" / "planted.json").write_text("{}")
+    (demo / ".openloop" / "promotions").mkdir(exist_ok=True)
+    (demo / ".openloop" / "promotions" / f"{tid}.json").write_text("{}")
+    found = "\n".join(before.differences(guard.take(demo)))
+    assert f"task {tid} changed" in found
+    assert "control file .openloop/runs/planted.json created" in found
+    assert f"control file .openloop/promotions/{tid}.json created" in found
 
 
 def test_replay_onto_a_moved_base_needs_no_work_tree(demo):  # noqa: F811

@@ -6,22 +6,50 @@ detected: a snapshot is taken before any code the agent wrote runs (the agent it
 checks), and compared when that code has stopped. Any difference ends the attempt as "escaped".
 Refs are put back by compare-and-swap where they still hold the agent's value; files are never
 rewritten (OpenLoop cannot know which version the user wants), only reported.
+
+What is compared: every ref; HEAD and the git state files that steer the user's next command
+(MERGE_HEAD, a rebase or cherry-pick in progress, other worktrees' HEADs); the index; the
+checkout as `git status` lists it with no excludes file of the user's and ignored paths named
+(so an ignore rule cannot hide a new file), with the content of every file it lists; the control
+files and OpenLoop's own records under `.openloop/` (the ledger by task: tasks added meanwhile are
+the user's `task add` and allowed, any change to an existing task is not); and the files from
+which git learns to run programs (config with its includes, hooks, info/, attributes, ignore).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from openloop.adapters.gitops import git
 from openloop.adapters.workspace import ZERO, common_dir
+from openloop.state.storage import atomic_write_text, locked
 
-# Under .openloop/, what OpenLoop itself writes during a run (run records, the ledger, requests).
-LOCAL_STATE = ("runs", "promotions", "promotion-results", "tasks.json")
 GOVERNANCE_DIRS = (".openloop", ".pi", ".agents")
+LEDGER = ".openloop/tasks.json"
+# Written by OpenLoop while the agent runs: the run's own transcript and logs live in
+# .openloop/runs/<run-id>/ (subdirectories of runs/ are skipped; the records beside them are not).
+RUN_ARTIFACTS = ".openloop/runs/"
+STATE_FILES = (
+    "MERGE_HEAD",
+    "MERGE_MSG",
+    "MERGE_MODE",
+    "CHERRY_PICK_HEAD",
+    "REVERT_HEAD",
+    "BISECT_LOG",
+    "index",
+)
+STATE_DIRS = ("sequencer", "rebase-merge", "rebase-apply", "worktrees")
 HASH_LIMIT = 8 * 1024 * 1024  # bytes of one file hashed; a bigger one is judged by size and time
+
+
+# OpenLoop's own records: nothing but OpenLoop writes them while code of the agent's runs (the
+# ledger's new tasks aside), so after an escape their earlier content is put back, whole.
+RECORD_DIRS = (".openloop/promotions", ".openloop/promotion-results")
+RECORD_LIMIT = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -30,13 +58,11 @@ class Snapshot:
     head: str
     status: str
     files: dict[str, str]  # label -> content fingerprint
+    tasks: dict[str, str] | None  # task id -> its canonical JSON (None: no ledger)
+    records: dict[str, bytes | None]  # OpenLoop's record files (relative path) -> content
 
     def differences(self, after: Snapshot) -> list[str]:
-        found: list[str] = []
-        for ref in sorted(set(self.refs) | set(after.refs)):
-            old, new = self.refs.get(ref), after.refs.get(ref)
-            if old != new:
-                found.append(f"ref {ref} {_short(old)} -> {_short(new)}")
+        found = ref_differences(self.refs, after.refs)
         if self.head != after.head:
             found.append(f"HEAD {self.head} -> {after.head}")
         if self.status != after.status:
@@ -46,46 +72,141 @@ class Snapshot:
             if old != new:
                 what = "created" if old is None else "deleted" if new is None else "changed"
                 found.append(f"{label} {what}")
+        found += _task_differences(self.tasks, after.tasks)
         return found
+
+
+def ref_differences(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return [
+        f"ref {ref} {_short(before.get(ref))} -> {_short(after.get(ref))}"
+        for ref in sorted(set(before) | set(after))
+        if before.get(ref) != after.get(ref)
+    ]
+
+
+def _task_differences(before: dict[str, str] | None, after: dict[str, str] | None) -> list[str]:
+    if before == after:
+        return []
+    if before is None or after is None:
+        return [f"{LEDGER} {'created' if before is None else 'deleted or unreadable'}"]
+    changed = [tid for tid, text in before.items() if after.get(tid) != text]
+    return [f"task {tid} changed in {LEDGER}" for tid in changed]
 
 
 def _short(value: str | None) -> str:
     return value[:12] if value else "(none)"
 
 
-def take(repo: Path, env: dict[str, str] | None = None) -> Snapshot:
-    """Refs, HEAD, the checkout's status (with the content of every file it lists), the control
-    files, and the git settings that could make git run a program."""
-    gitdir = common_dir(repo)
+def refs(repo: Path) -> dict[str, str]:
+    """Every ref and its value. Taken apart from the rest: it works whatever else the agent
+    broke (an unreadable index fails `git status`, never `for-each-ref`)."""
     listing = git(repo, "for-each-ref", "--format=%(refname) %(objectname)").stdout
-    refs = dict(line.split(" ", 1) for line in listing.splitlines() if " " in line)
-    head = _read(gitdir / "HEAD")
+    return dict(line.split(" ", 1) for line in listing.splitlines() if " " in line)
+
+
+def take(repo: Path, env: dict[str, str] | None = None) -> Snapshot:
+    environ = env or dict(os.environ)
+    gitdir = common_dir(repo)
+    head_path = Path(
+        git(repo, "rev-parse", "--path-format=absolute", "--git-path", "HEAD").stdout.strip()
+    )
     status = git(
-        repo, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=no"
+        repo,
+        "-c",
+        "core.excludesFile=/dev/null",
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "--untracked-files=all",
+        "--ignored=matching",
     ).stdout
     files: dict[str, str] = {}
     for entry in status.split("\0"):
         # Dirty or untracked files already listed: their content must not change either.
-        if len(entry) > 3:
+        # Ignored ones ("!!") count by name only: build output may be huge.
+        if len(entry) > 3 and not entry.startswith("!!"):
             files[f"checkout file {entry[3:]}"] = _fingerprint(repo / entry[3:])
     for top in GOVERNANCE_DIRS:
         for path in _walk(repo / top):
             rel = path.relative_to(repo).as_posix()
-            parts = rel.split("/")
-            if parts[0] == ".openloop" and len(parts) > 1 and _local_state(parts[1]):
+            if rel == LEDGER or (
+                rel.startswith(RUN_ARTIFACTS) and "/" in rel[len(RUN_ARTIFACTS) :]
+            ):
                 continue
+            if Path(rel).name.startswith(".") and rel.endswith((".lock", ".tmp")):
+                continue  # OpenLoop's lock files and atomic-write temporaries
             files[f"control file {rel}"] = _fingerprint(path)
-    for path in _git_settings(repo, gitdir, env or dict(os.environ)):
+    for path in _git_settings(repo, gitdir, environ):
         files[f"git setting {path}"] = _fingerprint(path)
-    return Snapshot(refs, head, status, {k: v for k, v in files.items() if v is not None})
+    for path in _git_state(gitdir):
+        files[f"git state {path}"] = _fingerprint(path)
+    return Snapshot(
+        refs(repo),
+        _read(head_path),
+        status,
+        {k: v for k, v in files.items() if v is not None},
+        _tasks(repo / LEDGER),
+        _records(repo),
+    )
 
 
-def restore_refs(repo: Path, before: Snapshot, after: Snapshot) -> list[str]:
+def _records(repo: Path) -> dict[str, bytes | None]:
+    found: dict[str, bytes | None] = {}
+    paths = [p for d in RECORD_DIRS for p in _walk(repo / d)]
+    runs = repo / RUN_ARTIFACTS
+    paths += sorted(runs.glob("*.json")) if runs.is_dir() else []
+    for path in paths:
+        rel = path.relative_to(repo).as_posix()
+        try:
+            data = path.read_bytes() if not path.is_symlink() else None
+        except OSError:
+            data = None
+        found[rel] = data if data is None or len(data) <= RECORD_LIMIT else None
+    return found
+
+
+def restore_records(repo: Path, before: Snapshot) -> list[str]:
+    """Put OpenLoop's records back as they were: request and run files rewritten, planted ones
+    removed, changed tasks of the ledger restored (tasks added meanwhile are kept)."""
+    done: list[str] = []
+    now = _records(repo)
+    for rel in sorted(set(before.records) | set(now)):
+        old, new = before.records.get(rel), now.get(rel, b"<absent>")
+        if old == new or (rel not in before.records and rel not in now):
+            continue
+        path = repo / rel
+        if path.is_symlink() or path.is_dir():
+            continue  # a planted link or folder: reported as changed, left to the user
+        if rel not in before.records:
+            path.unlink(missing_ok=True)
+            done.append(f"removed {rel}")
+        elif old is not None:
+            atomic_write_text(path, old.decode("utf-8", "replace"))
+            done.append(f"restored {rel}")
+    if before.tasks is not None and _task_differences(before.tasks, _tasks(repo / LEDGER)):
+        ledger = repo / LEDGER
+        with locked(ledger, what="task ledger"):
+            try:
+                data = json.loads(ledger.read_text(encoding="utf-8"))
+                tasks = data["tasks"] if isinstance(data, dict) else None
+            except (OSError, ValueError, KeyError):
+                data, tasks = None, None
+            if isinstance(tasks, list):
+                kept = {str(t.get("id")): t for t in tasks if isinstance(t, dict)}
+                for tid, text in before.tasks.items():
+                    kept[tid] = json.loads(text)
+                data["tasks"] = list(kept.values())
+                atomic_write_text(ledger, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+                done.append(f"restored the tasks changed in {LEDGER}")
+    return done
+
+
+def restore_refs(repo: Path, before: dict[str, str], after: dict[str, str]) -> list[str]:
     """Put back every ref the agent moved, created or deleted, each only if it still holds the
     value seen after the agent (compare-and-swap). Returns what was put back."""
     restored = []
-    for ref in sorted(set(before.refs) | set(after.refs)):
-        old, new = before.refs.get(ref), after.refs.get(ref)
+    for ref in sorted(set(before) | set(after)):
+        old, new = before.get(ref), after.get(ref)
         if old == new:
             continue
         args = ["update-ref", "-m", "openloop: undo a change the agent made"]
@@ -98,8 +219,35 @@ def restore_refs(repo: Path, before: Snapshot, after: Snapshot) -> list[str]:
     return restored
 
 
-def _local_state(name: str) -> bool:
-    return name in LOCAL_STATE or name.startswith("tasks.json")
+def verify(repo: Path, before: Snapshot, env: dict[str, str] | None = None) -> list[str]:
+    """What changed since `before`, with refs already put back (reported as such). A snapshot
+    that cannot be taken any more (the agent broke the index, say) is itself an escape."""
+    try:
+        after = take(repo, env)
+    except Exception as exc:  # noqa: BLE001 - whatever broke, it was not so before the agent
+        now = refs(repo)
+        found = [f"the repository cannot be read as before ({exc})"]
+        found += ref_differences(before.refs, now)
+        found += [f"OpenLoop {r}" for r in restore_refs(repo, before.refs, now)]
+        return found + [f"OpenLoop {r}" for r in restore_records(repo, before)]
+    found = before.differences(after)
+    if found:
+        found += [f"OpenLoop {r}" for r in restore_refs(repo, before.refs, after.refs)]
+        found += [f"OpenLoop {r}" for r in restore_records(repo, before)]
+    return found
+
+
+def _tasks(path: Path) -> dict[str, str] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"(unreadable)": "x"}
+    tasks = data.get("tasks") if isinstance(data, dict) else None
+    if not isinstance(tasks, list):
+        return {"(unreadable)": "x"}
+    return {str(t.get("id")): json.dumps(t, sort_keys=True) for t in tasks if isinstance(t, dict)}
 
 
 def _walk(top: Path):
@@ -116,20 +264,33 @@ def _walk(top: Path):
 
 
 def _git_settings(repo: Path, gitdir: Path, env: dict[str, str]) -> list[Path]:
-    """The files from which git learns to run programs: the repository's config, hooks and
-    info/ (attributes, exclude), alternates, and the user's global git config."""
+    """The files from which git learns to run programs or what to ignore: every config file
+    git reads (includes too), hooks, info/ (attributes, exclude), alternates, and the user's
+    global attributes and ignore files."""
     paths = [gitdir / "config", gitdir / "objects" / "info" / "alternates"]
     worktree_gitdir = repo / ".git"
     if worktree_gitdir.is_file():  # the checkout is itself a worktree: its own config.worktree
         paths.append(worktree_gitdir)
+    origins = git(repo, "config", "--list", "--show-origin", "-z", check=False).stdout
+    for item in origins.split("\0"):
+        if item.startswith("file:"):
+            paths.append(Path(item.removeprefix("file:")))
     for folder in (gitdir / "hooks", gitdir / "info"):
         paths.extend(_walk(folder))
         paths.append(folder)
     home = Path(env.get("HOME", "~")).expanduser()
     xdg = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
-    paths += [home / ".gitconfig", xdg / "git" / "config", xdg / "git" / "attributes"]
+    paths += [home / ".gitconfig", xdg / "git" / "config"]
+    paths += [xdg / "git" / "attributes", xdg / "git" / "ignore"]
     if env.get("GIT_CONFIG_GLOBAL"):
         paths.append(Path(env["GIT_CONFIG_GLOBAL"]))
+    return list(dict.fromkeys(p if p.is_absolute() else repo / p for p in paths))
+
+
+def _git_state(gitdir: Path) -> list[Path]:
+    paths = [gitdir / name for name in STATE_FILES]
+    for name in STATE_DIRS:
+        paths.extend(_walk(gitdir / name))
     return paths
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import threading
@@ -62,6 +63,55 @@ class Ended:
     duration: float
 
 
+_PIDNS: list[list[str] | None] = []  # cached probe: the unshare prefix that works, or None
+
+
+def pid_namespace_prefix() -> list[str] | None:
+    """The command prefix that runs a program as the first process of a PID namespace of its
+    own, or None where the host does not allow one (no unshare, user namespaces restricted).
+
+    Why: a process the agent started can leave its session and drop the run's marker (`env -i
+    setsid ...`) and would then outlive the run. In a PID namespace it cannot: when the
+    namespace's first process exits, the kernel kills every process left in it. The first
+    process is a shell that runs the real command and waits for it, so the command itself is
+    not PID 1 (which ignores signals it has no handler for)."""
+    if not _PIDNS:
+        user = [] if os.geteuid() == 0 else ["--user", "--map-current-user"]
+        unshare = shutil.which("unshare") or shutil.which("unshare", path="/usr/bin:/bin")
+        prefix = [unshare or "unshare", *user, "--pid", "--fork", "--kill-child", "--"]
+        try:
+            ok = (
+                subprocess.run(
+                    [*prefix, "/bin/sh", "-c", "exit 0"],
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=10,
+                ).returncode
+                == 0
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        _PIDNS.append(prefix if ok else None)
+    return _PIDNS[0]
+
+
+# The namespace's first process: runs the command in the background (so the command is not PID
+# 1) with the original stdin (a background job would get /dev/null), waits, passes on its status.
+_INIT = 'exec 3<&0; "$@" <&3 3<&- & exec 3<&-; wait $!'
+
+
+def contained(argv: list[str], env: Mapping[str, str]) -> list[str]:
+    """argv run inside a PID namespace of its own where the host allows it (see above). The
+    program is looked up first, so a missing one is still FileNotFoundError, as without."""
+    prefix = pid_namespace_prefix()
+    if prefix is None or not argv:
+        return argv
+    program = shutil.which(argv[0], path=env.get("PATH", os.defpath))
+    if program is None:
+        raise FileNotFoundError(2, "No such file or directory", argv[0])
+    return [*prefix, "/bin/sh", "-c", _INIT, "openloop-run", program, *argv[1:]]
+
+
 def supervise(
     argv: list[str],
     request: AgentRequest,
@@ -81,8 +131,9 @@ def supervise(
         open(request.run_dir / STDERR, "wb") as stderr_file,
         open(request.run_dir / TRANSCRIPT, "wb") as transcript,
     ):
+        command = contained(argv, env)
         proc = subprocess.Popen(
-            argv,
+            command,
             cwd=request.cwd,
             env={**env, MARKER_VAR: marker},
             stdin=stdin_file,
@@ -114,6 +165,8 @@ def supervise(
         # Lines already on their way when the agent stopped still belong to the run.
         while not lines.empty() and (line := lines.get()) is not None:
             record(line)
+    # Through the namespace's shell a death by signal N is status 128+N (as pi's own exit on
+    # SIGTERM is 143): the status is not judged by its value, only recorded.
     return Ended(forced, error, proc.returncode, time.monotonic() - start)
 
 

@@ -180,12 +180,10 @@ def guarded(it: Iteration, what: str, action):
     try:
         return action()
     finally:
-        after = guard.take(it.project.repo, dict(it.env.environ))
-        found = before.differences(after)
+        found = guard.verify(it.project.repo, before, dict(it.env.environ))
         if found:
-            restored = guard.restore_refs(it.project.repo, before, after)
-            it.escape = found + [f"OpenLoop {r}" for r in restored]
-            raise Stop(Outcome.ESCAPED, f"escaped: during {what}: " + "; ".join(it.escape))
+            it.escape = found
+            raise Stop(Outcome.ESCAPED, f"escaped: during {what}: " + "; ".join(found))
 
 
 def build_prompt(it: Iteration) -> str:

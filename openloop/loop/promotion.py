@@ -90,9 +90,13 @@ def merge_branch(
     check_env: dict[str, str],
     timeout: float,
     validate: Literal["always", "if-rebased", "never"] = "if-rebased",
+    expected_head: str | None = None,
 ) -> MergeResult:
     """Fast-forward `base` to `branch`, replaying the change onto it first if `base` moved
     since the task branch was cut. Never touches the user's work.
+
+    expected_head: the commit that was judged (or reviewed); a branch whose tip is anything
+    else is not merged: only what was judged may land.
 
     The replay is computed in memory (git merge-tree). validate: run the checks on the result
     "always", only when it was replayed (the validated commit is not the one merged), or
@@ -102,6 +106,12 @@ def merge_branch(
     repo = project.repo
     base_tip = gitops.rev_parse(repo, f"refs/heads/{base}")
     head = gitops.rev_parse(repo, f"refs/heads/{branch}")
+    if expected_head is not None and head != expected_head:
+        return MergeResult(
+            False,
+            f"{branch} changed since it was validated (at {head[:12]}, judged "
+            f"{expected_head[:12]}): not merged",
+        )
     checks: tuple[validation.CheckResult, ...] = ()
     needs_rebase = not gitops.is_ancestor(repo, base_tip, head)
     if needs_rebase:
@@ -148,12 +158,9 @@ def _checks_on(env, project, pconf, commit, check_dir, check_env, timeout):
         )
     finally:
         workspace.remove_workspace(scratch)
-    after = guard.take(repo, dict(env.environ))
-    found = before.differences(after)
+    found = guard.verify(repo, before, dict(env.environ))
     if not found:
         return checks, None
-    restored = guard.restore_refs(repo, before, after)
-    found += [f"OpenLoop {r}" for r in restored]
     return checks, "escaped: during the checks before merging: " + "; ".join(found)
 
 
@@ -191,6 +198,7 @@ def prepare_handover(it, now: str) -> Handover:
             it.pconf,
             it.branch,
             base=it.base_branch,
+            expected_head=it.head_commit,
             check_dir=it.run_dir / "promote",
             check_env=it.check_env(),
             timeout=float(it.limit("validation_timeout_seconds")),
@@ -305,7 +313,7 @@ def apply(
     pconf = project.config()
     if validate:
         trust.require_trusted(project.entry, pconf)
-    branch = request["branch"]
+    branch, head, base = _reviewed(project, pconf, task_id, request)
     if not gitops.ref_exists(project.repo, f"refs/heads/{branch}"):
         raise StateError(f"branch {branch} no longer exists")
     gconf = load_config(env)
@@ -315,7 +323,8 @@ def apply(
         project,
         pconf,
         branch,
-        base=request.get("baseBranch") or governance.base_branch(project, pconf),
+        base=base,
+        expected_head=head,
         check_dir=plane.runs_dir / f"apply-{task_id}",
         check_env=dict(env.environ),
         timeout=float(gconf.runtime.validation_timeout_seconds),
@@ -343,6 +352,32 @@ def apply(
         transition(task, "promoted", f"applied by user: {result.reason}", now)
         task.promoted_at = now
     return result
+
+
+def _reviewed(project: Project, pconf: ProjectConfig, task_id: str, request: dict[str, Any]):
+    """(branch, commit, base) of what was put up for review, cross-checked between the request
+    and the ledger (the run that made it wrote both): a request rewritten after the fact to
+    name another branch, commit or base is refused, never merged."""
+    from openloop.state.ledger import load_ledger
+
+    task = load_ledger(project.plane.ledger_file).get(task_id)
+    recorded = (task.last_run or {}).get("headCommit")
+    branch, head = request.get("branch"), request.get("headCommit")
+    base = governance.base_branch(project, pconf)
+    problems = []
+    if branch != task.branch:
+        problems.append(f"its branch {branch!r} is not the task's {task.branch!r}")
+    if not head or head != recorded:
+        problems.append("its commit is not the one the task's last run recorded")
+    if request.get("baseBranch") not in (None, base):
+        problems.append(f"its base {request.get('baseBranch')!r} is not the pinned {base!r}")
+    if problems:
+        raise StateError(
+            f"the promotion request of '{task_id}' does not match the ledger: "
+            + "; ".join(problems)
+            + "; nothing was changed"
+        )
+    return branch, head, base
 
 
 def reject(
@@ -413,21 +448,24 @@ def retry_deferred(it) -> None:
             withdraw(it.project, task_id, now, "task is no longer in review")
             continue
         try:
-            tip = gitops.rev_parse(it.project.repo, f"refs/heads/{branch}")
-            if tip != request.get("headCommit"):
-                result = MergeResult(False, f"{branch} changed since it was validated")
+            branch, head, base = _reviewed(it.project, it.pconf, task_id, request)
+            if request.get("action") != "auto-merge" or task.last_run.get("outcome") != "completed":
+                result = MergeResult(
+                    False, "only a result the policy allowed to auto-merge retries"
+                )
             else:
                 result = merge_branch(
                     it.env,
                     it.project,
                     it.pconf,
                     branch,
-                    base=request.get("baseBranch") or governance.base_branch(it.project, it.pconf),
+                    base=base,
+                    expected_head=head,
                     check_dir=plane.runs_dir / f"promote-{task_id}",
                     check_env=dict(it.env.environ),
                     timeout=float(it.limit("validation_timeout_seconds")),
                 )
-        except GitError as exc:
+        except (GitError, StateError) as exc:
             result = MergeResult(False, f"cannot merge {branch}: {exc}")
         if result.deferred:
             continue

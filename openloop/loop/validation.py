@@ -17,7 +17,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from openloop.adapters.supervise import MARKER_VAR, STOP_REQUESTED, stop_tree
+from openloop.adapters.supervise import (
+    MARKER_VAR,
+    STOP_REQUESTED,
+    contained,
+    stop_tree,
+)
 
 ORDER = ("lint", "typecheck", "test")
 TAIL_CHARS = 4000
@@ -47,7 +52,7 @@ def run_check(
     code: int | None = None
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", command],
+            contained(["/bin/sh", "-c", command], env),
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=log,

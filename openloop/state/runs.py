@@ -6,6 +6,7 @@ it as interrupted."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from datetime import datetime
 from pathlib import Path
@@ -42,14 +43,26 @@ def read_record(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+RUN_ID = re.compile(r"\d{8}T\d{6}Z-[a-z0-9][a-z0-9-]{0,99}-[0-9a-f]{4}")
+
+
 def unfinished(runs_dir: Path) -> list[dict[str, Any]]:
-    """Records still marked running (their iteration died), oldest first."""
+    """Records still marked running (their iteration died), oldest first. Only records whose
+    run id is one OpenLoop makes and names their own file: repair rewrites the record and reads
+    the run's transcript by that id, so a planted `../../x` must never become a path."""
     found = []
     if not runs_dir.is_dir():
         return found
     for path in sorted(runs_dir.glob("*.json")):
         data = read_record(path)
-        if data and data.get("outcome") == RUNNING:
+        run_id = data.get("runId") if data else None
+        if (
+            data
+            and data.get("outcome") == RUNNING
+            and isinstance(run_id, str)
+            and RUN_ID.fullmatch(run_id)
+            and path.stem == run_id
+        ):
             found.append(data)
     return found
 
