@@ -165,7 +165,11 @@ def which_all(name: str) -> str:
 def test_fetch_github_issue_success() -> None:
     run = FakeRun(stdout=json.dumps({"title": "  Crash\non start ", "body": "Steps..."}))
     issue = fetch_issue(parse_ref("octo/repo#12"), run=run, which=which_all, timeout=3)
-    assert issue == FetchedIssue(title="Crash on start", body="Steps...")
+    note = (
+        "note: the fetched title contained control characters (newline); they were removed "
+        "(line breaks became spaces)"
+    )
+    assert issue == FetchedIssue(title="Crash on start", body="Steps...", title_notes=(note,))
     argv, kwargs = run.calls[0]
     assert argv == [
         "/usr/bin/gh", "issue", "view", "12", "--repo", "octo/repo", "--json", "title,body",

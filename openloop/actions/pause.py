@@ -6,6 +6,7 @@ from openloop.adapters import journal
 from openloop.env import Environment
 from openloop.state.pause import set_global_pause, set_project_pause
 from openloop.state.project import resolve
+from openloop.state.text import check_line
 
 
 def set_paused(
@@ -13,6 +14,8 @@ def set_paused(
 ) -> str:
     """Pause or resume everything, or one project; recorded in the audit trail. Returns what
     was changed, for the user ("project web" or "OpenLoop")."""
+    if reason is not None:
+        check_line(reason, "--reason", "reasons")
     event = "paused" if paused else "resumed"
     why = f": {reason}" if reason and paused else ""
     if alias:

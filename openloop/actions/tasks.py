@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
 from openloop.adapters import refs
@@ -22,6 +23,7 @@ from openloop.state.ledger import (
     transition,
 )
 from openloop.state.project import Project, require_initialized
+from openloop.state.text import check_line, check_text
 
 
 def _event(project: Project, task: Task, name: str, message: str) -> None:
@@ -56,6 +58,7 @@ def check_scope(paths: list[str] | tuple[str, ...]) -> list[str]:
     """Scope entries are repo-relative paths or globs; de-duplicated, order kept."""
     clean: list[str] = []
     for raw in paths:
+        check_line(raw, "--scope", "scopes")
         path = raw.strip().replace("\\", "/")
         if not path:
             raise InputError("--scope: empty path")
@@ -98,26 +101,56 @@ class NewTask:
     ref: str | None = None
     task_id: str | None = None
     needs_plan: bool = False
+    ref_option: str = "--from-ref"  # `enqueue` calls it --ref
+    description_option: str = "--description"  # or --description-file
 
 
-def add_task(env: Environment, project: Project, spec: NewTask, *, fetch=refs.fetch_issue) -> Task:
+def _check_new_task(spec: NewTask) -> None:
+    """Everything the user typed, before anything is fetched or written."""
+    if spec.title is not None:
+        check_line(spec.title, "--title", "titles")
+        if not spec.title.strip():
+            raise InputError("--title: must not be empty")
+    for criterion in spec.acceptance:
+        check_line(criterion, "--accept", "acceptance criteria")
+    if spec.ref is not None:
+        check_line(spec.ref, spec.ref_option, "references")
+    if spec.task_id:
+        check_task_id(spec.task_id, option="--id")
+
+
+def add_task(
+    env: Environment,
+    project: Project,
+    spec: NewTask,
+    *,
+    fetch=refs.fetch_issue,
+    warn: Callable[[str], None] = lambda message: None,
+) -> Task:
+    """`warn` receives notes for the user (a fetched title that had to be cleaned)."""
     require_initialized(project)
-    if spec.title is not None and not spec.title.strip():
-        raise InputError("--title: must not be empty")
+    _check_new_task(spec)
     scope = check_scope(list(spec.scope))
     source = TaskSource(type="human", ref="openloop task add")
     title, description, id_seed = spec.title, spec.description, spec.title
+    if description is not None:
+        description = check_text(description, spec.description_option)  # CRLF becomes LF
     if spec.ref:
         ref = refs.parse_ref(spec.ref)
         fetched = fetch(ref)  # network and auth are optional: None falls back to the ref itself
-        title = title or (fetched.title if fetched else refs.fallback_title(ref))
-        description = description or (fetched.body if fetched else None)
+        if fetched and not title:
+            title = fetched.title
+            for note in fetched.title_notes:
+                warn(note)
+        if fetched and not description:
+            description = fetched.body
+            for note in fetched.body_notes:
+                warn(note)
+        title = title or refs.fallback_title(ref)
         source = TaskSource(type="issue", ref=ref.short())
         id_seed = ref.slug()
     if not title:
         raise InputError("--title: required (or give --from-ref REF)")
-    if spec.task_id:
-        check_task_id(spec.task_id, option="--id")
     now = env.now_iso()
     with edit_ledger(project.plane.ledger_file, now) as ledger:
         if spec.ref:
@@ -171,10 +204,22 @@ class TaskChanges:
     reason: str | None = None
 
 
+def _check_changes(changes: TaskChanges) -> TaskChanges:
+    """The user's values, checked; the description with its line ends normalised."""
+    if changes.title is not None:
+        check_line(changes.title, "--title", "titles")
+        if not changes.title.strip():
+            raise InputError("--title: must not be empty")
+    if changes.reason is not None:
+        check_line(changes.reason, "--reason", "reasons")
+    if changes.description is not None:
+        return replace(changes, description=check_text(changes.description, "--description"))
+    return changes
+
+
 def update_task(env: Environment, project: Project, task_id: str, changes: TaskChanges) -> Task:
     check_task_id(task_id)
-    if changes.title is not None and not changes.title.strip():
-        raise InputError("--title: must not be empty")
+    changes = _check_changes(changes)
     scope = check_scope(list(changes.scope)) if changes.scope is not None else None
     now = env.now_iso()
     with edit_ledger(project.plane.ledger_file, now) as ledger:
@@ -207,6 +252,8 @@ def update_task(env: Environment, project: Project, task_id: str, changes: TaskC
 
 def cancel_task(env: Environment, project: Project, task_id: str, reason: str | None) -> Task:
     check_task_id(task_id)
+    if reason is not None:
+        check_line(reason, "--reason", "reasons")
     now = env.now_iso()
     with edit_ledger(project.plane.ledger_file, now) as ledger:
         task = ledger.get(task_id)
@@ -223,6 +270,8 @@ def cancel_task(env: Environment, project: Project, task_id: str, reason: str | 
 
 def retry_task(env: Environment, project: Project, task_id: str, reason: str | None) -> Task:
     check_task_id(task_id)
+    if reason is not None:
+        check_line(reason, "--reason", "reasons")
     now = env.now_iso()
     with edit_ledger(project.plane.ledger_file, now) as ledger:
         task = ledger.get(task_id)

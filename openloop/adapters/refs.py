@@ -14,11 +14,12 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from openloop.errors import InputError
+from openloop.state.text import clean_line, clean_text
 
 BODY_LIMIT = 20_000
 TRUNCATED_NOTE = "\n\n[truncated by openloop]"
@@ -66,8 +67,14 @@ class IssueRef:
 
 @dataclass(frozen=True)
 class FetchedIssue:
+    """An issue's title and body, cleaned of control characters. The issue's author is not the
+    user and cannot be asked to retype, so nothing is refused: `title_notes`/`body_notes` say
+    what was removed, for the caller to tell the user when it uses that part."""
+
     title: str
     body: str
+    title_notes: tuple[str, ...] = field(default=())
+    body_notes: tuple[str, ...] = field(default=())
 
 
 def _bad(raw: str) -> InputError:
@@ -178,13 +185,31 @@ def _to_issue(data: Any) -> FetchedIssue | None:
     body = data.get("body")
     if body is None:
         body = data.get("description")
-    if not isinstance(title, str) or not title.strip():
+    if not isinstance(title, str):
+        return None
+    title, title_controls = clean_line(title)
+    if not title:
         return None
     if not isinstance(body, str):
         body = ""
+    body, body_controls = clean_text(body)
     if len(body) > BODY_LIMIT:
         body = body[:BODY_LIMIT] + TRUNCATED_NOTE
-    return FetchedIssue(title=" ".join(title.split()), body=body)
+    return FetchedIssue(
+        title=title,
+        body=body,
+        title_notes=_note("title", title_controls),
+        body_notes=_note("body", body_controls),
+    )
+
+
+def _note(what: str, controls: list[str]) -> tuple[str, ...]:
+    if not controls:
+        return ()
+    return (
+        f"note: the fetched {what} contained control characters ({', '.join(controls)}); "
+        f"they were removed{' (line breaks became spaces)' if what == 'title' else ''}",
+    )
 
 
 def fetch_issue(

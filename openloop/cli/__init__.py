@@ -17,6 +17,7 @@ import click
 from openloop import __version__
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
+from openloop.state.text import escape
 
 # name -> (module:attribute, one-line help shown by `openloop --help` without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -128,12 +129,15 @@ def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
         click.echo("Aborted.", err=True)
         return 130
     except click.ClickException as exc:
+        # Messages quote the offending value ("'x' is not one of..."): it may hold controls.
+        exc.message = escape(exc.message)
         exc.show()
         return exc.exit_code
     except OpenLoopError as exc:
         if os.environ.get("OPENLOOP_DEBUG"):
             traceback.print_exc()
-        click.echo(f"openloop: error: {exc}", err=True)
+        # One line, whatever value the message quotes (an unknown id, a bad alias...).
+        click.echo(f"openloop: error: {escape(str(exc))}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
@@ -144,7 +148,7 @@ def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
         if os.environ.get("OPENLOOP_DEBUG"):
             traceback.print_exc()
         click.echo(
-            f"openloop: internal error: {type(exc).__name__}: {exc} "
+            f"openloop: internal error: {type(exc).__name__}: {escape(str(exc))} "
             "(run with OPENLOOP_DEBUG=1 for the traceback)",
             err=True,
         )

@@ -7,7 +7,8 @@ import time
 import click
 
 from openloop.cli.options import examples, json_option, project_option
-from openloop.cli.output import print_json
+from openloop.cli.output import plain, print_json
+from openloop.state.text import escape, escape_text
 
 
 @click.command("status", epilog=examples("openloop status", "openloop status --json"))
@@ -21,7 +22,7 @@ def status_cmd(env, as_json: bool) -> None:
     if as_json:
         print_json(data)
     else:
-        click.echo(dashboard.render(data))
+        plain(dashboard.render(data))
 
 
 def _systemd_available() -> bool:
@@ -46,7 +47,9 @@ def watch_cmd(env, interval: float) -> None:
         raise InputError("watch needs a terminal; use 'openloop status --json' in scripts")
     try:
         while True:
-            text = dashboard.render(dashboard.dashboard(env, with_systemd=_systemd_available()))
+            text = escape_text(
+                dashboard.render(dashboard.dashboard(env, with_systemd=_systemd_available()))
+            )
             click.echo(
                 "\x1b[H\x1b[2J" + text + f"\n\nrefreshing every {interval:g}s, Ctrl+C to stop"
             )
@@ -129,7 +132,8 @@ def _emit(entries, as_json: bool, with_project: bool) -> None:
         print_json([journal.entry_to_json(e) for e in entries])
         return
     for entry in entries:
-        click.echo(journal.format_entry(entry, with_project=with_project))
+        # One record, one line: an agent's output or a task title cannot drive the terminal.
+        click.echo(escape(journal.format_entry(entry, with_project=with_project)))
 
 
 @click.command("doctor", epilog=examples("openloop doctor", "openloop doctor --json"))

@@ -1,4 +1,9 @@
-"""Printing: tables for people, JSON for scripts (the default when stdout is not a terminal)."""
+"""Printing: tables for people, JSON for scripts (the default when stdout is not a terminal).
+
+Whatever a file holds is printed safely: tables and messages escape control characters (a
+title with a newline or an escape sequence, from a hand-edited ledger or an older version,
+shows as `\n`/`\x1b`), and JSON escapes the few controls JSON itself allows raw.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+
+from openloop.state.text import escape, escape_json, escape_text
 
 
 def want_json(fmt: str | None, isatty: bool) -> bool:
@@ -22,7 +29,7 @@ def print_json(data: Any) -> None:
     """
     from pydantic_core import to_json
 
-    click.echo(to_json(data, indent=2, by_alias=True).decode())
+    click.echo(escape_json(to_json(data, indent=2, by_alias=True).decode()))
 
 
 def print_table(
@@ -44,8 +51,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value) or "-"
-    return str(value)
+        return escape(",".join(str(v) for v in value)) or "-"
+    return escape(str(value))
 
 
 def truncate(text: str, width: int) -> str:
@@ -53,5 +60,12 @@ def truncate(text: str, width: int) -> str:
 
 
 def info(message: str) -> None:
-    """Progress and hints go to stderr so stdout stays parseable."""
-    click.echo(message, err=True)
+    """Progress and hints go to stderr so stdout stays parseable. They can quote task data or a
+    repository's commands: controls other than the newline are escaped."""
+    click.echo(escape_text(message), err=True)
+
+
+def plain(text: str) -> None:
+    """A line or a screen of plain output that may hold task data: newlines stay, every other
+    control character is escaped."""
+    click.echo(escape_text(text))

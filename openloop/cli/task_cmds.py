@@ -16,7 +16,7 @@ from openloop.cli.options import (
     status_choice,
     task_option,
 )
-from openloop.cli.output import print_json, print_table, truncate, want_json
+from openloop.cli.output import info, print_json, print_table, truncate, want_json
 from openloop.errors import InputError
 from openloop.state.ledger import filter_tasks, load_ledger, load_rows, summary
 from openloop.state.project import require_initialized, resolve
@@ -120,8 +120,12 @@ def _add_options(func):
 
 def _add(env, project, as_json, description, description_file, **fields) -> None:
     proj = resolve(env, project)
-    spec = tasks.NewTask(description=_read_description(description, description_file), **fields)
-    created = tasks.add_task(env, proj, spec)
+    spec = tasks.NewTask(
+        description=_read_description(description, description_file),
+        description_option="--description-file" if description_file else "--description",
+        **fields,
+    )
+    created = tasks.add_task(env, proj, spec, warn=info)
     if as_json:
         print_json(created.to_data())
     else:
@@ -152,7 +156,7 @@ def add_cmd(env, **kwargs) -> None:
 @click.pass_obj
 def enqueue(env, project, ref, as_json) -> None:
     """Queue an issue as a task (same as 'task add --from-ref')."""
-    _add(env, project, as_json, None, None, ref=ref)
+    _add(env, project, as_json, None, None, ref=ref, ref_option="--ref")
 
 
 @task.command(

@@ -23,6 +23,7 @@ from openloop.state.ledger import edit_ledger, transition
 from openloop.state.project import Project
 from openloop.state.projectconfig import ProjectConfig
 from openloop.state.storage import atomic_write_text, dump_json, locked, read_text_or_none
+from openloop.state.text import check_line
 
 OPEN_STATUSES = frozenset({"pending", "deferred"})
 
@@ -391,6 +392,8 @@ def reject(
 ) -> str:
     """Turn a request down: the task is cancelled, or with `retry` goes back to ready with the
     reviewer's reason in its next prompt. Returns the task's new status."""
+    if reason is not None:
+        check_line(reason, "--reason", "reasons")
     plane = project.plane
     request = _open_request(plane, task_id)
     now = env.now_iso()

@@ -31,6 +31,7 @@ from openloop.state.storage import (
     locked,
     read_text_or_none,
 )
+from openloop.state.text import check_line
 
 LEDGER_VERSION = 2
 T = TypeVar("T", "Task", "TaskRow")
@@ -284,7 +285,9 @@ def slugify(text: str) -> str:
 
 
 def check_task_id(task_id: str, *, option: str = "--task") -> str:
-    if not TASK_ID_RE.match(task_id):
+    check_line(task_id, option, "task ids")
+    # fullmatch: with match(), `$` also matches before a final newline ("abc\n" passed).
+    if not TASK_ID_RE.fullmatch(task_id):
         raise InputError(
             f"{option}: '{task_id}' is not a valid task id "
             "(lowercase letters, digits and '-', starting with a letter or digit, at most 100)"

@@ -13,6 +13,7 @@ from openloop.state.config import load_config
 from openloop.state.controlplane import ControlPlane
 from openloop.state.projectconfig import ProjectConfig, load_project_config
 from openloop.state.registry import ProjectEntry, load_registry
+from openloop.state.text import check_line
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Project:
 
 def resolve(env: Environment, alias: str | None) -> Project:
     """The project named by --project, else the active one, else the only one linked."""
+    if alias:
+        # Named neutrally: the alias comes from --project or from an ALIAS argument.
+        check_line(alias, "project alias", "aliases")
     registry = load_registry(env)
     if not alias:
         alias = load_config(env).active_project

@@ -23,6 +23,7 @@ from openloop.state.storage import (
     locked,
     read_text_or_none,
 )
+from openloop.state.text import check_line
 
 REGISTRY_VERSION = 2
 ALIAS_MAX = 64
@@ -82,6 +83,7 @@ def alias_problem(alias: str) -> str | None:
 
 
 def check_alias(alias: str) -> str:
+    check_line(alias, "alias", "aliases")
     problem = alias_problem(alias)
     if problem:
         raise InputError(f"alias '{alias}' is not allowed: {problem}")
