@@ -53,13 +53,21 @@ def test_v1_global_config_and_registry_migrate(ol, legacy, env):
     assert shown["version"] == 2
     assert shown["activeProject"] == "legacy"
     assert shown["model"] == "gpt-4.1"
-    assert shown["budgets"] == {"dailyCostUsd": 12.5, "estimatedCostPerRunUsd": 0.1}
+    assert shown["budgets"] == {
+        "dailyCostUsd": 12.5,
+        "projectDailyCostUsd": None,  # new in v2, unset: no per-project ceiling
+        "estimatedCostPerRunUsd": 0.1,
+    }
     assert shown["notifications"]["onBudgetExhausted"] == "notify-send budget"
     assert shown["runtime"]["tickIntervalSeconds"] == 5  # unknown to us, kept
 
     assert ol("config", "set", "budgets.dailyCostUsd", "20").code == 0
     raw = json.loads(env.config_file.read_text())
-    assert raw["budgets"] == {"dailyCostUsd": 20, "estimatedCostPerRunUsd": 0.1}
+    assert raw["budgets"] == {
+        "dailyCostUsd": 20,
+        "projectDailyCostUsd": None,
+        "estimatedCostPerRunUsd": 0.1,
+    }
     assert raw["runtime"]["projectSelectionStrategy"] == "round-robin"
     assert "activeProjectAlias" not in raw
 

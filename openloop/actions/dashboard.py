@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from openloop.actions.service import budget_summary
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
 from openloop.loop import promotion
@@ -46,10 +47,7 @@ def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
         rows.append(row)
     return {
         "paused": pause.global_pause(env),
-        "budget": {
-            "spentUsd": round(budget.spent_today(env), 4),
-            "dailyUsd": gconf.budgets.daily_cost_usd,
-        },
+        "budget": budget_summary(budget.today(env), gconf),
         "projects": rows,
     }
 

@@ -15,7 +15,7 @@ from openloop.adapters import notifications, units
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
 from openloop.state import budget, pause, runs
-from openloop.state.config import load_config
+from openloop.state.config import GlobalConfig, load_config
 from openloop.state.project import Project, resolve
 from openloop.state.registry import load_registry
 
@@ -255,9 +255,24 @@ def _gate_failed(exec_condition: str) -> bool:
     return status.group(1) not in ("0", "1")
 
 
+def budget_summary(day: budget.DaySpend, gconf: GlobalConfig) -> dict[str, Any]:
+    """Today's spend for status: charged + live (`liveUsd`: what running iterations have
+    spent so far), against the ceilings."""
+    return {
+        "spentUsd": round(day.total(), 4),
+        "liveUsd": round(day.live_usd(), 4),
+        "dailyUsd": gconf.budgets.daily_cost_usd,
+        "projectDailyUsd": gconf.budgets.project_daily_cost_usd,
+        "byProject": {
+            alias: round(day.total(alias), 4)
+            for alias in sorted(set(day.by_project) | {e.project for e in day.live.values()})
+        },
+    }
+
+
 def status(env: Environment) -> dict[str, Any]:
     gconf = load_config(env)
-    spent = budget.spent_today(env)
+    day = budget.today(env)
     projects = []
     for entry in load_registry(env).projects:
         try:
@@ -268,7 +283,7 @@ def status(env: Environment) -> dict[str, Any]:
         "installed": installed(env),
         "target": units.show(env, "openloop.target", "ActiveState").get("ActiveState"),
         "paused": pause.global_pause(env),
-        "budget": {"spentUsd": round(spent, 4), "dailyUsd": gconf.budgets.daily_cost_usd},
+        "budget": budget_summary(day, gconf),
         "linger": units.linger_enabled(env),
         "projects": projects,
     }
@@ -337,12 +352,16 @@ def _gate(env: Environment, alias: str) -> GateDecision:
     reason = gate_reason(env, project, gconf, pconf)
     if reason:
         if "budget" in reason:
+            day = budget.day_key(env.now())
             notifications.notify(
                 env,
                 "budget-exhausted",
                 project=alias,
                 message=reason,
-                once_key=f"budget-exhausted:{budget.day_key(env.now())}",
+                # The day's ceiling notifies once a day; each project's own once for it.
+                once_key=f"budget-exhausted:{day}"
+                if "budgets.dailyCostUsd" in reason
+                else f"budget-exhausted:{alias}:{day}",
             )
         return GateDecision(False, reason)
     work = has_work(env, project, gconf)

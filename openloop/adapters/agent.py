@@ -96,13 +96,17 @@ class PiAdapter:
         argv += ["--model", request.model] if request.model else []
         for source in _append_sources(request, system):
             argv += ["--append-system-prompt", str(source)]
-        tally, budget = _PiTally(), request.budget_left_usd
+        tally, budget, check = _PiTally(), request.budget_left_usd, request.budget_check
 
         def on_line(raw: bytes, elapsed: float) -> str | None:
             event = _parse_event(raw)
             if event is None:
                 return None  # kept in the transcript, otherwise not ours to interpret
+            before = tally.cost
             _tally(tally, event)
+            # The shared budget first: a stop must not wait for anything (on_event is a UI).
+            if check is not None and tally.cost != before and (reason := check(tally.cost)):
+                return reason
             if on_event is not None:
                 kind = str(event["type"])
                 on_event(Progress(kind, tally.tool_calls, tally.cost, elapsed, tally.last_tool))
@@ -110,10 +114,13 @@ class PiAdapter:
                 return f"spent ${tally.cost:.4f}, exceeded budget left ${budget:.4f}"
             return None
 
+        def poll() -> str | None:
+            return check(tally.cost) if check is not None else None
+
         # pi reads a non-TTY stdin to its end and takes it verbatim as the prompt: out of argv
         # (ps, ARG_MAX) and, unlike `@file`, not wrapped in <file name=...> tags.
         try:
-            ended = supervise(argv, request, prompt, request.env, on_line)
+            ended = supervise(argv, request, prompt, request.env, on_line, poll=poll)
         except OSError as err:
             missing = isinstance(err, FileNotFoundError) and err.filename == binary
             return _result("agent-error", PI_MISSING if missing else f"cannot start pi: {err}")
@@ -226,7 +233,9 @@ class CommandAdapter:
                 on_event(Progress("output", 0, 0.0, elapsed, None))
 
         try:
-            ended = supervise(argv, request, stdin, env, on_line, frame=True)
+            # No cost reported: the shared budget can only stop it once others spent the day's.
+            poll = (lambda: request.budget_check(0.0)) if request.budget_check else None
+            ended = supervise(argv, request, stdin, env, on_line, frame=True, poll=poll)
         except OSError as err:
             if isinstance(err, FileNotFoundError) and err.filename == argv[0]:
                 return _result(

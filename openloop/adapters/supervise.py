@@ -2,7 +2,8 @@
 
 The agent runs in a session of its own with a per-run marker variable in its environment;
 stopping it signals the process group and every process still carrying the marker (pi starts
-each bash command in a new session, out of reach of a group kill): SIGTERM, then SIGKILL.
+each bash command in a new session, out of reach of a group kill): SIGTERM, then SIGKILL. A
+budget stop gets no grace: SIGKILL at once, so the agent cannot send another model request.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ MARKER_VAR = "OPENLOOP_AGENT_RUN"
 STOP_REQUESTED = threading.Event()
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 EXIT_DRAIN = 2.0  # seconds a leftover process may hold stdout open after the agent exited
+POLL_INTERVAL = 0.5  # seconds between budget checks while the agent is silent
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class AgentRequest:
     budget_left_usd: float | None  # pi only: stop once the run's cost exceeds this
     env: Mapping[str, str]  # the agent's whole environment
     command: str | None = None  # the custom adapter's command line (shlex syntax)
+    # The shared daily budget: called with the run's cost so far after each cost event and every
+    # POLL_INTERVAL while the agent is silent; returns a reason to stop the agent now, or None.
+    budget_check: Callable[[float], str | None] | None = None
 
 
 # --- running and stopping the process ---------------------------------------------------------
@@ -119,12 +124,16 @@ def supervise(
     env: Mapping[str, str],
     on_line: Callable[[bytes, float], str | None],
     frame: bool = False,
+    poll: Callable[[], str | None] | None = None,
 ) -> Ended:
     """Runs argv to its end or until a limit hits, recording stdout line by line as it comes.
 
     on_line sees each line (and the seconds elapsed) and returns a reason to stop, or None; an
-    exception from it stops the agent and propagates. With frame, plain output lines are
-    recorded as {"type": "output"} events, so every transcript.jsonl is JSON lines."""
+    exception from it stops the agent and propagates. poll, every POLL_INTERVAL, may return a
+    reason to stop too (the budget, spent by others while this agent is silent). Either reason
+    is a budget stop: the agent is killed at once, without a grace period. With frame, plain
+    output lines are recorded as {"type": "output"} events, so every transcript.jsonl is JSON
+    lines."""
     marker, start = uuid.uuid4().hex, time.monotonic()
     with (
         open(stdin, "rb") as stdin_file,
@@ -155,10 +164,11 @@ def supervise(
             transcript.flush()
             return on_line(line, time.monotonic() - start)
 
+        forced: str | None = None
         try:
-            forced, error = _watch(proc, lines, request, start, record)
+            forced, error = _watch(proc, lines, request, start, record, poll)
         finally:
-            _stop(proc, marker)
+            _stop(proc, marker, grace=0.0 if forced == "budget-stopped" else KILL_GRACE)
             reader.join(timeout=KILL_GRACE)
             if not reader.is_alive():  # closing under a blocked read would block us too
                 proc.stdout.close()
@@ -176,10 +186,15 @@ def _watch(
     request: AgentRequest,
     start: float,
     record: Callable[[bytes], str | None],
+    poll: Callable[[], str | None] | None = None,
 ) -> tuple[str | None, str | None]:
-    last_line, exited_at, eof = start, None, False
+    last_line, exited_at, eof, polled = start, None, False, start
     while True:
         now = time.monotonic()
+        if poll is not None and now - polled >= POLL_INTERVAL:
+            polled = now
+            if (reason := poll()) is not None:
+                return "budget-stopped", reason
         if now - start >= request.run_timeout:
             return "timed-out", f"still running after {request.run_timeout:g}s"
         if now - last_line >= request.inactivity_timeout:
@@ -221,18 +236,26 @@ def _pump(stream: IO[bytes], lines: queue.Queue[bytes | None]) -> None:
         lines.put(None)
 
 
-def _stop(proc: subprocess.Popen[bytes], marker: str) -> None:
-    stop_tree(proc, marker)
+def _stop(proc: subprocess.Popen[bytes], marker: str, grace: float = KILL_GRACE) -> None:
+    stop_tree(proc, marker, grace)
 
 
 def stop_tree(proc: subprocess.Popen, marker: str, grace: float | None = None) -> None:
     """SIGTERM to everything the process started (its process group, and every process
     carrying its marker: pi starts bash commands in sessions of their own, out of reach of a
     group kill), SIGKILL to what is left after the grace period. After a normal exit this
-    sweeps up leftovers. The agent and the checks are stopped the same way."""
-    deadline = time.monotonic() + (KILL_GRACE if grace is None else grace)
+    sweeps up leftovers. The agent and the checks are stopped the same way. With no grace (a
+    budget stop) the group gets SIGKILL before anything else: a process given time to exit
+    could still start a model request."""
+    grace = KILL_GRACE if grace is None else grace
+    if grace <= 0:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass  # already gone
+    deadline = time.monotonic() + grace
     survivors = _members(proc.pid, marker)
-    if survivors:
+    if survivors and grace > 0:
         _signal(proc.pid, survivors, signal.SIGTERM)
     while survivors and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -83,8 +83,7 @@ def execute_adhoc(it: Iteration, prompt_text: str, *, validate: bool = True) -> 
     finally:
         if it.worktree is not None:
             workspace.remove_workspace(it.worktree)
-    if it.agent_result and it.agent_result.cost_usd:
-        budget.record_spend(it.env, it.project.alias, it.agent_result.cost_usd)
+    charge(it)
     record = _record(it, outcome.value, reason)
     runs.write_record(it.project.plane.runs_dir, record)
     it.reporter.finished(outcome.value, reason)
@@ -215,8 +214,12 @@ def _read_spec(project: Project, task: Task) -> str | None:
 
 def run_agent(it: Iteration) -> None:
     assert it.worktree is not None and it.run_dir is not None and it.prompt is not None
+    assert it.run_id is not None
     adapter = it.adapter_factory(it.pconf.agent.type)
-    left = budget.left_today(it.env, it.gconf.budgets.daily_cost_usd)
+    # The day's budget, shared live with every other running iteration: this run publishes its
+    # spend as the agent reports it and is stopped at once when the day's total reaches a
+    # ceiling (its own calls or another project's). finish() charges the final cost.
+    live = budget.LiveSpend(it.env, it.run_id, it.project.alias, ceilings(it))
     request = agents.AgentRequest(
         cwd=it.worktree,
         prompt=it.prompt,
@@ -226,9 +229,10 @@ def run_agent(it: Iteration) -> None:
         run_dir=it.run_dir,
         run_timeout=float(it.limit("run_timeout_seconds")),
         inactivity_timeout=float(it.limit("inactivity_timeout_seconds")),
-        budget_left_usd=left if adapter.reports_cost else None,
+        budget_left_usd=None,
         env=it.agent_env(),
         command=it.pconf.agent.command,
+        budget_check=live,
     )
     it.reporter.phase("agent", task=it.task.id, role=it.selection.role, attempt=it.attempt)
 
@@ -238,6 +242,17 @@ def run_agent(it: Iteration) -> None:
         )
 
     guarded(it, "the agent's run", run)
+
+
+def ceilings(it: Iteration) -> budget.Ceilings:
+    conf = it.gconf.budgets
+    return budget.Ceilings(conf.daily_cost_usd, conf.project_daily_cost_usd)
+
+
+def charge(it: Iteration) -> None:
+    """The run's final cost to the day's budget, folding its live entry (one locked write)."""
+    cost = it.agent_result.cost_usd if it.agent_result else 0.0
+    budget.record_spend(it.env, it.project.alias, cost, run_id=it.run_id)
 
 
 def collect(it: Iteration) -> None:
@@ -358,9 +373,7 @@ def _judge_plan(it: Iteration) -> tuple[Outcome, str]:
 def finish(it: Iteration, outcome: Outcome, reason: str) -> tuple[dict[str, Any], Outcome, str]:
     """Apply the outcome to the task, charge the budget, write the run summary. Returns the
     record and the final outcome (a repeated failure may have become no-progress)."""
-    cost = it.agent_result.cost_usd if it.agent_result else 0.0
-    if cost:
-        budget.record_spend(it.env, it.project.alias, cost)
+    charge(it)
     handover = None
     if outcome == Outcome.COMPLETED:
         from openloop.loop import promotion

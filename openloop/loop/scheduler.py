@@ -237,11 +237,18 @@ def gate_reason(
         return f"project '{project.alias}' is paused; 'openloop resume -p {project.alias}'"
     if untrusted := trust.untrusted_reason(project.entry, pconf):
         return untrusted
-    left = budget.left_today(env, gconf.budgets.daily_cost_usd)
-    if left <= 0:
+    conf = gconf.budgets
+    day = budget.today(env)
+    if day.total() >= conf.daily_cost_usd:
         return (
-            f"daily budget of ${gconf.budgets.daily_cost_usd:.2f} is spent; runs resume tomorrow "
+            f"daily budget of ${conf.daily_cost_usd:.2f} is spent; runs resume tomorrow "
             "(or raise budgets.dailyCostUsd)"
+        )
+    own = conf.project_daily_cost_usd
+    if own is not None and day.total(project.alias) >= own:
+        return (
+            f"project '{project.alias}' spent its daily budget of ${own:.2f}; runs resume "
+            "tomorrow (or raise budgets.projectDailyCostUsd)"
         )
     return None
 
@@ -260,10 +267,11 @@ def repair(
     now = it.env.now_iso()
     for record in runs.unfinished(plane.runs_dir):
         _kill_run_processes(record.get("runId"))
-        # The run never got to charge what the agent spent; its transcript knows.
+        # The run never got to charge what the agent spent; its transcript knows. Its live
+        # entry in the day's budget is folded into that charge (never counted twice).
         cost = agents.transcript_cost(plane.runs_dir / record["runId"] / TRANSCRIPT)
-        if cost:
-            budget.record_spend(it.env, it.project.alias, cost)
+        cost = max(cost, budget.live_cost(it.env, record["runId"]))
+        budget.record_spend(it.env, it.project.alias, cost, run_id=record["runId"])
         record.update(outcome=outcome.value, endedAt=now, reason=reason, costUsd=cost)
         runs.write_record(plane.runs_dir, record)
     with edit_ledger(plane.ledger_file, now) as ledger:

@@ -26,6 +26,12 @@ class Budgets(FileModel):
     daily_cost_usd: float = Field(
         25.0, ge=0, allow_inf_nan=False, description="Daily spend ceiling across all projects (USD)"
     )
+    project_daily_cost_usd: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Daily spend ceiling for each project on its own (USD); unset: none",
+    )
 
 
 class Runtime(FileModel):
