@@ -26,6 +26,7 @@ from openloop.loop import scheduler
 from openloop.loop.outcomes import Outcome
 from openloop.state import backoff
 from openloop.state.ledger import load_ledger
+from tests.conftest import git
 from tests.test_agent import FAKE, assistant
 from tests.test_iteration import FakeAgent, add, set_project, write
 
@@ -151,6 +152,8 @@ def test_three_environment_failures_never_block_the_task(ol, demo, no_pi, clock)
         clock.advance(hours=7)
     task = only_task(demo)
     assert (task.status, task.attempts) == ("ready", 0)
+    # The retries reuse the task's branch instead of leaving openloop/add-hello-2, -3, ...
+    assert git(demo, "branch", "--list", "openloop/*").split() == ["openloop/add-hello"]
 
 
 def test_backoff_grows_and_a_working_agent_run_resets_it(ol, demo, no_pi, clock):

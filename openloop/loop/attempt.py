@@ -485,6 +485,8 @@ def _apply_outcome(
         elif outcome == Outcome.ENVIRONMENT_ERROR:
             # pi missing, the key refused, the quota spent: not the task's fault. No attempt,
             # no no-progress, its failure and diff untouched; the project backs off instead.
+            # The branch is remembered so the retries (unlimited) reuse it, not -2, -3, ...
+            task.branch = it.branch
             transition(task, _requeue_status(it), f"attempt not counted: {reason}", now)
         elif outcome == Outcome.ESCAPED:
             # Nothing of this attempt is kept or merged; a human looks first.
