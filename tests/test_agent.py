@@ -310,12 +310,13 @@ def test_no_answer_reports_exit_code_and_stderr_tail(fake, make_request):
     assert result.final_text is None and result.stop_reason is None
 
 
-def test_missing_pi_is_an_agent_error_not_an_exception(make_request, tmp_path):
+def test_missing_pi_is_an_environment_error_not_an_exception(make_request, tmp_path):
     request = make_request([], env={"PATH": str(tmp_path / "empty")})
     result = make_adapter("pi").run(request)
-    assert (result.outcome, result.error) == ("agent-error", PI_MISSING)
+    assert (result.outcome, result.error) == ("environment-error", PI_MISSING)
+    assert result.environment is not None and result.environment.kind == "agent-missing"
     result = make_adapter("pi", pi_binary=str(tmp_path / "nope" / "pi")).run(request)
-    assert (result.outcome, result.error) == ("agent-error", PI_MISSING)
+    assert (result.outcome, result.error) == ("environment-error", PI_MISSING)
 
 
 def test_find_pi_binary_uses_the_agent_environment(tmp_path):
@@ -472,6 +473,7 @@ def test_custom_command_failure_and_stall(fake, make_request):
 
     assert make_adapter("custom").run(make_request([])).error == "the custom agent needs a command"
     missing = make_adapter("custom").run(make_request([], command="no-such-agent --x"))
+    assert missing.outcome == "environment-error"
     assert missing.error == "'no-such-agent' not found: install it or put it on PATH"
 
 
@@ -508,5 +510,5 @@ def test_known_agents_command_lines(fake, make_request, tmp_path, name, argv_tai
 def test_known_agent_missing_binary(make_request, tmp_path):
     request = make_request([], env={"PATH": str(tmp_path)})
     result = make_adapter("claude").run(request)
-    assert result.outcome == "agent-error"
+    assert result.outcome == "environment-error"
     assert result.error == "'claude' not found: install it or put it on PATH"

@@ -30,7 +30,10 @@ def test_rendered_units_point_at_this_installation():
     assert "ExecStart=/opt/ol/bin/openloop run-once --project %i --quiet" in service_unit
     assert "/usr/bin/openloop" not in service_unit
     assert "Type=notify" in service_unit and "RuntimeMaxSec=" in service_unit
-    assert "SuccessExitStatus=10 11 12 13 14 15 16 17" in service_unit
+    from openloop.loop.outcomes import TASK_FAILURE_EXIT_CODES
+
+    codes = " ".join(map(str, TASK_FAILURE_EXIT_CODES))
+    assert f"SuccessExitStatus={codes}\n" in service_unit
     spaced = units.render_templates(["/opt/my tools/python", "-m", "openloop"])
     assert "ExecStart='/opt/my tools/python' -m openloop run-once" in spaced["openloop@.service"]
 

@@ -8,7 +8,7 @@ from openloop.actions.service import budget_summary
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
 from openloop.loop import promotion
-from openloop.state import budget, pause
+from openloop.state import backoff, budget, pause
 from openloop.state.config import load_config
 from openloop.state.ledger import load_ledger, load_rows, summary
 from openloop.state.project import resolve
@@ -26,6 +26,8 @@ def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
             row["tasks"] = {k: v for k, v in counts.items() if v}
             if counts.get("blocked"):
                 row["escaped"] = _escaped(project)
+            if waiting := backoff.summary(env, entry.alias):
+                row["environmentError"] = waiting
             row["pendingReviews"] = sum(
                 1
                 for r in promotion.list_requests(project.plane)
@@ -87,6 +89,8 @@ def render(data: dict[str, Any]) -> str:
             f"{t.get('blocked', 0) + t.get('failed', 0):>7} "
             f"{t.get('promoted', 0) + t.get('done', 0):>5}  {now}"
         )
+        if waiting := row.get("environmentError"):
+            lines.append(f"  ! {backoff.describe(row['project'], waiting)}")
         for task_id in row.get("escaped", []):
             lines.append(
                 f"  ! {task_id} ESCAPED its workspace and was blocked: "

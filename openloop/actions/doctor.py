@@ -10,7 +10,7 @@ from pathlib import Path
 from openloop.adapters import units
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
-from openloop.state import budget, trust
+from openloop.state import backoff, budget, trust
 from openloop.state.config import load_config
 from openloop.state.registry import load_registry
 
@@ -185,6 +185,16 @@ def check_projects(env: Environment) -> list[Check]:
             )
         else:
             checks.append(Check(name, True, entry.path))
+        if waiting := backoff.summary(env, entry.alias):
+            checks.append(
+                Check(
+                    f"agent {entry.alias}",
+                    False,
+                    f"{waiting['reason']}; {backoff.retry_phrase(waiting)} "
+                    f"(failed {waiting['failures']}x in a row, no attempt counted)",
+                    f"{waiting['fix']}, then 'openloop resume -p {entry.alias}' to retry now",
+                )
+            )
     return checks
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from openloop.adapters import journal
 from openloop.env import Environment
+from openloop.state import backoff
 from openloop.state.pause import set_global_pause, set_project_pause
 from openloop.state.project import resolve
+from openloop.state.registry import load_registry
 from openloop.state.text import check_line
 
 
@@ -22,7 +24,16 @@ def set_paused(
         alias = resolve(env, alias).alias
         set_project_pause(env, alias, paused)
         journal.send(f"project {alias} {event}{why}", event=event, project=alias)
-        return f"project {alias}"
+        ended = [] if paused else _end_backoff(env, [alias])
+        return f"project {alias}" + (" (its environment backoff ended)" if ended else "")
     set_global_pause(env, paused, reason)
     journal.send(f"OpenLoop {event}{why}", event=event)
-    return "OpenLoop (all projects)"
+    ended = [] if paused else _end_backoff(env, [e.alias for e in load_registry(env).projects])
+    return "OpenLoop (all projects)" + (
+        f" (environment backoff ended: {', '.join(ended)})" if ended else ""
+    )
+
+
+def _end_backoff(env: Environment, aliases: list[str]) -> list[str]:
+    """Resuming is also how the user says "fixed it, try now" after an environment error."""
+    return [alias for alias in aliases if backoff.clear(env, alias) is not None]

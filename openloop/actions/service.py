@@ -14,7 +14,7 @@ from typing import Any
 from openloop.adapters import notifications, units
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
-from openloop.state import budget, pause, runs
+from openloop.state import backoff, budget, pause, runs
 from openloop.state.config import GlobalConfig, load_config
 from openloop.state.project import Project, resolve
 from openloop.state.registry import load_registry
@@ -239,6 +239,7 @@ def project_status(env: Environment, project: Project) -> dict[str, Any]:
             "endedAt": last.get("endedAt"),
         },
         "paused": project.entry.paused or bool(pause.global_pause(env)),
+        "environmentError": backoff.summary(env, alias),
     }
 
 

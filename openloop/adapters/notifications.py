@@ -18,7 +18,11 @@ EVENTS = {
     "task-failed": "on_task_failed",
     "budget-exhausted": "on_budget_exhausted",
     "queue-empty": "on_queue_empty",
+    "environment-error": "on_environment_error",
 }
+# An event with no command of its own uses this one's: whoever hears of failed tasks hears
+# that no task can run at all.
+FALLBACK = {"environment-error": "on_task_failed"}
 
 
 def _state_file(env: Environment):
@@ -38,8 +42,10 @@ def notify(
     seen (until `clear` forgets it). Returns whether a command ran."""
     from openloop.adapters import journal
 
-    attr = EVENTS[event]
-    command = getattr(load_config(env).notifications, attr)
+    settings = load_config(env).notifications
+    command = getattr(settings, EVENTS[event])
+    if command is None and event in FALLBACK:
+        command = getattr(settings, FALLBACK[event])
     if once_key is not None and not _remember(env, once_key):
         return False
     journal.send(

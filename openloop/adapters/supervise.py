@@ -111,10 +111,24 @@ def contained(argv: list[str], env: Mapping[str, str]) -> list[str]:
     prefix = pid_namespace_prefix()
     if prefix is None or not argv:
         return argv
-    program = shutil.which(argv[0], path=env.get("PATH", os.defpath))
-    if program is None:
-        raise FileNotFoundError(2, "No such file or directory", argv[0])
+    program = _resolve(argv[0], env.get("PATH", os.defpath))
     return [*prefix, "/bin/sh", "-c", _INIT, "openloop-run", program, *argv[1:]]
+
+
+def _resolve(name: str, path: str) -> str:
+    """The program exec would run, with the errors exec would raise (the namespace's shell would
+    only print them): FileNotFoundError when there is none, PermissionError when not runnable."""
+    if "/" in name:
+        target = Path(name)
+        if not target.exists():
+            raise FileNotFoundError(2, "No such file or directory", name)
+        if target.is_dir() or not os.access(target, os.X_OK):
+            raise PermissionError(13, "Permission denied", name)
+        return name
+    program = shutil.which(name, path=path)
+    if program is None:
+        raise FileNotFoundError(2, "No such file or directory", name)
+    return program
 
 
 def supervise(

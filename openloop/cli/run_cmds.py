@@ -52,7 +52,9 @@ def run_once_cmd(env, project, model, provider, dry_run, as_json, quiet) -> int:
     \b
     Exit status: 0 completed, planned, idle or skipped; 10 validation failed; 11 agent error;
     12 stalled; 13 timed out; 14 budget stopped; 15 no progress; 16 blocked by policy;
-    17 interrupted; 1 OpenLoop itself failed (or another iteration of the project is running).
+    17 interrupted; 18 escaped; 19 environment error (pi missing, API key refused, quota
+    spent: no attempt counted, the project backs off); 1 OpenLoop itself failed (or another
+    iteration of the project is running).
     """
     if dry_run:
         print_json(scheduler.dry_run(env, project, model=model))

@@ -112,6 +112,8 @@ def restart_cmd(env) -> None:
 @click.pass_obj
 def status_cmd(env, as_json: bool) -> None:
     """Per project: timer state, next and last run, the last result, live STATUS text."""
+    from openloop.state import backoff
+
     data = service.status(env)
     if as_json:
         print_json(data)
@@ -123,9 +125,11 @@ def status_cmd(env, as_json: bool) -> None:
         f"budget today: ${data['budget']['spentUsd']:.2f} of "
         f"${data['budget']['dailyUsd']:.2f}" + ("   PAUSED" if paused else "")
     )
-    rows = []
+    rows, notes = [], []
     for p in data["projects"]:
         last = p.get("lastRun") or {}
+        if waiting := p.get("environmentError"):
+            notes.append(f"! {p['project']}: {backoff.describe(p['project'], waiting)}")
         rows.append(
             {
                 "project": p["project"],
@@ -143,6 +147,8 @@ def status_cmd(env, as_json: bool) -> None:
         ["project", "timer", "next", "last result", "last outcome", "now"],
         empty="No linked projects.",
     )
+    for note in notes:
+        click.echo(note)
 
 
 @service_group.command(
@@ -183,7 +189,7 @@ def pause_cmd(env, project, reason) -> None:
 @project_option
 @click.pass_obj
 def resume_cmd(env, project) -> None:
-    """Resume after 'openloop pause'."""
+    """Resume after 'openloop pause', or retry now after an environment error."""
     click.echo(f"Resumed {pause.set_paused(env, False, project)}.")
 
 

@@ -16,7 +16,7 @@ from openloop.env import iso
 from openloop.loop import governance, interrupt, prompts, validation
 from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
 from openloop.loop.outcomes import Outcome
-from openloop.state import budget, checkfiles, runs, trust
+from openloop.state import backoff, budget, checkfiles, runs, trust
 from openloop.state.ledger import Task, block_if_exhausted, edit_ledger, transition
 from openloop.state.policy import Change, assess, summary_for_prompt
 from openloop.state.project import Project
@@ -394,6 +394,7 @@ def finish(it: Iteration, outcome: Outcome, reason: str) -> tuple[dict[str, Any]
         task_status=it.task_status or "",
     )
     _notify_task(it, outcome, reason)
+    _environment_backoff(it, outcome)
     return record, outcome, reason
 
 
@@ -429,6 +430,49 @@ def _notify_task(it: Iteration, outcome: Outcome, reason: str) -> None:
         task_id=it.task.id,
         message=f"{it.project.alias} {it.task.id}: {it.task_status}: {reason}",
     )
+
+
+def _environment_backoff(it: Iteration, outcome: Outcome) -> None:
+    """An environment failure backs the project off (and notifies once while it lasts); the
+    next agent run that gets past the environment ends the backoff."""
+    from openloop.adapters import notifications
+
+    result, alias = it.agent_result, it.project.alias
+    if result is None:
+        return  # the agent never ran: nothing learned about its environment
+    if outcome != Outcome.ENVIRONMENT_ERROR:
+        if backoff.clear(it.env, alias) is not None:
+            for kind in agents.ENVIRONMENT_KINDS:
+                notifications.clear(it.env, _environment_key(alias, kind))
+            _event(it, "environment-recovered", f"{alias}: the agent's environment works again")
+        return
+    problem = result.environment or agents.EnvironmentProblem(
+        "agent-missing", result.error or "the agent could not run", "see 'openloop doctor'"
+    )
+    record = backoff.record_failure(
+        it.env,
+        alias,
+        kind=problem.kind,
+        reason=problem.what,
+        fix=problem.fix,
+        retry_after=problem.retry_after,
+        task_id=it.task.id,
+        run_id=it.run_id,
+    )
+    # The journal has every one as iteration-finished; the notification is once per failure.
+    message = f"{alias}: {record.message}; retry at {backoff.retry_time(it.env, record)}"
+    notifications.notify(
+        it.env,
+        "environment-error",
+        project=alias,
+        task_id=it.task.id,
+        once_key=_environment_key(alias, problem.kind),
+        message=message,
+    )
+
+
+def _environment_key(alias: str, kind: str) -> str:
+    return f"environment-error:{alias}:{kind}"
 
 
 def _apply_outcome(
@@ -468,6 +512,12 @@ def _apply_outcome(
             task.branch = it.branch
             task.last_failure = reason
             transition(task, "blocked", reason, now)
+        elif outcome == Outcome.ENVIRONMENT_ERROR:
+            # pi missing, the key refused, the quota spent: not the task's fault. No attempt,
+            # no no-progress, its failure and diff untouched; the project backs off instead.
+            # The branch is remembered so the retries (unlimited) reuse it, not -2, -3, ...
+            task.branch = it.branch
+            transition(task, _requeue_status(it), f"attempt not counted: {reason}", now)
         elif outcome == Outcome.ESCAPED:
             # Nothing of this attempt is kept or merged; a human looks first.
             task.attempts += 1

@@ -24,6 +24,9 @@ class Outcome(StrEnum):
     BLOCKED_BY_POLICY = "blocked-by-policy"
     INTERRUPTED = "interrupted"  # killed from outside; recorded by the next iteration's repair
     ESCAPED = "escaped"  # the agent (or its checks) changed something outside its own repository
+    # The agent could not work at all (pi missing, Node too old, the API key refused, the quota
+    # spent): not the task's fault. No attempt is counted; the project backs off instead.
+    ENVIRONMENT_ERROR = "environment-error"
 
     @property
     def exit_code(self) -> int:
@@ -48,6 +51,7 @@ EXIT_CODES: dict[Outcome, int] = {
     Outcome.BLOCKED_BY_POLICY: 16,
     Outcome.INTERRUPTED: 17,
     Outcome.ESCAPED: 18,
+    Outcome.ENVIRONMENT_ERROR: 19,
 }
 
 TASK_FAILURE_EXIT_CODES = tuple(sorted({c for c in EXIT_CODES.values() if c >= 10}))

@@ -27,7 +27,7 @@ from openloop.loop.attempt import build_prompt, execute, execute_adhoc, stop_poi
 from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
 from openloop.loop.outcomes import Outcome
 from openloop.progress import NullReporter, Reporter
-from openloop.state import budget, pause, runs, trust
+from openloop.state import backoff, budget, pause, runs, trust
 from openloop.state.config import GlobalConfig, load_config, resolve_model
 from openloop.state.ledger import (
     RUNNING,
@@ -250,7 +250,8 @@ def gate_reason(
             f"project '{project.alias}' spent its daily budget of ${own:.2f}; runs resume "
             "tomorrow (or raise budgets.projectDailyCostUsd)"
         )
-    return None
+    # The agent's environment failed (pi missing, the key refused, the quota spent): wait.
+    return backoff.gate_reason(env, project.alias)
 
 
 def repair(

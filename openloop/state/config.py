@@ -55,6 +55,11 @@ class Notifications(FileModel):
         None, description="Command run when the budget runs out"
     )
     on_queue_empty: str | None = Field(None, description="Command run when a project has no work")
+    on_environment_error: str | None = Field(
+        None,
+        description="Command run when the agent cannot run at all (pi missing, API key refused, "
+        "quota spent); unset: onTaskFailed's",
+    )
 
 
 class GlobalConfig(FileModel):
