@@ -201,16 +201,29 @@ def check_projects(env: Environment) -> list[Check]:
 def check_containment(env: Environment) -> Check:
     """How the processes of an iteration are found and stopped, and what bounds the agent's
     writes: the user should know which guarantee is in force."""
+    from openloop.adapters.supervise import pid_namespace_prefix
+
     sandbox = any(units.user_unit_dir(env).glob("openloop@*.service.d/*sandbox*.conf"))
-    detail = (
-        "timer runs: the unit's cgroup is killed whole by systemd; direct run-once: the "
-        "agent's and the checks' process groups and every process carrying the run's marker "
-        "(OPENLOOP_RUN_ID), swept again by the next repair; the agent's writes outside its "
-        "workspace are detected in the repository and your git settings ('escaped'), "
-        + ("and confined by the sandbox drop-in" if sandbox else "not confined elsewhere")
+    pidns = pid_namespace_prefix() is not None
+    processes = (
+        "the agent and each check run in a PID namespace of their own (nothing they start "
+        "outlives them)"
+        if pidns
+        else "no PID namespace here (unshare or user namespaces unavailable): the agent's and "
+        "the checks' process groups and every process carrying the run's marker are stopped, "
+        "and the next repair sweeps again; a process that drops both can outlive the run"
     )
-    fix = None if sandbox else "'openloop service install --sandbox' where user namespaces work"
-    return Check("containment", True, detail, fix, warning=not sandbox)
+    writes = (
+        "writes outside the repository are confined by the sandbox drop-in"
+        if sandbox
+        else "writes outside the repository are not confined (the guard detects changes to it)"
+    )
+    fix = None
+    if not pidns:
+        fix = "install util-linux >= 2.38 (unshare) and allow unprivileged user namespaces"
+    elif not sandbox:
+        fix = "'openloop service install --sandbox' where user namespaces work"
+    return Check("containment", True, f"{processes}; {writes}", fix, warning=fix is not None)
 
 
 def run_checks(env: Environment) -> list[Check]:
