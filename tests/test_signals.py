@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git
+from tests.support.procs import processes_of
 from tests.test_iteration import add, set_project, task_of
 
 OPENLOOP = str(Path(sys.executable).with_name("openloop"))
@@ -35,22 +36,6 @@ print(json.dumps({{"type": "tool_execution_start", "toolName": "bash"}}), flush=
 subprocess.Popen(["sleep", "300"], start_new_session=True)
 time.sleep(300)
 """
-
-
-def _processes_of(run_id: str) -> list[int]:
-    needle = f"OPENLOOP_RUN_ID={run_id}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            if needle in Path("/proc", name, "environ").read_bytes().split(b"\0"):
-                stat = Path("/proc", name, "stat").read_bytes().rsplit(b")")[-1].split()
-                if stat[0] != b"Z":
-                    found.append(int(name))
-        except OSError:
-            continue
-    return found
 
 
 @pytest.fixture
@@ -124,17 +109,17 @@ def test_a_signal_ends_the_iteration_cleanly(world, ol, env, sig, phase):
     record = _running_record(repo)
     run_id = record["runId"]
     if phase == "agent":
-        _wait_for(lambda: len(_processes_of(run_id)) >= 2)  # pi and its bash command
+        _wait_for(lambda: len(processes_of(run_id)) >= 2)  # pi and its bash command
         _wait_for(
             lambda: b"0.00375" in (repo / f".openloop/runs/{run_id}/transcript.jsonl").read_bytes()
         )
     else:
         _wait_for(lambda: _check_started(repo, run_id))
-        _wait_for(lambda: len(_processes_of(run_id)) >= 2)
+        _wait_for(lambda: len(processes_of(run_id)) >= 2)
     os.kill(proc.pid, sig)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 17, (out, err)
-    assert _processes_of(run_id) == []
+    assert processes_of(run_id) == []
     assert not (env.worktrees_dir / "demo" / tid).exists()
     closed = json.loads((repo / f".openloop/runs/{run_id}.json").read_text())
     assert closed["outcome"] == "interrupted" and closed["endedAt"]
@@ -160,10 +145,10 @@ def test_kill_9_mid_check_then_the_next_run_stops_the_leftover_check(world, ol, 
     proc = _start(environ)
     run_id = _running_record(repo)["runId"]
     _wait_for(lambda: _check_started(repo, run_id))
-    _wait_for(lambda: len(_processes_of(run_id)) >= 2)
+    _wait_for(lambda: len(processes_of(run_id)) >= 2)
     proc.kill()
     proc.communicate(timeout=10)
-    leftovers = _processes_of(run_id)
+    leftovers = processes_of(run_id)
     assert leftovers, "the check must outlive a SIGKILLed parent for this test to mean anything"
     # The next run-once repairs first (the leftover check dies), then works the task again.
     set_project(repo, validation={"lintCommand": "true"})
@@ -175,7 +160,7 @@ def test_kill_9_mid_check_then_the_next_run_stops_the_leftover_check(world, ol, 
         text=True,
         timeout=60,
     )
-    assert _processes_of(run_id) == [], again.stderr
+    assert processes_of(run_id) == [], again.stderr
     closed = json.loads((repo / f".openloop/runs/{run_id}.json").read_text())
     assert closed["outcome"] == "interrupted"
     task = task_of(repo, tid)

@@ -15,23 +15,9 @@ import pytest
 
 from tests.e2e.conftest import OPENLOOP
 from tests.support.model_server import Scenario, ScriptedModel, ToolCall, ToolCalls
+from tests.support.procs import processes_of
 
 pytestmark = pytest.mark.e2e
-
-
-def _processes_of(run_id: str) -> list[int]:
-    needle = f"OPENLOOP_RUN_ID={run_id}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            if needle in Path("/proc", name, "environ").read_bytes().split(b"\0"):
-                if Path("/proc", name, "stat").read_bytes().rsplit(b")")[-1].split()[0] != b"Z":
-                    found.append(int(name))
-        except OSError:
-            continue
-    return found
 
 
 def _transcript_cost(path: Path) -> float:
@@ -70,7 +56,7 @@ def test_a_signal_mid_agent_ends_the_run_cleanly(world, sig):
             # pi has started the bash command: the model turn's cost is in the transcript.
             if run_id and any(
                 b"sleep" in Path("/proc", str(p), "cmdline").read_bytes()
-                for p in _processes_of(run_id)
+                for p in processes_of(run_id)
                 if Path("/proc", str(p)).exists()
             ):
                 break
@@ -80,7 +66,7 @@ def test_a_signal_mid_agent_ends_the_run_cleanly(world, sig):
         os.kill(proc.pid, sig)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 17, (out, err)
-    assert _processes_of(run_id) == []
+    assert processes_of(run_id) == []
     assert not (world.root / "openloop/state/worktrees/demo/long-bash").exists()
     record = json.loads((runs / f"{run_id}.json").read_text())
     reported = _transcript_cost(runs / run_id / "transcript.jsonl")
