@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any, Protocol, TextIO
 
+from openloop.text import escape
+
 
 class Reporter(Protocol):
     def phase(self, phase: str, **info: Any) -> None: ...
@@ -34,7 +36,7 @@ def _describe(phase: str, info: dict[str, Any]) -> str:
     for key in ("task", "role", "attempt", "check"):
         if info.get(key) is not None:
             parts.append(f"{key}={info[key]}")
-    return " ".join(parts)
+    return escape(" ".join(parts))
 
 
 class LineReporter:
@@ -50,7 +52,8 @@ class LineReporter:
         pass
 
     def finished(self, outcome: str, reason: str, **info: Any) -> None:
-        print(f"openloop: {outcome}: {reason}", file=self.stream, flush=True)
+        # The reason may quote the agent's own words (its error text): never raw to a terminal.
+        print(f"openloop: {outcome}: {escape(reason)}", file=self.stream, flush=True)
 
 
 class LiveReporter:
@@ -80,4 +83,4 @@ class LiveReporter:
 
     def finished(self, outcome: str, reason: str, **info: Any) -> None:
         self.stream.write("\r\x1b[2K")
-        print(f"{outcome}: {reason}", file=self.stream, flush=True)
+        print(f"{outcome}: {escape(reason)}", file=self.stream, flush=True)

@@ -11,7 +11,7 @@ import openloop
 PACKAGE = Path(openloop.__file__).parent
 # Lowest first. A module may import its own layer and any lower one.
 LAYERS = ["primitives", "state", "adapters", "loop", "actions", "cli", "entry"]
-PRIMITIVES = {"env", "errors", "progress", "resources"}
+PRIMITIVES = {"env", "errors", "progress", "resources", "text"}
 ENTRY = {"__init__", "__main__"}
 
 

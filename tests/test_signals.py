@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from openloop.adapters.supervise import pid_namespace_prefix
 from tests.conftest import git
 from tests.support.procs import processes_of
 from tests.test_iteration import add, set_project, task_of
@@ -132,8 +133,13 @@ def test_a_signal_ends_the_iteration_cleanly(world, ol, env, sig, phase):
     assert git(repo, "status", "--porcelain") == status_before
 
 
-def test_kill_9_mid_check_then_the_next_run_stops_the_leftover_check(world, ol, env):
+@pytest.mark.parametrize("namespace", [True, False], ids=["pid-namespace", "no-namespace"])
+def test_kill_9_mid_check_then_the_next_run_stops_the_leftover_check(world, ol, env, namespace):
     repo, environ = world
+    if namespace and pid_namespace_prefix() is None:
+        pytest.skip("this host allows no PID namespace (the other case covers it)")
+    if not namespace:
+        environ = {**environ, "OPENLOOP_PID_NAMESPACE": "0"}
     quick = Path(environ["OPENLOOP_PI_BIN"]).parent / "quick-pi"
     quick.write_text(
         FAKE_PI.replace('"toolUse"', '"stop"').split("# pi runs bash")[0]
@@ -148,8 +154,11 @@ def test_kill_9_mid_check_then_the_next_run_stops_the_leftover_check(world, ol, 
     _wait_for(lambda: len(processes_of(run_id)) >= 2)
     proc.kill()
     proc.communicate(timeout=10)
-    leftovers = processes_of(run_id)
-    assert leftovers, "the check must outlive a SIGKILLed parent for this test to mean anything"
+    if namespace:
+        # The namespace dies with OpenLoop (its parent-death signal): nothing is left at all.
+        _wait_for(lambda: processes_of(run_id) == [], deadline=5)
+    else:
+        assert processes_of(run_id), "without a namespace the check outlives a SIGKILL"
     # The next run-once repairs first (the leftover check dies), then works the task again.
     set_project(repo, validation={"lintCommand": "true"})
     assert ol("project", "trust", "demo").code == 0

@@ -8,7 +8,7 @@ from openloop.state import backoff
 from openloop.state.pause import set_global_pause, set_project_pause
 from openloop.state.project import resolve
 from openloop.state.registry import load_registry
-from openloop.state.text import check_line
+from openloop.text import check_line
 
 
 def set_paused(

@@ -23,7 +23,7 @@ from openloop.state.ledger import (
     transition,
 )
 from openloop.state.project import Project, require_initialized
-from openloop.state.text import check_line, check_text
+from openloop.text import check_line, check_text
 
 
 def _event(project: Project, task: Task, name: str, message: str) -> None:

@@ -11,6 +11,7 @@ variable: pi starts each bash command in a session of its own, out of reach of a
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -162,7 +163,16 @@ class PiAdapter:
         outcome, error, problem = ended.forced, ended.error, None
         if outcome is None:
             outcome, error = _judge_pi(tally, ended.exit_code, _stderr_tail(request))
-            if outcome == "agent-error" and (problem := _pi_environment(tally, request)):
+            # Only pi's own account of a provider failure counts as the environment's fault: a
+            # pi that was killed, or a stream with events written while a tool ran (the agent
+            # can write to pi's stdout through /proc), is the task's failure, not a free retry.
+            own_end = ended.exit_code == 0 and not tally.forged
+            no_turn = tally.last_assistant is None  # failed before any tool could run
+            if (
+                outcome == "agent-error"
+                and (own_end or no_turn)
+                and (problem := _pi_environment(tally, request))
+            ):
                 outcome, error = "environment-error", problem.message
         return _result(
             outcome,
@@ -189,17 +199,27 @@ class _PiTally:
     last_tool: str | None = None
     last_assistant: dict[str, Any] | None = None
     retry_failure: str | None = None
+    tools_running: int = 0  # pi emits no assistant message while one of its tools runs
+    forged: bool = False  # an assistant message arrived while a tool ran: not pi's
 
 
 def _tally(tally: _PiTally, event: dict[str, Any]) -> None:
     kind, message = event["type"], event.get("message")
     if kind == "tool_execution_start":
         tally.tool_calls += 1
+        tally.tools_running += 1
         tally.last_tool = event.get("toolName")
-    elif kind == "tool_execution_end" and event.get("isError"):
-        tally.tool_errors += 1
+    elif kind == "tool_execution_end":
+        tally.tools_running = max(0, tally.tools_running - 1)
+        tally.tool_errors += 1 if event.get("isError") else 0
     elif kind == "message_end" and isinstance(message, dict) and message.get("role") == "assistant":
-        tally.last_assistant = message
+        # The agent's tools can write lines into pi's stdout (/proc/<pi>/fd/1). A line can only
+        # add cost (negative or non-finite figures count as 0), so the budget errs on the safe
+        # side; one written while a tool runs never speaks for pi (its stop reason and error).
+        if tally.tools_running:
+            tally.forged = True
+        else:
+            tally.last_assistant = message
         usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
         cost = usage.get("cost") if isinstance(usage.get("cost"), dict) else {}
         tally.cost += _number(cost.get("total"))
@@ -527,7 +547,12 @@ def _parse_event(raw: bytes) -> dict[str, Any] | None:
 
 
 def _number(value: object) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    """A cost or token figure: finite and not negative, else 0 (a forged -1000 must not erase
+    what was spent)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return 0.0
+    number = float(value)
+    return number if math.isfinite(number) and number > 0 else 0.0
 
 
 def _message_text(message: Mapping[str, Any]) -> str | None:

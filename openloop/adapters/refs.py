@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from openloop.errors import InputError
-from openloop.state.text import clean_line, clean_text
+from openloop.text import clean_line, clean_text
 
 BODY_LIMIT = 20_000
 TRUNCATED_NOTE = "\n\n[truncated by openloop]"

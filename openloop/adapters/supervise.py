@@ -80,6 +80,8 @@ def pid_namespace_prefix() -> list[str] | None:
     namespace's first process exits, the kernel kills every process left in it. The first
     process is a shell that runs the real command and waits for it, so the command itself is
     not PID 1 (which ignores signals it has no handler for)."""
+    if os.environ.get("OPENLOOP_PID_NAMESPACE") == "0":  # opt out (debugging, or to compare)
+        return None
     if not _PIDNS:
         user = [] if os.geteuid() == 0 else ["--user", "--map-current-user"]
         unshare = shutil.which("unshare") or shutil.which("unshare", path="/usr/bin:/bin")
@@ -103,6 +105,17 @@ def pid_namespace_prefix() -> list[str] | None:
 # The namespace's first process: runs the command in the background (so the command is not PID
 # 1) with the original stdin (a background job would get /dev/null), waits, passes on its status.
 _INIT = 'exec 3<&0; "$@" <&3 3<&- & exec 3<&-; wait $!'
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when OpenLoop dies (even by SIGKILL). For unshare
+    that ends the whole PID namespace (--kill-child), so an agent cannot outlive a killed
+    OpenLoop and go on spending with no budget or clock watching it."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
 def contained(argv: list[str], env: Mapping[str, str]) -> list[str]:
@@ -157,6 +170,7 @@ def supervise(
         command = contained(argv, env)
         proc = subprocess.Popen(
             command,
+            preexec_fn=die_with_parent if command is not argv else None,
             cwd=request.cwd,
             env={**env, MARKER_VAR: marker},
             stdin=stdin_file,

@@ -17,7 +17,7 @@ import click
 from openloop import __version__
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
-from openloop.state.text import escape
+from openloop.text import escape
 
 # name -> (module:attribute, one-line help shown by `openloop --help` without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {

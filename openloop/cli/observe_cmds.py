@@ -8,7 +8,7 @@ import click
 
 from openloop.cli.options import examples, json_option, project_option
 from openloop.cli.output import plain, print_json
-from openloop.state.text import escape, escape_text
+from openloop.text import escape, escape_text
 
 
 @click.command("status", epilog=examples("openloop status", "openloop status --json"))

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from openloop.state.text import escape, escape_json, escape_text
+from openloop.text import escape, escape_json, escape_text
 
 
 def want_json(fmt: str | None, isatty: bool) -> bool:

@@ -13,7 +13,7 @@ from openloop.adapters import agent as agents
 from openloop.adapters import gitops, guard, workspace
 from openloop.adapters.supervise import TRANSCRIPT
 from openloop.env import iso
-from openloop.loop import governance, interrupt, prompts, validation
+from openloop.loop import governance, interrupt, prompts, userstate, validation
 from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
 from openloop.loop.outcomes import Outcome
 from openloop.state import backoff, budget, checkfiles, runs, trust
@@ -100,6 +100,7 @@ def _judge_adhoc(it: Iteration, validate: bool) -> tuple[Outcome, str]:
     if validate:
         try:
             run_checks(it)
+            stop_point()
         except Stop as stop:
             return stop.outcome, f"{stop.reason}; changes on branch {it.branch}"
         if validation.all_passed(it.checks) is False:
@@ -176,10 +177,12 @@ def guarded(it: Iteration, what: str, action):
     """Run `action` (code the agent wrote: the agent itself, or its checks) and prove it left
     the user's repository, checkout, control files and git settings as they were."""
     before = guard.take(it.project.repo, dict(it.env.environ))
+    user_before = userstate.take(it.env)
     try:
         return action()
     finally:
         found = guard.verify(it.project.repo, before, dict(it.env.environ))
+        found += userstate.verify(it.env, user_before)
         if found:
             it.escape = found
             raise Stop(Outcome.ESCAPED, f"escaped: during {what}: " + "; ".join(found))

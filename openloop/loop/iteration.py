@@ -85,6 +85,14 @@ class Iteration:
         env["OPENLOOP_TASK_ID"] = self.task.id
         return env
 
+    def check_env_for(self, task_id: str) -> dict[str, str]:
+        """Checks run for another task than the selected one (a deferred merge): marked with
+        this iteration's run id all the same, so a repair finds what they leave behind."""
+        env = dict(self.env.environ)
+        env.update(OPENLOOP_RUN_ID=self.run_id or "", OPENLOOP_PROJECT=self.project.alias)
+        env["OPENLOOP_TASK_ID"] = task_id
+        return env
+
     def check_env(self) -> dict[str, str]:
         """The validation commands' environment. It carries OPENLOOP_RUN_ID like the agent's:
         a check left running by a killed iteration is found and stopped by the next repair."""

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from openloop.adapters import gitops, guard, workspace
 from openloop.env import Environment
 from openloop.errors import NotFoundError, StateError, UntrustedError
-from openloop.loop import governance, validation
+from openloop.loop import governance, userstate, validation
 from openloop.state import trust
 from openloop.state.config import load_config
 from openloop.state.controlplane import ControlPlane
@@ -23,7 +23,7 @@ from openloop.state.ledger import edit_ledger, transition
 from openloop.state.project import Project
 from openloop.state.projectconfig import ProjectConfig
 from openloop.state.storage import atomic_write_text, dump_json, locked, read_text_or_none
-from openloop.state.text import check_line
+from openloop.text import check_line
 
 OPEN_STATUSES = frozenset({"pending", "deferred"})
 
@@ -126,6 +126,11 @@ def merge_branch(
         checks, escaped = _checks_on(env, project, pconf, head, check_dir, check_env, timeout)
         if escaped:
             return MergeResult(False, escaped, checks=checks)
+        if any(c.status == "interrupted" for c in checks):
+            # A stop signal is not a verdict on the change: try again on a later iteration.
+            return MergeResult(
+                False, "merge deferred: interrupted by a signal", deferred=True, checks=checks
+            )
         if validation.all_passed(list(checks)) is False:
             failed = ", ".join(
                 c.name for c in checks if c.status != "passed" and c.status != "not-configured"
@@ -153,13 +158,14 @@ def _checks_on(env, project, pconf, commit, check_dir, check_env, timeout):
     scratch = env.worktrees_dir / project.alias / f"_promote-{commit[:12]}"
     workspace.make_workspace(repo, scratch, commit)
     before = guard.take(repo, dict(env.environ))
+    user_before = userstate.take(env)
     try:
         checks = tuple(
             validation.run_all(pconf.validation.commands(), scratch, check_dir, timeout, check_env)
         )
     finally:
         workspace.remove_workspace(scratch)
-    found = guard.verify(repo, before, dict(env.environ))
+    found = guard.verify(repo, before, dict(env.environ)) + userstate.verify(env, user_before)
     if not found:
         return checks, None
     return checks, "escaped: during the checks before merging: " + "; ".join(found)
@@ -465,7 +471,7 @@ def retry_deferred(it) -> None:
                     base=base,
                     expected_head=head,
                     check_dir=plane.runs_dir / f"promote-{task_id}",
-                    check_env=dict(it.env.environ),
+                    check_env=it.check_env_for(task_id),
                     timeout=float(it.limit("validation_timeout_seconds")),
                 )
         except (GitError, StateError) as exc:

@@ -11,7 +11,7 @@ from string import Template
 
 from openloop.resources import template_path
 from openloop.state.ledger import Task
-from openloop.state.text import escape, escape_text
+from openloop.text import escape, escape_text
 
 ROLES = ("implementer", "sdd-planner", "repo-improver", "ci-healer")
 SELF_HEALING_KINDS = frozenset({"lint-fix", "type-fix", "localized-test-fix", "ci-heal"})

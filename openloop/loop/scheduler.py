@@ -66,6 +66,9 @@ def _iteration(
 
 
 def _stopped(it: Iteration, stop: Stop) -> IterationResult:
+    if (signal_name := interrupt.requested()) and stop.outcome != Outcome.INTERRUPTED:
+        # Stopped by a signal before any attempt began: say so (exit 17), whatever came first.
+        stop = Stop(Outcome.INTERRUPTED, f"interrupted by {signal_name} before an attempt began")
     it.reporter.finished(stop.outcome.value, stop.reason)
     task_id = it.selection.task.id if it.selection else None
     return IterationResult(stop.outcome, stop.reason, it.project.alias, task_id)

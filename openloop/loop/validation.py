@@ -21,6 +21,7 @@ from openloop.adapters.supervise import (
     MARKER_VAR,
     STOP_REQUESTED,
     contained,
+    die_with_parent,
     stop_tree,
 )
 
@@ -51,8 +52,10 @@ def run_check(
     start, marker = time.monotonic(), uuid.uuid4().hex
     code: int | None = None
     with open(log_path, "wb") as log:
+        argv = contained(["/bin/sh", "-c", command], env)
         proc = subprocess.Popen(
-            contained(["/bin/sh", "-c", command], env),
+            argv,
+            preexec_fn=die_with_parent if argv[0] != "/bin/sh" else None,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=log,

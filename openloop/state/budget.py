@@ -46,6 +46,9 @@ class DaySpend(FileModel):
     runs: int = 0
     by_project: dict[str, float] = Field(default_factory=dict)
     live: dict[str, LiveEntry] = Field(default_factory=dict)  # run id -> running spend
+    # run id -> what it was charged: a run is charged once, even if the iteration died after
+    # charging and before closing its record (the next repair would charge it again).
+    charged: dict[str, float] = Field(default_factory=dict)
 
     def live_usd(self, alias: str | None = None) -> float:
         return sum(e.cost_usd for e in self.live.values() if alias in (None, e.project))
@@ -145,15 +148,21 @@ def record_spend(
     key = day_key(env.now())
     with locked(env.budget_file, what="budget ledger"):
         ledger = _load(env)
-        live = 0.0
+        live = already = 0.0
         if run_id is not None:
             for day in ledger.days.values():
                 entry = day.live.pop(run_id, None)
                 live = max(live, entry.cost_usd if entry else 0.0)
-        cost = max(cost_usd, live)
-        if not cost and not live:
+                already = max(already, day.charged.get(run_id, 0.0))
+        # Top up to the run's cost, never charge it twice.
+        cost = max(0.0, max(cost_usd, live) - already)
+        if not cost:
+            if live:
+                _save(env, ledger)  # its live entry is gone now
             return ledger.days.get(key, DaySpend()).total()
         day = ledger.days.setdefault(key, DaySpend())
+        if run_id is not None:
+            day.charged[run_id] = round(already + cost, 6)
         day.spent_usd = round(day.spent_usd + cost, 6)
         day.runs += 1
         day.by_project[alias] = round(day.by_project.get(alias, 0.0) + cost, 6)
@@ -203,3 +212,36 @@ class LiveSpend:
             _save(self.env, ledger)
             self.published = cost_usd
         return None
+
+
+def charged_days(env: Environment) -> dict[str, DaySpend]:
+    """Every day's charges as they stand (for the guard: charges only ever grow)."""
+    try:
+        return {k: v.model_copy(deep=True) for k, v in _load(env).days.items()}
+    except Exception:  # noqa: BLE001 - an unreadable file counts as "nothing charged"
+        return {}
+
+
+def restore_charges(env: Environment, before: dict[str, DaySpend]) -> list[str]:
+    """Charges that went down since `before` (only someone else's write of budget.json can do
+    that: the agent deleting or rewriting it to spend again) are put back, under the lock,
+    keeping whatever was charged meanwhile. Returns what was put back."""
+    lowered: list[str] = []
+    with locked(env.budget_file, what="budget ledger"):
+        try:
+            ledger = _load(env)
+        except Exception:  # noqa: BLE001 - unreadable: rebuilt from what was known before
+            ledger = BudgetLedger()
+        for key, old in before.items():
+            day = ledger.days.setdefault(key, DaySpend())
+            if day.spent_usd + 1e-9 < old.spent_usd:
+                lowered.append(f"{key}: ${day.spent_usd:.4f} back to ${old.spent_usd:.4f}")
+                day.spent_usd = old.spent_usd
+                day.runs = max(day.runs, old.runs)
+            for alias, cost in old.by_project.items():
+                day.by_project[alias] = max(day.by_project.get(alias, 0.0), cost)
+            for run_id, cost in old.charged.items():
+                day.charged[run_id] = max(day.charged.get(run_id, 0.0), cost)
+        if lowered:
+            _save(env, ledger)
+    return lowered

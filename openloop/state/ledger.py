@@ -31,7 +31,7 @@ from openloop.state.storage import (
     locked,
     read_text_or_none,
 )
-from openloop.state.text import check_line
+from openloop.text import check_line
 
 LEDGER_VERSION = 2
 T = TypeVar("T", "Task", "TaskRow")

@@ -13,7 +13,7 @@ from openloop.state.config import load_config
 from openloop.state.controlplane import ControlPlane
 from openloop.state.projectconfig import ProjectConfig, load_project_config
 from openloop.state.registry import ProjectEntry, load_registry
-from openloop.state.text import check_line
+from openloop.text import check_line
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from openloop.state.storage import (
     locked,
     read_text_or_none,
 )
-from openloop.state.text import check_line
+from openloop.text import check_line
 
 REGISTRY_VERSION = 2
 ALIAS_MAX = 64
