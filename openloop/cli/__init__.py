@@ -21,6 +21,10 @@ from openloop.state.text import escape
 
 # name -> (module:attribute, one-line help shown by `openloop --help` without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": (
+        "openloop.cli.demo_cmds:demo_cmd",
+        "See the whole loop on a sample repository: real pi, scripted model, no API key.",
+    ),
     "project": (
         "openloop.cli.project_cmds:project",
         "Link git repositories and manage their control planes.",
