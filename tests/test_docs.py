@@ -75,3 +75,13 @@ def test_every_mentioned_command_exists(words, capsys):
     code = run([*words, "--help"])
     out = capsys.readouterr()
     assert code == 0, f"openloop {' '.join(words)}: {out.err.strip()}"
+
+
+def test_the_policy_examples_are_valid_policies():
+    from openloop.state.policy import parse_policy
+
+    text = (ROOT / "docs" / "policy.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert len(blocks) >= 4
+    for block in blocks:
+        parse_policy(block, "docs/policy.md")
