@@ -99,6 +99,7 @@ class LazyGroup(click.Group):
     lazy=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="\b\nQuick start:\n"
+    "  openloop demo                       # the whole loop on a sample repo, no API key\n"
     "  openloop project add web ~/src/web --init\n"
     "  openloop task add -p web --title 'Add a /health endpoint' --risk low-risk\n"
     "  openloop task list -p web\n\n"
