@@ -21,6 +21,10 @@ from openloop.text import escape
 
 # name -> (module:attribute, one-line help shown by `openloop --help` without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": (
+        "openloop.cli.demo_cmds:demo_cmd",
+        "See the whole loop on a sample repository: real pi, scripted model, no API key.",
+    ),
     "project": (
         "openloop.cli.project_cmds:project",
         "Link git repositories and manage their control planes.",
@@ -95,6 +99,7 @@ class LazyGroup(click.Group):
     lazy=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="\b\nQuick start:\n"
+    "  openloop demo                       # the whole loop on a sample repo, no API key\n"
     "  openloop project add web ~/src/web --init\n"
     "  openloop task add -p web --title 'Add a /health endpoint' --risk low-risk\n"
     "  openloop task list -p web\n\n"
