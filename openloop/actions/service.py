@@ -203,11 +203,18 @@ def project_status(env: Environment, project: Project) -> dict[str, Any]:
         "StatusText",
         "ExecMainStatus",
         "ExecCondition",
+        "ExecMainStartTimestampMonotonic",
+        "InactiveExitTimestampMonotonic",
     )
     records = runs.list_records(project.plane.runs_dir, limit=1)
     last = records[0] if records else None
     result = RESULTS.get(svc.get("Result", ""), svc.get("Result") or None)
     gate_ = last_gate(env, alias)
+    started = svc.get("InactiveExitTimestampMonotonic", "0") not in ("", "0") or svc.get(
+        "ExecMainStartTimestampMonotonic", "0"
+    ) not in ("", "0")
+    if not started and gate_ is None and last is None:
+        result = "never-run"  # systemd's Result of a unit that never started is "success"
     # systemd does not always report exec-condition as the Result; our gate's own record says
     # whether the latest start was skipped, and why.
     if gate_ and not gate_["run"] and (last is None or gate_["at"] > (last.get("startedAt") or "")):
@@ -217,6 +224,11 @@ def project_status(env: Environment, project: Project) -> dict[str, Any]:
         # even be executed (203/EXEC, 226/NAMESPACE) or found a broken config (2): our gate
         # skips with 1 only, so anything else is reported as the error it is.
         result = "gate-error"
+    broken = "the gate cannot run: see 'openloop doctor'" if result == "gate-error" else None
+    if gate_ and gate_.get("error"):
+        result, broken = "gate-error", gate_.get("reason")
+    elif svc.get("ActiveState") == "failed":
+        broken = f"the unit failed ({svc.get('Result')}); see 'openloop logs -p {alias}'"
     return {
         "project": alias,
         "timer": timer.get("ActiveState") or "unknown",
@@ -227,6 +239,7 @@ def project_status(env: Environment, project: Project) -> dict[str, Any]:
         "running": svc.get("ActiveState") in ("active", "activating"),
         "status": svc.get("StatusText") or None,
         "lastResult": result,
+        "broken": broken,
         "lastGate": gate_,
         "lastExitStatus": svc.get("ExecMainStatus") or None,
         "lastRun": None
@@ -283,10 +296,28 @@ class GateDecision:
     reason: str
 
 
+class GateFailure(OpenLoopError):
+    """The gate could not decide: OpenLoop cannot read this project's state (a corrupt ledger,
+    an unreadable registry...). Not a skip: the unit must fail, so that OnFailure= notifies and
+    `status`/`doctor` show the project as broken instead of it quietly never running again."""
+
+    # ExecCondition: exit 1-254 means "skip"; only 255 (or a signal) fails the unit.
+    exit_code = 255
+
+
 def gate(env: Environment, alias: str) -> GateDecision:
     """ExecCondition: should this project's iteration run now? Cheap: it writes only its own
-    decision (for `service status`) and once-per-state notifications."""
-    decision = _gate(env, alias)
+    decision (for `service status`) and once-per-state notifications. Raises GateFailure when
+    it cannot tell."""
+    try:
+        decision = _gate(env, alias)
+    except Exception as exc:  # noqa: BLE001 - any crash here is "cannot read the state"
+        message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, OpenLoopError) else str(exc)
+        try:
+            _remember_gate(env, alias, GateDecision(False, message), error=True)
+        except Exception:  # noqa: BLE001,S110 - the state dir itself may be what is broken
+            pass
+        raise GateFailure(f"{alias}: the gate cannot read the project's state: {message}") from exc
     _remember_gate(env, alias, decision)
     return decision
 
@@ -295,14 +326,14 @@ def _gate_file(env: Environment, alias: str) -> Path:
     return env.state_dir / "gate" / f"{alias}.json"
 
 
-def _remember_gate(env: Environment, alias: str, decision: GateDecision) -> None:
+def _remember_gate(
+    env: Environment, alias: str, decision: GateDecision, *, error: bool = False
+) -> None:
     from openloop.state.storage import atomic_write_text, dump_json
 
-    record = {
-        "at": env.now_iso(),
-        "run": decision.run,
-        "reason": decision.reason,
-    }
+    record: dict[str, Any] = {"at": env.now_iso(), "run": decision.run, "reason": decision.reason}
+    if error:
+        record["error"] = True
     atomic_write_text(_gate_file(env, alias), dump_json(record))
 
 
@@ -346,6 +377,16 @@ def _gate(env: Environment, alias: str) -> GateDecision:
             )
         return GateDecision(False, reason)
     work = has_work(env, project, gconf)
+    if work:
+        from openloop.state.locks import slots_in_use
+
+        cap = gconf.runtime.max_concurrent_iterations
+        if slots_in_use(env, cap) >= cap:
+            return GateDecision(
+                False,
+                f"{cap} iteration(s) already running on this host "
+                "(runtime.maxConcurrentIterations); trying again at the next tick",
+            )
     if not work:
         notifications.notify(
             env,
@@ -368,23 +409,79 @@ KILLED_RESULTS = {
     "exit-code": "interrupted",
 }
 
+# What run-once exits with when a stop signal ended it cleanly (Outcome.INTERRUPTED).
+STOPPED_BY_SIGNAL = "17"
+# A stop signal systemd sends on `systemctl stop`, seen as the main process's death.
+STOP_SIGNALS = ("TERM", "INT", "HUP")
+
 
 def record_exit(env: Environment, alias: str, environ: dict[str, str]) -> str | None:
-    """ExecStopPost: if systemd killed the iteration (timeout, watchdog, OOM, signal) or it
-    crashed, record that on the task now: attempt counted, reason kept, worktree removed."""
-    from openloop.loop.scheduler import repair_after_kill
+    """ExecStopPost, after every start of the unit (also a skip, also a failed gate).
+
+    - a run that ended well or a normal skip: the project works; a past failure is over, so
+      the next one notifies again;
+    - the gate failed (exit 255): nothing ran; OnFailure= notifies, nothing to record;
+    - the user stopped the run (`service stop`): `interrupted`, no attempt, no notice;
+    - systemd killed it (timeout, watchdog, OOM, signal) or it crashed: recorded on the task
+      now (attempt counted, reason kept, worktree removed)."""
+    from openloop.loop.scheduler import repair_after_kill, settle_stopped_run
 
     result = environ.get("SERVICE_RESULT", "")
     code = environ.get("EXIT_CODE", "")
     status_ = environ.get("EXIT_STATUS", "")
-    if result in ("", "success", "exec-condition") and code != "killed":
+    if result == "exec-condition" or (result == "success" and code != "killed"):
+        notifications.clear_prefix(env, failure_key_prefix(alias))
+        if result == "success" and status_ == STOPPED_BY_SIGNAL:
+            settle_stopped_run(env, alias, "interrupted", "", user_stop=True)
+            return "stopped by the user; the task keeps its attempts"
         return None
+    if result == "" and code != "killed":
+        return None
+    if result == "exit-code" and status_ == "255" and (last_gate(env, alias) or {}).get("error"):
+        return None  # the gate failed: no iteration ran; the OnFailure= handler notifies
     if result == "exit-code" and status_.isdigit() and int(status_) >= 10:
         return None  # a task outcome exit status (SuccessExitStatus): already recorded
     outcome = KILLED_RESULTS.get(result, "interrupted")
     reason = f"systemd stopped the iteration: {result or 'stopped'} ({code} {status_})".strip()
-    repaired = repair_after_kill(env, alias, outcome, reason)
+    if code == "exited" and status_ == STOPPED_BY_SIGNAL:
+        # run-once handled systemd's SIGTERM (RuntimeMaxSec) and closed the run itself.
+        task_id = settle_stopped_run(env, alias, outcome, reason, user_stop=False)
+        return f"{reason}; settled: {task_id or 'nothing'}"
+    user_stop = result == "success" and code == "killed" and status_ in STOP_SIGNALS
+    if user_stop:
+        reason = f"stopped by the user before it finished ({status_})"
+    repaired = repair_after_kill(env, alias, outcome, reason, user_stop=user_stop)
     return f"{reason}; repaired: {', '.join(repaired) or 'nothing running'}"
+
+
+def failure_key_prefix(alias: str) -> str:
+    return f"unit-failed:{alias}:"
+
+
+def notify_unit_failure(env: Environment, unit: str) -> bool:
+    """OnFailure= handler: OpenLoop itself failed in UNIT. One notice per distinct failure (the
+    gate's error, or systemd's result and status), and none again until the project has worked
+    once more (record_exit clears it): a crash that lasts must not notify at every tick."""
+    import hashlib
+
+    alias = unit.removeprefix("openloop@").removesuffix(".service")
+    props = units.show(env, unit, "Result", "ExecMainStatus", "ExecMainCode")
+    result = props.get("Result")
+    if result in ("timeout", "watchdog"):
+        return False  # a hung task, already recorded and notified by record-exit: not a crash
+    gate_ = last_gate(env, alias) or {}
+    if gate_.get("error"):
+        what = f"its state cannot be read: {gate_.get('reason')}"
+    else:
+        what = f"{result or 'failed'} (exit status {props.get('ExecMainStatus') or '?'})"
+    digest = hashlib.sha256(what.encode()).hexdigest()[:12]
+    return notifications.notify(
+        env,
+        "task-failed",
+        project=alias,
+        once_key=f"{failure_key_prefix(alias)}{digest}",
+        message=f"OpenLoop unit {unit} failed: {what}; see 'openloop logs -p {alias}'",
+    )
 
 
 # --- the fallback for hosts without a user manager ------------------------------------------------

@@ -133,9 +133,13 @@ def status_cmd(env, as_json: bool) -> None:
                 "next": p.get("nextRun"),
                 "last result": p.get("lastResult"),
                 "last outcome": last.get("outcome"),
-                "now": p.get("status")
-                if p.get("running")
-                else ("paused" if p.get("paused") else "idle"),
+                "now": f"BROKEN: {p['broken']}"
+                if p.get("broken")
+                else (
+                    p.get("status")
+                    if p.get("running")
+                    else ("paused" if p.get("paused") else "idle")
+                ),
             }
         )
     print_table(
@@ -191,13 +195,23 @@ def resume_cmd(env, project) -> None:
 @click.option("--project", "-p", required=True)
 @click.pass_obj
 def gate_cmd(env, project) -> int:
-    """ExecCondition of openloop@.service: exit 0 to run, 1 to skip this time."""
+    """ExecCondition of openloop@.service: exit 0 to run, 1 to skip this time, 255 when the
+    project's state cannot be read (255 is what makes systemd fail the unit: 1-254 all skip)."""
     from openloop.adapters import journal
 
-    decision = service.gate(env, project)
+    try:
+        decision = service.gate(env, project)
+    except service.GateFailure as exc:
+        journal.send(str(exc), priority=journal.ERR, event="gate-failed", project=project)
+        if not journal.running_under_systemd():
+            click.echo(f"openloop: error: {exc}", err=True)
+        return service.GateFailure.exit_code
     if not decision.run:
+        # One record per skip: the structured one. Under systemd, stdout is the journal too,
+        # so the plain line is for a shell only.
         journal.send(f"{project}: skipped: {decision.reason}", event="skipped", project=project)
-        click.echo(f"skip: {decision.reason}")
+        if not journal.running_under_systemd():
+            click.echo(f"skip: {decision.reason}")
         return 1
     return 0
 
@@ -206,13 +220,14 @@ def gate_cmd(env, project) -> int:
 @click.option("--project", "-p", required=True)
 @click.pass_obj
 def record_exit_cmd(env, project) -> int:
-    """ExecStopPost of openloop@.service: record a run systemd killed."""
+    """ExecStopPost of openloop@.service: record a run systemd killed or the user stopped."""
     from openloop.adapters import journal
 
     summary = service.record_exit(env, project, dict(os.environ))
     if summary:
         journal.send(f"{project}: {summary}", priority=4, event="iteration-killed", project=project)
-        click.echo(summary)
+        if not journal.running_under_systemd():
+            click.echo(summary)
     return 0
 
 
@@ -220,17 +235,6 @@ def record_exit_cmd(env, project) -> int:
 @click.option("--unit", required=True)
 @click.pass_obj
 def notify_failure_cmd(env, unit) -> int:
-    """OnFailure= handler: OpenLoop itself failed in UNIT."""
-    from openloop.adapters import notifications
-
-    alias = unit.removeprefix("openloop@").removesuffix(".service")
-    result = units.show(env, unit, "Result").get("Result")
-    if result in ("timeout", "watchdog"):
-        return 0  # a hung task, already recorded and notified by record-exit: not a crash
-    notifications.notify(
-        env,
-        "task-failed",
-        project=alias,
-        message=f"OpenLoop unit {unit} failed; see 'openloop logs -p {alias}'",
-    )
+    """OnFailure= handler: OpenLoop itself failed in UNIT (once per distinct failure)."""
+    service.notify_unit_failure(env, unit)
     return 0
