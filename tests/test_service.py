@@ -49,7 +49,7 @@ def test_dropins_follow_the_project_config():
     assert "RuntimeMaxSec=1260s" in text  # 600 + 9 * 60 + 120
     assert "WatchdogSec=220s" in text  # 100 + 120
     assert "MemoryMax=2G" in text and "CPUWeight=20" in text
-    timer = units.timer_dropin(GlobalConfig(), pconf)
+    timer = units.timer_dropin(GlobalConfig(), pconf, "web")
     # One reset, then the whole schedule (a reset clears every trigger of a timer).
     assert timer.count("OnActiveSec=\n") == 1 and "OnUnitInactiveSec=\n" not in timer
     assert "OnUnitInactiveSec=7min" in timer

@@ -94,37 +94,47 @@ def installed(env: Environment) -> bool:
     )
 
 
-def uninstall(env: Environment) -> list[str]:
+def uninstall(env: Environment, progress=None) -> list[str]:
+    """Stop and disable everything, then remove every file OpenLoop wrote in the unit
+    directory: templates, template drop-ins and the drop-ins of every instance, also those of
+    projects linked from another OPENLOOP_HOME or unlinked since. Returns the removed paths."""
     unit_dir = units.user_unit_dir(env)
-    aliases = [e.alias for e in load_registry(env).projects]
-    units.systemctl(
+    stop(env, progress=progress, disable=False)
+    timers = _all_timers(env)
+    units.in_batches(
         env,
         "disable",
-        "--now",
-        "openloop.target",
-        *(units.instance(a, "timer") for a in aliases),
-        check=False,
+        ["openloop.target", *timers],
+        flags=("--no-reload",),
+        progress=_progress(progress, "disabling timers"),
     )
     removed = []
-    # Running iterations are stopped first (ExecStopPost records them) while their unit
-    # files still exist.
-    units.systemctl(env, "stop", "openloop@*.service", check=False)
-    targets = [unit_dir / n for n in units.TEMPLATES] + [
-        unit_dir / "openloop@.service.d" / units.ENV_DROPIN,
-        unit_dir / "openloop@.service.d" / units.SANDBOX_DROPIN,
-        unit_dir / "openloop-failure@.service.d" / units.ENV_DROPIN,
-    ]
-    for path in targets:
-        if path.exists():
+    for path in [unit_dir / n for n in units.TEMPLATES]:
+        if path.is_file():
             path.unlink()
-            removed.append(path.name)
-    for alias in aliases:
-        units.remove_project_dropins(unit_dir, alias)
-    for folder in unit_dir.glob("openloop*.d"):
+            removed.append(str(path.relative_to(unit_dir)))
+    ours = (units.DROPIN, units.ENV_DROPIN, units.SANDBOX_DROPIN)
+    for folder in sorted(unit_dir.glob("openloop*.d")):
+        for path in sorted(folder.iterdir()):
+            if path.name in ours and path.is_file():
+                path.unlink()
+                removed.append(str(path.relative_to(unit_dir)))
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
     units.daemon_reload(env)
+    units.systemctl(env, "reset-failed", "openloop@*", "openloop-failure@*", check=False)
     return removed
+
+
+def _all_timers(env: Environment) -> list[str]:
+    """Linked projects' timers, plus any other openloop@ timer the manager has loaded or that
+    is enabled (a project unlinked, or linked from another OPENLOOP_HOME)."""
+    names = {units.instance(e.alias, "timer") for e in load_registry(env).projects}
+    names |= {n for n in units.loaded_units(env, "openloop@*.timer")}
+    wants = units.user_unit_dir(env) / "openloop.target.wants"
+    if wants.is_dir():
+        names |= {p.name for p in wants.iterdir() if p.name.startswith("openloop@")}
+    return sorted(names)
 
 
 def project_linked(env: Environment, alias: str) -> bool:
@@ -150,23 +160,147 @@ def project_unlinked(env: Environment, alias: str) -> None:
 # --- start / stop -------------------------------------------------------------------------------
 
 
-def start(env: Environment) -> list[str]:
+# How long `stop` waits for running iterations: TimeoutStopSec=90s, then ExecStopPost.
+STOP_WAIT_SECONDS = 150.0
+
+
+@dataclass
+class ScheduleReport:
+    """What start/stop did and what `list-timers` shows afterwards."""
+
+    action: str
+    expected: int  # timers that should be scheduled afterwards
+    scheduled: int  # timers list-timers shows
+    problems: list[str]
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _names(names: list[str] | set[str], limit: int = 8) -> str:
+    shown = sorted(names)[:limit]
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
+
+
+def _progress(progress, what: str):
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        if total > units.BATCH:
+            progress(f"{what}: {done}/{total}")
+
+    return report
+
+
+def start(env: Environment, progress=None) -> ScheduleReport:
+    """Enable, then start, every linked project's timer and openloop.target, in batches; then
+    check with list-timers. Enabled first: if starting fails half-way, the next login (or a
+    retry) still brings everything up."""
+    began = time.monotonic()
     if not installed(env):
         install(env)
     timers = [units.instance(e.alias, "timer") for e in load_registry(env).projects]
-    units.systemctl(env, "enable", "openloop.target", *timers)
-    units.systemctl(env, "start", "openloop.target", *timers)
-    return timers
+    problems = units.in_batches(
+        env,
+        "enable",
+        ["openloop.target", *timers],
+        flags=("--no-reload",),
+        progress=_progress(progress, "enabling timers"),
+    )
+    units.daemon_reload(env)
+    problems += units.in_batches(env, "start", ["openloop.target"], flags=("--no-block",))
+    # The target pulls in the timers it wants; starting by name the ones that are not running
+    # yet catches any it did not start.
+    waiting = _not_active(env, timers)
+    problems += units.in_batches(
+        env,
+        "start",
+        waiting,
+        flags=("--no-block",),
+        progress=_progress(progress, "starting timers"),
+    )
+    _wait_until(lambda: not _not_active(env, timers))
+    scheduled = units.scheduled_timers(env)
+    missing = set(timers) - set(scheduled)
+    if missing:
+        problems.append(f"not scheduled after start: {_names(missing)}")
+    extra = set(scheduled) - set(timers)
+    if extra:
+        problems.append(f"scheduled but not linked here (openloop project list): {_names(extra)}")
+    if units.unit_file_state(env, "openloop.target") != "enabled":
+        problems.append("openloop.target is not enabled: the timers will not start at login")
+    return ScheduleReport("start", len(timers), len(scheduled), problems, time.monotonic() - began)
 
 
-def stop(env: Environment) -> bool:
-    """Stop the timers and running iterations, and keep them stopped across logins (the target
-    is disabled; `start` enables it again). False if nothing is installed."""
+def stop(env: Environment, progress=None, *, disable: bool = True) -> ScheduleReport | None:
+    """Stop the timers, then the running iterations (ExecStopPost records them as stopped by
+    the user), then disable openloop.target so they stay stopped across logins (`start`
+    enables it again); then check with list-timers. Disabled last: a stop that fails half-way
+    leaves the schedule as it was. None if nothing is installed."""
     if not installed(env):
-        return False
-    units.systemctl(env, "disable", "openloop.target", check=False)
-    units.systemctl(env, "stop", "openloop.target", "openloop@*.timer", "openloop@*.service")
+        return None
+    began = time.monotonic()
+    loaded = units.loaded_units(env, "openloop@*.timer")
+    timers = sorted(n for n, state in loaded.items() if state.active != "inactive")
+    problems = units.in_batches(
+        env,
+        "stop",
+        timers,
+        flags=("--no-block",),
+        progress=_progress(progress, "stopping timers"),
+    )
+    problems += units.in_batches(env, "stop", ["openloop.target"], flags=("--no-block",))
+    _wait_until(lambda: not units.scheduled_timers(env))
+    running = _running_services(env)
+    if running:
+        if progress is not None:
+            progress(f"stopping {len(running)} running iteration(s)")
+        # --no-block: an iteration may take TimeoutStopSec to end; we wait below, for all of
+        # them at once, instead of in one systemctl call that outlives its own timeout.
+        problems += units.in_batches(env, "stop", running, flags=("--no-block",))
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while running and time.monotonic() < deadline:
+            time.sleep(0.2)
+            running = _running_services(env)
+        if running:
+            problems.append(f"still running after {STOP_WAIT_SECONDS:.0f}s: {_names(running)}")
+    if disable:
+        problems += units.in_batches(env, "disable", ["openloop.target"])
+    scheduled = units.scheduled_timers(env)
+    if scheduled:
+        problems.append(f"still scheduled after stop: {_names(set(scheduled))}")
+    if disable and units.unit_file_state(env, "openloop.target") == "enabled":
+        problems.append("openloop.target is still enabled: the timers would start at login")
+    return ScheduleReport("stop", 0, len(scheduled), problems, time.monotonic() - began)
+
+
+def _not_active(env: Environment, names: list[str]) -> list[str]:
+    loaded = units.loaded_units(env, "openloop@*.timer")
+    return [n for n in names if n not in loaded or loaded[n].active != "active"]
+
+
+def _wait_until(done, seconds: float = 30.0) -> bool:
+    """Poll for the manager to finish jobs queued with --no-block. (A blocking systemctl
+    waits for every job's completion signal; for hundreds of units, or units already in the
+    wanted state right after a daemon-reload, it sat out the 25 s D-Bus timeout per call.)"""
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
     return True
+
+
+def _running_services(env: Environment) -> list[str]:
+    return sorted(
+        name
+        for name, state in units.loaded_units(env, "openloop@*.service").items()
+        if state.active in ("active", "activating", "deactivating", "reloading")
+    )
 
 
 def _target_active(env: Environment) -> bool:
