@@ -162,6 +162,7 @@ def sandbox_dropin(env: Environment) -> str:
         "# needs user namespaces (PrivateUsers=yes), which some distributions block.\n"
         "[Service]\nPrivateUsers=yes\nPrivateTmp=yes\nProtectSystem=strict\n"
         "ProtectHome=read-only\nProtectKernelTunables=yes\nProtectControlGroups=yes\n"
+        "ProtectKernelModules=yes\nProtectKernelLogs=yes\nProtectHostname=yes\n"
         f"ReadWritePaths={_quote_path(env.state_dir)} {_quote_path(env.config_dir)}\n"
         "# pi keeps its sessions and auth under ~/.pi (a leading - : fine if it is missing).\n"
         "ReadWritePaths=-%h/.pi\n"

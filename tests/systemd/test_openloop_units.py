@@ -136,7 +136,7 @@ def test_rendered_units_pass_systemd_analyze_verify(site):
             "--user",
             "security",
             "--offline=true",
-            "--threshold=91",
+            "--threshold=72",
             str(unit_dir / "openloop@.service"),
         ],
         env=site.env,
