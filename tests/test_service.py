@@ -52,7 +52,7 @@ def test_dropins_follow_the_project_config():
     assert "RuntimeMaxSec=1260s" in text  # 600 + 9 * 60 + 120
     assert "WatchdogSec=220s" in text  # 100 + 120
     assert "MemoryMax=2G" in text and "CPUWeight=20" in text
-    timer = units.timer_dropin(GlobalConfig(), pconf)
+    timer = units.timer_dropin(GlobalConfig(), pconf, "web")
     # One reset, then the whole schedule (a reset clears every trigger of a timer).
     assert timer.count("OnActiveSec=\n") == 1 and "OnUnitInactiveSec=\n" not in timer
     assert "OnUnitInactiveSec=7min" in timer
@@ -160,3 +160,75 @@ def test_doctor_reports_each_problem_with_a_fix(ol, demo, env):
     assert not checks["project demo"]["ok"]
     assert checks["project demo"]["fix"] == "openloop project trust demo"
     assert checks["budget"]["ok"]
+
+
+def test_a_gate_that_cannot_read_the_ledger_fails_with_255_not_a_skip(ol, demo, env):
+    (demo / ".openloop/tasks.json").write_text("{broken")
+    with pytest.raises(service.GateFailure):
+        service.gate(env, "demo")
+    assert service.last_gate(env, "demo")["error"] is True
+    gate = ol("gate", "-p", "demo")
+    # ExecCondition: 1-254 all mean "skip"; only 255 fails the unit (and fires OnFailure=).
+    assert gate.code == 255 and "tasks.json" in gate.err
+    # record-exit sees the failed gate and leaves the (unreadable) ledger alone.
+    environ = {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited", "EXIT_STATUS": "255"}
+    assert service.record_exit(env, "demo", environ) is None
+
+
+def test_a_failure_notifies_once_and_again_only_after_recovery(
+    ol, demo, env, tmp_path, monkeypatch
+):
+    log = tmp_path / "failed.log"
+    ol("config", "set", "notifications.onTaskFailed", f"echo $OPENLOOP_PROJECT >> {log}")
+    monkeypatch.setattr(
+        units, "show", lambda env, unit, *p: {"Result": "exit-code", "ExecMainStatus": "1"}
+    )
+    for _ in range(3):
+        service.notify_unit_failure(env, "openloop@demo.service")
+    assert log.read_text().split() == ["demo"]
+    # A skip or a good run means the project works again ...
+    service.record_exit(env, "demo", {"SERVICE_RESULT": "exec-condition"})
+    service.notify_unit_failure(env, "openloop@demo.service")
+    assert log.read_text().split() == ["demo", "demo"]
+    # ... and a different failure is a new notice even without recovery.
+    (demo / ".openloop/tasks.json").write_text("{broken")
+    with pytest.raises(service.GateFailure):
+        service.gate(env, "demo")
+    service.notify_unit_failure(env, "openloop@demo.service")
+    service.notify_unit_failure(env, "openloop@demo.service")
+    assert log.read_text().split() == ["demo", "demo", "demo"]
+
+
+def test_the_host_cap_skips_in_the_gate_and_in_run_once(ol, demo, env):
+    from openloop.loop import scheduler
+    from openloop.loop.outcomes import Outcome
+    from openloop.state.locks import iteration_slot, slots_in_use
+
+    ol("config", "set", "runtime.maxConcurrentIterations", "2")
+    add(ol, "Capped")
+    assert service.gate(env, "demo").run
+    with iteration_slot(env, 2), iteration_slot(env, 2):
+        assert slots_in_use(env, 2) == 2
+        decision = service.gate(env, "demo")
+        assert not decision.run and "maxConcurrentIterations" in decision.reason
+        agent = FakeAgent([write("c.py", "c = 1\n")])
+        result = scheduler.run_once(env, "demo", adapter_factory=lambda kind: agent)
+        assert result.outcome == Outcome.SKIPPED and agent.requests == []
+    assert slots_in_use(env, 2) == 0
+    assert service.gate(env, "demo").run
+
+
+def test_record_exit_of_a_user_stop_that_killed_the_run_costs_no_attempt(ol, demo, env):
+    from openloop.loop import attempt, scheduler
+
+    tid = add(ol, "Stopped")
+    it = scheduler._load(env, resolve(env, "demo"), None, None, scheduler.NullReporter(), None)
+    scheduler.select(it)
+    attempt.start(it)
+    environ = {"SERVICE_RESULT": "success", "EXIT_CODE": "killed", "EXIT_STATUS": "TERM"}
+    summary = service.record_exit(env, "demo", environ)
+    assert "stopped by the user" in summary
+    task = task_of(demo, tid)
+    assert (task.status, task.attempts) == ("ready", 0)
+    record = json.loads(next((demo / ".openloop/runs").glob("*.json")).read_text())
+    assert record["outcome"] == "interrupted"

@@ -43,6 +43,7 @@ def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
                     status=state["status"],
                     lastResult=state["lastResult"],
                     lastRun=state["lastRun"],
+                    broken=state["broken"],
                 )
         except OpenLoopError as exc:
             row["error"] = str(exc)
@@ -89,6 +90,8 @@ def render(data: dict[str, Any]) -> str:
             f"{t.get('blocked', 0) + t.get('failed', 0):>7} "
             f"{t.get('promoted', 0) + t.get('done', 0):>5}  {now}"
         )
+        if row.get("broken"):
+            lines.append(f"  ! BROKEN: {row['broken']}")
         if waiting := row.get("environmentError"):
             lines.append(f"  ! {backoff.describe(row['project'], waiting)}")
         for task_id in row.get("escaped", []):

@@ -94,37 +94,47 @@ def installed(env: Environment) -> bool:
     )
 
 
-def uninstall(env: Environment) -> list[str]:
+def uninstall(env: Environment, progress=None) -> list[str]:
+    """Stop and disable everything, then remove every file OpenLoop wrote in the unit
+    directory: templates, template drop-ins and the drop-ins of every instance, also those of
+    projects linked from another OPENLOOP_HOME or unlinked since. Returns the removed paths."""
     unit_dir = units.user_unit_dir(env)
-    aliases = [e.alias for e in load_registry(env).projects]
-    units.systemctl(
+    stop(env, progress=progress, disable=False)
+    timers = _all_timers(env)
+    units.in_batches(
         env,
         "disable",
-        "--now",
-        "openloop.target",
-        *(units.instance(a, "timer") for a in aliases),
-        check=False,
+        ["openloop.target", *timers],
+        flags=("--no-reload",),
+        progress=_progress(progress, "disabling timers"),
     )
     removed = []
-    # Running iterations are stopped first (ExecStopPost records them) while their unit
-    # files still exist.
-    units.systemctl(env, "stop", "openloop@*.service", check=False)
-    targets = [unit_dir / n for n in units.TEMPLATES] + [
-        unit_dir / "openloop@.service.d" / units.ENV_DROPIN,
-        unit_dir / "openloop@.service.d" / units.SANDBOX_DROPIN,
-        unit_dir / "openloop-failure@.service.d" / units.ENV_DROPIN,
-    ]
-    for path in targets:
-        if path.exists():
+    for path in [unit_dir / n for n in units.TEMPLATES]:
+        if path.is_file():
             path.unlink()
-            removed.append(path.name)
-    for alias in aliases:
-        units.remove_project_dropins(unit_dir, alias)
-    for folder in unit_dir.glob("openloop*.d"):
+            removed.append(str(path.relative_to(unit_dir)))
+    ours = (units.DROPIN, units.ENV_DROPIN, units.SANDBOX_DROPIN)
+    for folder in sorted(unit_dir.glob("openloop*.d")):
+        for path in sorted(folder.iterdir()):
+            if path.name in ours and path.is_file():
+                path.unlink()
+                removed.append(str(path.relative_to(unit_dir)))
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
     units.daemon_reload(env)
+    units.systemctl(env, "reset-failed", "openloop@*", "openloop-failure@*", check=False)
     return removed
+
+
+def _all_timers(env: Environment) -> list[str]:
+    """Linked projects' timers, plus any other openloop@ timer the manager has loaded or that
+    is enabled (a project unlinked, or linked from another OPENLOOP_HOME)."""
+    names = {units.instance(e.alias, "timer") for e in load_registry(env).projects}
+    names |= {n for n in units.loaded_units(env, "openloop@*.timer")}
+    wants = units.user_unit_dir(env) / "openloop.target.wants"
+    if wants.is_dir():
+        names |= {p.name for p in wants.iterdir() if p.name.startswith("openloop@")}
+    return sorted(names)
 
 
 def project_linked(env: Environment, alias: str) -> bool:
@@ -150,23 +160,147 @@ def project_unlinked(env: Environment, alias: str) -> None:
 # --- start / stop -------------------------------------------------------------------------------
 
 
-def start(env: Environment) -> list[str]:
+# How long `stop` waits for running iterations: TimeoutStopSec=90s, then ExecStopPost.
+STOP_WAIT_SECONDS = 150.0
+
+
+@dataclass
+class ScheduleReport:
+    """What start/stop did and what `list-timers` shows afterwards."""
+
+    action: str
+    expected: int  # timers that should be scheduled afterwards
+    scheduled: int  # timers list-timers shows
+    problems: list[str]
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _names(names: list[str] | set[str], limit: int = 8) -> str:
+    shown = sorted(names)[:limit]
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
+
+
+def _progress(progress, what: str):
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        if total > units.BATCH:
+            progress(f"{what}: {done}/{total}")
+
+    return report
+
+
+def start(env: Environment, progress=None) -> ScheduleReport:
+    """Enable, then start, every linked project's timer and openloop.target, in batches; then
+    check with list-timers. Enabled first: if starting fails half-way, the next login (or a
+    retry) still brings everything up."""
+    began = time.monotonic()
     if not installed(env):
         install(env)
     timers = [units.instance(e.alias, "timer") for e in load_registry(env).projects]
-    units.systemctl(env, "enable", "openloop.target", *timers)
-    units.systemctl(env, "start", "openloop.target", *timers)
-    return timers
+    problems = units.in_batches(
+        env,
+        "enable",
+        ["openloop.target", *timers],
+        flags=("--no-reload",),
+        progress=_progress(progress, "enabling timers"),
+    )
+    units.daemon_reload(env)
+    problems += units.in_batches(env, "start", ["openloop.target"], flags=("--no-block",))
+    # The target pulls in the timers it wants; starting by name the ones that are not running
+    # yet catches any it did not start.
+    waiting = _not_active(env, timers)
+    problems += units.in_batches(
+        env,
+        "start",
+        waiting,
+        flags=("--no-block",),
+        progress=_progress(progress, "starting timers"),
+    )
+    _wait_until(lambda: not _not_active(env, timers))
+    scheduled = units.scheduled_timers(env)
+    missing = set(timers) - set(scheduled)
+    if missing:
+        problems.append(f"not scheduled after start: {_names(missing)}")
+    extra = set(scheduled) - set(timers)
+    if extra:
+        problems.append(f"scheduled but not linked here (openloop project list): {_names(extra)}")
+    if units.unit_file_state(env, "openloop.target") != "enabled":
+        problems.append("openloop.target is not enabled: the timers will not start at login")
+    return ScheduleReport("start", len(timers), len(scheduled), problems, time.monotonic() - began)
 
 
-def stop(env: Environment) -> bool:
-    """Stop the timers and running iterations, and keep them stopped across logins (the target
-    is disabled; `start` enables it again). False if nothing is installed."""
+def stop(env: Environment, progress=None, *, disable: bool = True) -> ScheduleReport | None:
+    """Stop the timers, then the running iterations (ExecStopPost records them as stopped by
+    the user), then disable openloop.target so they stay stopped across logins (`start`
+    enables it again); then check with list-timers. Disabled last: a stop that fails half-way
+    leaves the schedule as it was. None if nothing is installed."""
     if not installed(env):
-        return False
-    units.systemctl(env, "disable", "openloop.target", check=False)
-    units.systemctl(env, "stop", "openloop.target", "openloop@*.timer", "openloop@*.service")
+        return None
+    began = time.monotonic()
+    loaded = units.loaded_units(env, "openloop@*.timer")
+    timers = sorted(n for n, state in loaded.items() if state.active != "inactive")
+    problems = units.in_batches(
+        env,
+        "stop",
+        timers,
+        flags=("--no-block",),
+        progress=_progress(progress, "stopping timers"),
+    )
+    problems += units.in_batches(env, "stop", ["openloop.target"], flags=("--no-block",))
+    _wait_until(lambda: not units.scheduled_timers(env))
+    running = _running_services(env)
+    if running:
+        if progress is not None:
+            progress(f"stopping {len(running)} running iteration(s)")
+        # --no-block: an iteration may take TimeoutStopSec to end; we wait below, for all of
+        # them at once, instead of in one systemctl call that outlives its own timeout.
+        problems += units.in_batches(env, "stop", running, flags=("--no-block",))
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while running and time.monotonic() < deadline:
+            time.sleep(0.2)
+            running = _running_services(env)
+        if running:
+            problems.append(f"still running after {STOP_WAIT_SECONDS:.0f}s: {_names(running)}")
+    if disable:
+        problems += units.in_batches(env, "disable", ["openloop.target"])
+    scheduled = units.scheduled_timers(env)
+    if scheduled:
+        problems.append(f"still scheduled after stop: {_names(set(scheduled))}")
+    if disable and units.unit_file_state(env, "openloop.target") == "enabled":
+        problems.append("openloop.target is still enabled: the timers would start at login")
+    return ScheduleReport("stop", 0, len(scheduled), problems, time.monotonic() - began)
+
+
+def _not_active(env: Environment, names: list[str]) -> list[str]:
+    loaded = units.loaded_units(env, "openloop@*.timer")
+    return [n for n in names if n not in loaded or loaded[n].active != "active"]
+
+
+def _wait_until(done, seconds: float = 30.0) -> bool:
+    """Poll for the manager to finish jobs queued with --no-block. (A blocking systemctl
+    waits for every job's completion signal; for hundreds of units, or units already in the
+    wanted state right after a daemon-reload, it sat out the 25 s D-Bus timeout per call.)"""
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
     return True
+
+
+def _running_services(env: Environment) -> list[str]:
+    return sorted(
+        name
+        for name, state in units.loaded_units(env, "openloop@*.service").items()
+        if state.active in ("active", "activating", "deactivating", "reloading")
+    )
 
 
 def _target_active(env: Environment) -> bool:
@@ -203,11 +337,18 @@ def project_status(env: Environment, project: Project) -> dict[str, Any]:
         "StatusText",
         "ExecMainStatus",
         "ExecCondition",
+        "ExecMainStartTimestampMonotonic",
+        "InactiveExitTimestampMonotonic",
     )
     records = runs.list_records(project.plane.runs_dir, limit=1)
     last = records[0] if records else None
     result = RESULTS.get(svc.get("Result", ""), svc.get("Result") or None)
     gate_ = last_gate(env, alias)
+    started = svc.get("InactiveExitTimestampMonotonic", "0") not in ("", "0") or svc.get(
+        "ExecMainStartTimestampMonotonic", "0"
+    ) not in ("", "0")
+    if not started and gate_ is None and last is None:
+        result = "never-run"  # systemd's Result of a unit that never started is "success"
     # systemd does not always report exec-condition as the Result; our gate's own record says
     # whether the latest start was skipped, and why.
     if gate_ and not gate_["run"] and (last is None or gate_["at"] > (last.get("startedAt") or "")):
@@ -217,6 +358,11 @@ def project_status(env: Environment, project: Project) -> dict[str, Any]:
         # even be executed (203/EXEC, 226/NAMESPACE) or found a broken config (2): our gate
         # skips with 1 only, so anything else is reported as the error it is.
         result = "gate-error"
+    broken = "the gate cannot run: see 'openloop doctor'" if result == "gate-error" else None
+    if gate_ and gate_.get("error"):
+        result, broken = "gate-error", gate_.get("reason")
+    elif svc.get("ActiveState") == "failed":
+        broken = f"the unit failed ({svc.get('Result')}); see 'openloop logs -p {alias}'"
     return {
         "project": alias,
         "timer": timer.get("ActiveState") or "unknown",
@@ -227,6 +373,7 @@ def project_status(env: Environment, project: Project) -> dict[str, Any]:
         "running": svc.get("ActiveState") in ("active", "activating"),
         "status": svc.get("StatusText") or None,
         "lastResult": result,
+        "broken": broken,
         "lastGate": gate_,
         "lastExitStatus": svc.get("ExecMainStatus") or None,
         "lastRun": None
@@ -299,10 +446,28 @@ class GateDecision:
     reason: str
 
 
+class GateFailure(OpenLoopError):
+    """The gate could not decide: OpenLoop cannot read this project's state (a corrupt ledger,
+    an unreadable registry...). Not a skip: the unit must fail, so that OnFailure= notifies and
+    `status`/`doctor` show the project as broken instead of it quietly never running again."""
+
+    # ExecCondition: exit 1-254 means "skip"; only 255 (or a signal) fails the unit.
+    exit_code = 255
+
+
 def gate(env: Environment, alias: str) -> GateDecision:
     """ExecCondition: should this project's iteration run now? Cheap: it writes only its own
-    decision (for `service status`) and once-per-state notifications."""
-    decision = _gate(env, alias)
+    decision (for `service status`) and once-per-state notifications. Raises GateFailure when
+    it cannot tell."""
+    try:
+        decision = _gate(env, alias)
+    except Exception as exc:  # noqa: BLE001 - any crash here is "cannot read the state"
+        message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, OpenLoopError) else str(exc)
+        try:
+            _remember_gate(env, alias, GateDecision(False, message), error=True)
+        except Exception:  # noqa: BLE001,S110 - the state dir itself may be what is broken
+            pass
+        raise GateFailure(f"{alias}: the gate cannot read the project's state: {message}") from exc
     _remember_gate(env, alias, decision)
     return decision
 
@@ -311,14 +476,14 @@ def _gate_file(env: Environment, alias: str) -> Path:
     return env.state_dir / "gate" / f"{alias}.json"
 
 
-def _remember_gate(env: Environment, alias: str, decision: GateDecision) -> None:
+def _remember_gate(
+    env: Environment, alias: str, decision: GateDecision, *, error: bool = False
+) -> None:
     from openloop.state.storage import atomic_write_text, dump_json
 
-    record = {
-        "at": env.now_iso(),
-        "run": decision.run,
-        "reason": decision.reason,
-    }
+    record: dict[str, Any] = {"at": env.now_iso(), "run": decision.run, "reason": decision.reason}
+    if error:
+        record["error"] = True
     atomic_write_text(_gate_file(env, alias), dump_json(record))
 
 
@@ -366,6 +531,16 @@ def _gate(env: Environment, alias: str) -> GateDecision:
             )
         return GateDecision(False, reason)
     work = has_work(env, project, gconf)
+    if work:
+        from openloop.state.locks import slots_in_use
+
+        cap = gconf.runtime.max_concurrent_iterations
+        if slots_in_use(env, cap) >= cap:
+            return GateDecision(
+                False,
+                f"{cap} iteration(s) already running on this host "
+                "(runtime.maxConcurrentIterations); trying again at the next tick",
+            )
     if not work:
         notifications.notify(
             env,
@@ -388,23 +563,79 @@ KILLED_RESULTS = {
     "exit-code": "interrupted",
 }
 
+# What run-once exits with when a stop signal ended it cleanly (Outcome.INTERRUPTED).
+STOPPED_BY_SIGNAL = "17"
+# A stop signal systemd sends on `systemctl stop`, seen as the main process's death.
+STOP_SIGNALS = ("TERM", "INT", "HUP")
+
 
 def record_exit(env: Environment, alias: str, environ: dict[str, str]) -> str | None:
-    """ExecStopPost: if systemd killed the iteration (timeout, watchdog, OOM, signal) or it
-    crashed, record that on the task now: attempt counted, reason kept, worktree removed."""
-    from openloop.loop.scheduler import repair_after_kill
+    """ExecStopPost, after every start of the unit (also a skip, also a failed gate).
+
+    - a run that ended well or a normal skip: the project works; a past failure is over, so
+      the next one notifies again;
+    - the gate failed (exit 255): nothing ran; OnFailure= notifies, nothing to record;
+    - the user stopped the run (`service stop`): `interrupted`, no attempt, no notice;
+    - systemd killed it (timeout, watchdog, OOM, signal) or it crashed: recorded on the task
+      now (attempt counted, reason kept, worktree removed)."""
+    from openloop.loop.scheduler import repair_after_kill, settle_stopped_run
 
     result = environ.get("SERVICE_RESULT", "")
     code = environ.get("EXIT_CODE", "")
     status_ = environ.get("EXIT_STATUS", "")
-    if result in ("", "success", "exec-condition") and code != "killed":
+    if result == "exec-condition" or (result == "success" and code != "killed"):
+        notifications.clear_prefix(env, failure_key_prefix(alias))
+        if result == "success" and status_ == STOPPED_BY_SIGNAL:
+            settle_stopped_run(env, alias, "interrupted", "", user_stop=True)
+            return "stopped by the user; the task keeps its attempts"
         return None
+    if result == "" and code != "killed":
+        return None
+    if result == "exit-code" and status_ == "255" and (last_gate(env, alias) or {}).get("error"):
+        return None  # the gate failed: no iteration ran; the OnFailure= handler notifies
     if result == "exit-code" and status_.isdigit() and int(status_) >= 10:
         return None  # a task outcome exit status (SuccessExitStatus): already recorded
     outcome = KILLED_RESULTS.get(result, "interrupted")
     reason = f"systemd stopped the iteration: {result or 'stopped'} ({code} {status_})".strip()
-    repaired = repair_after_kill(env, alias, outcome, reason)
+    if code == "exited" and status_ == STOPPED_BY_SIGNAL:
+        # run-once handled systemd's SIGTERM (RuntimeMaxSec) and closed the run itself.
+        task_id = settle_stopped_run(env, alias, outcome, reason, user_stop=False)
+        return f"{reason}; settled: {task_id or 'nothing'}"
+    user_stop = result == "success" and code == "killed" and status_ in STOP_SIGNALS
+    if user_stop:
+        reason = f"stopped by the user before it finished ({status_})"
+    repaired = repair_after_kill(env, alias, outcome, reason, user_stop=user_stop)
     return f"{reason}; repaired: {', '.join(repaired) or 'nothing running'}"
+
+
+def failure_key_prefix(alias: str) -> str:
+    return f"unit-failed:{alias}:"
+
+
+def notify_unit_failure(env: Environment, unit: str) -> bool:
+    """OnFailure= handler: OpenLoop itself failed in UNIT. One notice per distinct failure (the
+    gate's error, or systemd's result and status), and none again until the project has worked
+    once more (record_exit clears it): a crash that lasts must not notify at every tick."""
+    import hashlib
+
+    alias = unit.removeprefix("openloop@").removesuffix(".service")
+    props = units.show(env, unit, "Result", "ExecMainStatus", "ExecMainCode")
+    result = props.get("Result")
+    if result in ("timeout", "watchdog"):
+        return False  # a hung task, already recorded and notified by record-exit: not a crash
+    gate_ = last_gate(env, alias) or {}
+    if gate_.get("error"):
+        what = f"its state cannot be read: {gate_.get('reason')}"
+    else:
+        what = f"{result or 'failed'} (exit status {props.get('ExecMainStatus') or '?'})"
+    digest = hashlib.sha256(what.encode()).hexdigest()[:12]
+    return notifications.notify(
+        env,
+        "task-failed",
+        project=alias,
+        once_key=f"{failure_key_prefix(alias)}{digest}",
+        message=f"OpenLoop unit {unit} failed: {what}; see 'openloop logs -p {alias}'",
+    )
 
 
 # --- the fallback for hosts without a user manager ------------------------------------------------

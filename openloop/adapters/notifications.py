@@ -101,3 +101,20 @@ def clear(env: Environment, key: str) -> None:
         if key in seen:
             seen.discard(key)
             atomic_write_text(path, dump_json({"sent": sorted(seen)}))
+
+
+def clear_prefix(env: Environment, prefix: str) -> None:
+    """Forget every state whose key starts with `prefix` (a project's failures, once it works
+    again). Called after every run: reads without the lock first, so usually it costs a read."""
+    path = _state_file(env)
+    text = read_text_or_none(path)
+    if not text or prefix not in text:
+        return
+    with locked(path, what="notification state"):
+        text = read_text_or_none(path)
+        if not text:
+            return
+        seen = set(json.loads(text).get("sent", []))
+        kept = {k for k in seen if not k.startswith(prefix)}
+        if kept != seen:
+            atomic_write_text(path, dump_json({"sent": sorted(kept)}))

@@ -67,42 +67,62 @@ def install_cmd(env, sandbox: bool) -> None:
 @click.pass_obj
 def uninstall_cmd(env) -> None:
     """Stop and remove OpenLoop's units and drop-ins (your projects and config stay)."""
-    removed = service.uninstall(env)
-    click.echo(f"Removed {len(removed)} unit file(s); timers stopped and disabled.")
+    removed = service.uninstall(env, progress=info)
+    click.echo(f"Removed {len(removed)} unit file(s) and drop-in(s); timers stopped and disabled.")
+
+
+def _finish(report, done: str) -> int:
+    """Print what `list-timers` shows and exactly what differs from what was asked; exit 1
+    if anything does."""
+    took = f"{report.seconds:.1f}s"
+    if report.ok:
+        click.echo(f"{done} ({report.scheduled} timer(s) scheduled; {took}).")
+        return 0
+    click.echo(f"{done}, but the end state differs ({took}):", err=True)
+    for problem in report.problems:
+        click.echo(f"  - {problem}", err=True)
+    return 1
 
 
 @service_group.command("start", epilog=examples("openloop service start"))
 @click.pass_obj
-def start_cmd(env) -> None:
+def start_cmd(env) -> int:
     """Enable and start every project's timer (installs the units first if needed)."""
-    timers = service.start(env)
-    click.echo(f"Started openloop.target with {len(timers)} project timer(s).")
+    report = service.start(env, progress=info)
+    code = _finish(report, f"Started openloop.target with {report.expected} project timer(s)")
     if units.linger_enabled(env) is False:
         info("Linger is off: timers stop at logout ('loginctl enable-linger $USER').")
+    return code
 
 
 @service_group.command("stop", epilog=examples("openloop service stop"))
 @click.pass_obj
-def stop_cmd(env) -> None:
-    """Stop all timers and any running iteration (a killed iteration is recorded).
+def stop_cmd(env) -> int:
+    """Stop all timers and any running iteration (recorded as interrupted by you).
 
     They stay stopped across logins and reboots until 'openloop service start'. To skip runs
     for a while without touching systemd, use 'openloop pause'.
     """
-    if not service.stop(env):
+    report = service.stop(env, progress=info)
+    if report is None:
         click.echo("Nothing to stop: the units are not installed.")
-        return
-    click.echo("Stopped OpenLoop timers and iterations.")
+        return 0
+    return _finish(report, "Stopped OpenLoop timers and iterations")
 
 
 @service_group.command("restart", epilog=examples("openloop service restart"))
 @click.pass_obj
-def restart_cmd(env) -> None:
-    """Re-install the units (picking up config changes) and restart the timers."""
+def restart_cmd(env) -> int:
+    """Re-install the units (picking up config changes) and restart the timers.
+
+    The start runs even if the stop reported a problem: a restart never ends with the
+    schedule stopped because one unit misbehaved.
+    """
     service.install(env)
-    service.stop(env)
-    timers = service.start(env)
-    click.echo(f"Restarted {len(timers)} project timer(s).")
+    stopped = service.stop(env, progress=info)
+    code = _finish(stopped, "Stopped") if stopped is not None else 0
+    started = service.start(env, progress=info)
+    return max(code, _finish(started, f"Restarted {started.expected} project timer(s)"))
 
 
 @service_group.command(
@@ -137,9 +157,13 @@ def status_cmd(env, as_json: bool) -> None:
                 "next": p.get("nextRun"),
                 "last result": p.get("lastResult"),
                 "last outcome": last.get("outcome"),
-                "now": p.get("status")
-                if p.get("running")
-                else ("paused" if p.get("paused") else "idle"),
+                "now": f"BROKEN: {p['broken']}"
+                if p.get("broken")
+                else (
+                    p.get("status")
+                    if p.get("running")
+                    else ("paused" if p.get("paused") else "idle")
+                ),
             }
         )
     print_table(
@@ -197,13 +221,23 @@ def resume_cmd(env, project) -> None:
 @click.option("--project", "-p", required=True)
 @click.pass_obj
 def gate_cmd(env, project) -> int:
-    """ExecCondition of openloop@.service: exit 0 to run, 1 to skip this time."""
+    """ExecCondition of openloop@.service: exit 0 to run, 1 to skip this time, 255 when the
+    project's state cannot be read (255 is what makes systemd fail the unit: 1-254 all skip)."""
     from openloop.adapters import journal
 
-    decision = service.gate(env, project)
+    try:
+        decision = service.gate(env, project)
+    except service.GateFailure as exc:
+        journal.send(str(exc), priority=journal.ERR, event="gate-failed", project=project)
+        if not journal.running_under_systemd():
+            click.echo(f"openloop: error: {exc}", err=True)
+        return service.GateFailure.exit_code
     if not decision.run:
+        # One record per skip: the structured one. Under systemd, stdout is the journal too,
+        # so the plain line is for a shell only.
         journal.send(f"{project}: skipped: {decision.reason}", event="skipped", project=project)
-        click.echo(f"skip: {decision.reason}")
+        if not journal.running_under_systemd():
+            click.echo(f"skip: {decision.reason}")
         return 1
     return 0
 
@@ -212,13 +246,14 @@ def gate_cmd(env, project) -> int:
 @click.option("--project", "-p", required=True)
 @click.pass_obj
 def record_exit_cmd(env, project) -> int:
-    """ExecStopPost of openloop@.service: record a run systemd killed."""
+    """ExecStopPost of openloop@.service: record a run systemd killed or the user stopped."""
     from openloop.adapters import journal
 
     summary = service.record_exit(env, project, dict(os.environ))
     if summary:
         journal.send(f"{project}: {summary}", priority=4, event="iteration-killed", project=project)
-        click.echo(summary)
+        if not journal.running_under_systemd():
+            click.echo(summary)
     return 0
 
 
@@ -226,17 +261,6 @@ def record_exit_cmd(env, project) -> int:
 @click.option("--unit", required=True)
 @click.pass_obj
 def notify_failure_cmd(env, unit) -> int:
-    """OnFailure= handler: OpenLoop itself failed in UNIT."""
-    from openloop.adapters import notifications
-
-    alias = unit.removeprefix("openloop@").removesuffix(".service")
-    result = units.show(env, unit, "Result").get("Result")
-    if result in ("timeout", "watchdog"):
-        return 0  # a hung task, already recorded and notified by record-exit: not a crash
-    notifications.notify(
-        env,
-        "task-failed",
-        project=alias,
-        message=f"OpenLoop unit {unit} failed; see 'openloop logs -p {alias}'",
-    )
+    """OnFailure= handler: OpenLoop itself failed in UNIT (once per distinct failure)."""
+    service.notify_unit_failure(env, unit)
     return 0

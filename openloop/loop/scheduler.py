@@ -38,7 +38,7 @@ from openloop.state.ledger import (
     return_stuck_tasks,
     transition,
 )
-from openloop.state.locks import iteration_lock
+from openloop.state.locks import iteration_lock, iteration_slot
 from openloop.state.policy import Policy, assess_declared_scope
 from openloop.state.project import Project, require_initialized, resolve
 from openloop.state.projectconfig import ProjectConfig
@@ -65,6 +65,24 @@ def _iteration(
         yield _load(env, project, model, provider, reporter or NullReporter(), adapter_factory)
 
 
+@contextmanager
+def _host_slot(it: Iteration) -> Iterator[str | None]:
+    """Hold one of the host's iteration slots for the whole block; yields why not (all taken:
+    the gate saw one free, but another project's iteration took it since) or None."""
+    from openloop.errors import BusyError
+
+    slot = iteration_slot(it.env, it.gconf.runtime.max_concurrent_iterations)
+    try:
+        slot.__enter__()
+    except BusyError as exc:
+        yield str(exc)
+        return
+    try:
+        yield None
+    finally:
+        slot.__exit__()
+
+
 def _stopped(it: Iteration, stop: Stop) -> IterationResult:
     if (signal_name := interrupt.requested()) and stop.outcome != Outcome.INTERRUPTED:
         # Stopped by a signal before any attempt began: say so (exit 17), whatever came first.
@@ -86,9 +104,12 @@ def run_once(
     with (
         interrupt.signals_stop_the_iteration(),
         _iteration(env, alias, model, provider, reporter, adapter_factory) as it,
+        _host_slot(it) as no_slot,
     ):
         try:
             gate(it)
+            if no_slot:
+                raise Stop(Outcome.SKIPPED, no_slot)
             repair(it)
             promotion.retry_deferred(it)
             select(it)
@@ -125,14 +146,17 @@ def run_prompt(
         return execute_adhoc(it, prompt_text, validate=validate)
 
 
-def repair_after_kill(env: Environment, alias: str, outcome: str, reason: str) -> list[str]:
+def repair_after_kill(
+    env: Environment, alias: str, outcome: str, reason: str, *, user_stop: bool = False
+) -> list[str]:
     """What record-exit does once systemd has killed an iteration: the repair step, now, with
-    the cause systemd reported."""
+    the cause systemd reported. A stop the user asked for (`service stop`) is recorded as
+    interrupted, costs the task no attempt and notifies nobody."""
     project = resolve(env, alias)
     with iteration_lock(env, project.alias):
         it = _load(env, project, None, None, NullReporter(), None)
-        repair(it, Outcome(outcome), reason)
-    if it.repaired:
+        repair(it, Outcome(outcome), reason, count_attempt=not user_stop)
+    if it.repaired and not user_stop:
         from openloop.adapters import notifications
 
         for task_id in it.repaired:
@@ -144,6 +168,48 @@ def repair_after_kill(env: Environment, alias: str, outcome: str, reason: str) -
                 message=f"{alias} {task_id}: {reason}",
             )
     return it.repaired
+
+
+def settle_stopped_run(
+    env: Environment, alias: str, outcome: str, reason: str, *, user_stop: bool
+) -> str | None:
+    """run-once closes a run it was asked to stop (SIGTERM) as `interrupted` and counts the
+    attempt: from inside, a user's `service stop` and systemd's kill at RuntimeMaxSec look the
+    same. record-exit knows which it was (SERVICE_RESULT) and settles the latest run here: a
+    user stop gives the attempt back (no fault of the task); a timeout gets its real outcome,
+    so a task that always times out is recognisable. Returns the task id settled, if any."""
+    project = resolve(env, alias)
+    now = env.now_iso()
+    with iteration_lock(env, project.alias):
+        records = runs.list_records(project.plane.runs_dir, limit=1)
+        record = records[0] if records else None
+        if not record or record.get("outcome") != Outcome.INTERRUPTED.value:
+            return None
+        if not str(record.get("reason", "")).startswith("interrupted by SIG"):
+            return None  # not a run that stopped itself on a signal
+        task_id = record.get("taskId")
+        if user_stop:
+            record["reason"] = f"stopped by the user ({record.get('reason')})"
+        else:
+            record.update(outcome=outcome, reason=reason)
+        runs.write_record(project.plane.runs_dir, record)
+        with edit_ledger(project.plane.ledger_file, now) as ledger:
+            task = next((t for t in ledger.tasks if t.id == task_id), None)
+            if task is None:
+                return None
+            last = task.history[-1] if task.history else None
+            requeue = last is not None and last.reason.startswith("attempt ")
+            if user_stop:
+                if requeue and task.attempts > 0:
+                    task.attempts -= 1
+                    task.last_failure = task.last_failure_signature = None
+                    last.reason = f"stopped by the user: {last.reason}"
+            else:
+                task.last_failure_signature = outcome
+                task.last_failure = f"The previous attempt did not finish: {reason}."
+                if requeue:
+                    last.reason = f"attempt {task.attempts} {outcome}: {reason}"
+    return task_id
 
 
 def has_work(env: Environment, project: Project, gconf: GlobalConfig) -> str | None:
@@ -261,6 +327,8 @@ def repair(
     it: Iteration,
     outcome: Outcome = Outcome.INTERRUPTED,
     reason: str = "the iteration was killed before it finished",
+    *,
+    count_attempt: bool = True,
 ) -> None:
     """Undo what a killed iteration left: running tasks, run records, worktrees, processes.
 
@@ -279,7 +347,7 @@ def repair(
         record.update(outcome=outcome.value, endedAt=now, reason=reason, costUsd=cost)
         runs.write_record(plane.runs_dir, record)
     with edit_ledger(plane.ledger_file, now) as ledger:
-        moved = return_stuck_tasks(ledger, now, f"repaired: {reason}")
+        moved = return_stuck_tasks(ledger, now, f"repaired: {reason}", count_attempt=count_attempt)
         for task, _was in moved:
             task.last_failure = f"The previous attempt did not finish: {reason}."
             task.last_failure_signature = outcome.value

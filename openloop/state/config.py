@@ -45,6 +45,12 @@ class Runtime(FileModel):
     )
     validation_timeout_seconds: int = Field(900, ge=1, description="Cap on each validation command")
     interval_minutes: int = Field(15, ge=1, description="Default pause between iterations")
+    max_concurrent_iterations: int = Field(
+        4,
+        ge=1,
+        description="Iterations running at once on this host, across all projects (the gate "
+        "skips a project's tick while they are all taken)",
+    )
     keep_runs: int = Field(500, ge=1, description="Run records kept per project (oldest pruned)")
 
 

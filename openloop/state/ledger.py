@@ -337,17 +337,20 @@ def summary(tasks: list[Task] | list[TaskRow]) -> dict[str, Any]:
     return {"total": len(tasks), "byStatus": by_status, "byRisk": by_risk}
 
 
-def return_stuck_tasks(ledger: TaskLedger, now: str, reason: str) -> list[tuple[Task, str]]:
+def return_stuck_tasks(
+    ledger: TaskLedger, now: str, reason: str, *, count_attempt: bool = True
+) -> list[tuple[Task, str]]:
     """Put tasks left running by a dead iteration back where they were picked from.
 
     The interrupted run counts as an attempt (a task that kills its iteration every time must
-    eventually stop being picked). Returns (task, status it was in) pairs.
+    eventually stop being picked), unless the user stopped it (`count_attempt=False`): that is
+    no fault of the task. Returns (task, status it was in) pairs.
     """
     moved = []
     for task in ledger.tasks:
         if task.status in RUNNING:
             was = task.status
-            task.attempts += 1
+            task.attempts += 1 if count_attempt else 0
             task.last_failure_signature = "interrupted"
             transition(task, status_before_run(task), reason, now)
             moved.append((task, was))

@@ -1,8 +1,11 @@
 """The per-project iteration lock: one iteration (or one merge, or one purge) per project at a
-time, systemd or not. Here, below both the iteration and the actions that must wait for it."""
+time, systemd or not; and the host-wide iteration slots. Here, below both the iteration and the
+actions that must wait for it."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 from openloop.env import Environment
@@ -32,3 +35,68 @@ class iteration_lock:  # noqa: N801 - used as a context manager
 
     def __exit__(self, *exc: object) -> None:
         self._lock.__exit__(*exc)
+
+
+# --- the host-wide cap on iterations ----------------------------------------------------------
+
+
+def slot_files(env: Environment, limit: int) -> list[Path]:
+    return [env.locks_dir / "slots" / f"slot-{i}" for i in range(limit)]
+
+
+class iteration_slot:  # noqa: N801 - used as a context manager
+    """One of `runtime.maxConcurrentIterations` slots, held for a whole iteration.
+
+    systemd has no "at most N instances of a template" setting, and a slice can only cap
+    resources, not count; so the cap is N flock'ed files under the state directory: an
+    iteration takes the first free one and the kernel frees it when the holder exits, however
+    it exits. Raises BusyError when every slot is taken."""
+
+    def __init__(self, env: Environment, limit: int) -> None:
+        self.files = slot_files(env, limit)
+        self.limit = limit
+        self.fd: int | None = None
+
+    def __enter__(self) -> int:
+        slot = _take_free_slot(self.files)
+        if slot is None:
+            raise BusyError(
+                f"{self.limit} iteration(s) already running on this host "
+                "(runtime.maxConcurrentIterations); this project's turn comes at its next tick"
+            )
+        self.fd, index = slot
+        return index
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def slots_in_use(env: Environment, limit: int) -> int:
+    """How many slots are held right now (try each, release at once): what the gate asks."""
+    busy = 0
+    for path in slot_files(env, limit):
+        if not path.exists():
+            continue
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            busy += 1
+        finally:
+            os.close(fd)
+    return busy
+
+
+def _take_free_slot(files: list[Path]) -> tuple[int, int] | None:
+    for index, path in enumerate(files):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        return fd, index
+    return None

@@ -301,12 +301,25 @@ class UserManager:
         patterns = sorted(
             {u.replace("@.", "@*.", 1) for u in unit_files if u.endswith(_UNIT_SUFFIXES)}
         )
-        # Timers first so they cannot start a service we are about to stop.
+        # Timers first so they cannot start a service we are about to stop. --no-block, then
+        # wait: a blocking stop of hundreds of units (or of units already stopped, right after
+        # a daemon-reload) sits out systemctl's 25 s D-Bus timeout for each call.
         timers = [p for p in patterns if p.endswith(".timer")]
         if timers:
-            self.systemctl("stop", *timers, timeout=60)
+            self.systemctl("stop", "--no-block", *timers, timeout=60)
         if patterns:
-            self.systemctl("stop", *patterns, timeout=60)
+            self.systemctl("stop", "--no-block", *patterns, timeout=60)
+
+            def settled() -> bool:
+                out = self.systemctl("list-units", "--plain", "--no-legend", *patterns).stdout
+                return not any(
+                    word in line.split()[2:4]
+                    for line in out.splitlines()
+                    for word in ("active", "activating", "deactivating")
+                )
+
+            with contextlib.suppress(AssertionError):
+                self.wait_for(settled, timeout=120, interval=0.2, what="test units to stop")
             self.systemctl("reset-failed", *patterns)
         for top in tops:
             path = self.unit_dir / top
