@@ -498,7 +498,7 @@ def last_gate(env: Environment, alias: str) -> dict[str, Any] | None:
 
 
 def _gate(env: Environment, alias: str) -> GateDecision:
-    from openloop.errors import BusyError, ConfigError
+    from openloop.errors import BusyError
     from openloop.loop import governance
     from openloop.loop.scheduler import gate_reason, has_work
     from openloop.state.locks import iteration_lock
@@ -510,11 +510,11 @@ def _gate(env: Environment, alias: str) -> GateDecision:
     except BusyError:
         return GateDecision(False, "another iteration of this project is running")
     gconf = load_config(env)
-    try:
-        pconf = project.config()
-        governance.load_current(project, pconf)
-    except ConfigError as exc:  # the iteration would skip on it too: say so here, not in a crash
-        return GateDecision(False, str(exc))
+    # An invalid project.json or policy.yaml raises: run-once would only skip on it, but under
+    # the timer a project whose rules cannot be read must fail (OnFailure=, one notice), not go
+    # quiet until someone looks.
+    pconf = project.config()
+    governance.load_current(project, pconf)
     reason = gate_reason(env, project, gconf, pconf)
     if reason:
         if "budget" in reason:

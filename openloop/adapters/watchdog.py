@@ -65,6 +65,8 @@ class SystemdReporter:
     def phase(self, phase: str, **info: Any) -> None:
         self.in_agent = phase == "agent"
         self.task = info.get("task") or self.task
+        # Every phase record carries the run id once it is known: `logs --run` shows them all.
+        self.run = info.get("run") or getattr(self, "run", None)
         text = _describe(phase, info)
         self.notifier.send(f"STATUS={self.project}: {text}", "WATCHDOG=1")
         self.journal.send(
@@ -73,6 +75,7 @@ class SystemdReporter:
             project=self.project,
             task=self.task,
             role=info.get("role"),
+            run=self.run,
         )
 
     def agent_event(self, tool_calls: int, cost_usd: float, last_tool: str | None) -> None:

@@ -128,7 +128,7 @@ def start(it: Iteration) -> None:
         "iteration-started",
         f"{it.project.alias}: {sel.mode} {sel.task.id} as {sel.role}, attempt {it.attempt}",
     )
-    it.reporter.phase("started", task=sel.task.id, role=sel.role, attempt=it.attempt)
+    it.reporter.phase("started", task=sel.task.id, role=sel.role, attempt=it.attempt, run=it.run_id)
 
 
 def prepare_worktree(it: Iteration) -> None:

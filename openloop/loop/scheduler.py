@@ -229,6 +229,16 @@ def has_work(env: Environment, project: Project, gconf: GlobalConfig) -> str | N
     return None
 
 
+def _iteration_running(env: Environment, alias: str) -> bool:
+    from openloop.errors import BusyError
+
+    try:
+        with iteration_lock(env, alias):
+            return False
+    except BusyError:
+        return True
+
+
 def dry_run(env: Environment, alias: str | None, *, model: str | None = None) -> dict[str, Any]:
     """What the next iteration would do, computed without writing anything."""
     project = resolve(env, alias)
@@ -238,7 +248,15 @@ def dry_run(env: Environment, alias: str | None, *, model: str | None = None) ->
         gate(it, dry=True)
     except Stop as stop:
         return {"mode": "skip", "outcome": stop.outcome.value, "reason": stop.reason}
-    stuck = [t.id for t in load_ledger(project.plane.ledger_file).tasks if t.status in RUNNING]
+    running = [t.id for t in load_ledger(project.plane.ledger_file).tasks if t.status in RUNNING]
+    # Tasks marked running are a dead iteration's only if no iteration holds the lock now.
+    if _iteration_running(env, project.alias):
+        return {
+            "mode": "busy",
+            "reason": "an iteration of this project is running",
+            "running": running,
+        }
+    stuck = running
     try:
         select(it, exclude=set(stuck))
     except Stop as stop:
