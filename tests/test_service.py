@@ -232,3 +232,22 @@ def test_record_exit_of_a_user_stop_that_killed_the_run_costs_no_attempt(ol, dem
     assert (task.status, task.attempts) == ("ready", 0)
     record = json.loads(next((demo / ".openloop/runs").glob("*.json")).read_text())
     assert record["outcome"] == "interrupted"
+
+
+def test_doctor_sees_stopped_timers_and_stale_drop_ins(ol, demo, env, monkeypatch):
+    monkeypatch.setattr(service, "installed", lambda env: True)
+    monkeypatch.setattr(units, "scheduled_timers", lambda env: {})
+    checks = {c["name"]: c for c in ol("doctor", "--json").json()}
+    assert not checks["timers"]["ok"] and checks["timers"]["fix"] == "openloop service start"
+    assert not checks["drop-ins"]["ok"] and "demo" in checks["drop-ins"]["detail"]
+    # As `service install` and `service start` would leave them: nothing to say.
+    for path, text in service.dropins_for(env, "demo").items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    monkeypatch.setattr(units, "scheduled_timers", lambda env: {"openloop@demo.timer": 1})
+    checks = {c["name"]: c for c in ol("doctor", "--json").json()}
+    assert checks["timers"]["ok"] and "drop-ins" not in checks
+    # A project.json edit since: the drop-in no longer says what the project asks for.
+    set_project(demo, schedule={"cpuWeight": 50})
+    checks = {c["name"]: c for c in ol("doctor", "--json").json()}
+    assert not checks["drop-ins"]["ok"]

@@ -122,6 +122,57 @@ def check_units(env: Environment) -> Check:
     return Check("units", True, f"installed in {unit_dir}")
 
 
+def check_schedule(env: Environment) -> list[Check]:
+    """Installed is not running: every timer may be stopped, and a drop-in may still carry the
+    limits of a project.json edited since the last install."""
+    from openloop.actions import service
+
+    if not service.installed(env):
+        return []
+    checks = []
+    aliases = [e.alias for e in load_registry(env).projects]
+    try:
+        running = units.scheduled_timers(env)
+    except OpenLoopError:
+        running = None
+    if running is not None and aliases:
+        idle = [a for a in aliases if units.instance(a, "timer") not in running]
+        if len(idle) == len(aliases):
+            checks.append(
+                Check("timers", False, "no project's timer is running", "openloop service start")
+            )
+        elif idle:
+            checks.append(
+                Check(
+                    "timers",
+                    True,
+                    f"not running for: {', '.join(idle)}",
+                    "openloop service start",
+                    warning=True,
+                )
+            )
+        else:
+            checks.append(Check("timers", True, f"{len(running)} running"))
+    stale = []
+    for alias in aliases:
+        try:
+            wanted = service.dropins_for(env, alias)
+        except OpenLoopError:
+            continue  # the project's own check reports why
+        if any(not p.is_file() or p.read_text() != text for p, text in wanted.items()):
+            stale.append(alias)
+    if stale:
+        checks.append(
+            Check(
+                "drop-ins",
+                False,
+                f"out of date after a project.json change: {', '.join(stale)}",
+                "openloop service install",
+            )
+        )
+    return checks
+
+
 def check_journal() -> Check:
     from openloop.adapters import journal
 
@@ -234,6 +285,7 @@ def run_checks(env: Environment) -> list[Check]:
         check_manager(env),
         check_linger(env),
         check_units(env),
+        *check_schedule(env),
         check_journal(),
         check_budget(env),
         *check_projects(env),

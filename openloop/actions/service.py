@@ -83,6 +83,11 @@ def _ensure_environment_file(env: Environment) -> None:
             )
 
 
+def dropins_for(env: Environment, alias: str) -> dict[Path, str]:
+    """The drop-ins `service install` would write for the project now (doctor compares)."""
+    return _dropins_for(env, alias, sandboxed(env))
+
+
 def sandboxed(env: Environment) -> bool:
     return (units.user_unit_dir(env) / "openloop@.service.d" / units.SANDBOX_DROPIN).exists()
 
