@@ -108,3 +108,27 @@ def update_discovery(env: Environment, alias: str, change) -> dict[str, Any]:
         state["days"] = dict(sorted(state["days"].items())[-14:])
         atomic_write_text(path, dump_json(data))
         return state
+
+
+def summary(env: Environment, alias: str) -> dict[str, Any] | None:
+    """The latest validated default branch, for status and doctor: its health and the failures
+    OpenLoop will not heal (recorded, never attempted)."""
+    entry = latest(env, alias)
+    if not entry:
+        return None
+    failures = entry.get("failures") or []
+    return {
+        "status": entry.get("status"),
+        "branch": entry.get("branch"),
+        "commit": entry.get("commit"),
+        "checkedAt": entry.get("checkedAt"),
+        "validations": load(env, alias)["validations"],
+        "healable": [
+            {"check": f.get("check"), "kind": f.get("kind")} for f in failures if f.get("healable")
+        ],
+        "unhealable": [
+            {"check": f.get("check"), "why": f.get("why")}
+            for f in failures
+            if not f.get("healable")
+        ],
+    }
