@@ -392,3 +392,23 @@ def test_the_gate_skips_a_failing_branch_it_may_not_heal(ol, broken, env):
     commit_policy(ol, broken, "selfHealing:\n  enabled: false\n")
     assert once(env, FakeAgent()).outcome == Outcome.IDLE  # validated: failing, no healing
     assert has_work(env) is None  # and discovery waits for a healthy branch
+
+
+def test_only_the_same_named_failures_are_excused(tmp_path):
+    base_out = "FAILED tests/test_a.py::test_one - assert 1 == 2\n1 failed in 0.1s\n"
+    entry = {
+        "status": cache.FAILING,
+        "failures": [baseline.classify(_failed("test", base_out, tmp_path), lambda p: True)],
+    }
+
+    def judged(output: str) -> list:
+        (tmp_path / "now").mkdir(exist_ok=True)
+        return baseline.compare([_failed("test", output, tmp_path / "now")], entry, lambda p: True)
+
+    assert judged("FAILED tests/test_a.py::test_one - assert 1 == 3\n1 failed in 0.3s\n")
+    assert not judged("FAILED tests/test_a.py::test_two - boom\nFAILED tests/test_a.py::test_one\n")
+    assert not judged("ERROR collecting tests/test_a.py\n1 error in 0.1s\n")
+    assert not judged("")
+    # What a healing task is there to fix is never excused.
+    same = [_failed("test", base_out, tmp_path / "now")]
+    assert not baseline.compare(same, entry, lambda p: True, must_fix=frozenset({"test"}))
