@@ -319,6 +319,7 @@ def test_an_iteration_whose_commands_lost_their_approval_skips_its_checks(
     def collect_while_user_approves_other_commands(it):
         # After the agent's guarded run: a change during it would end the run as escaped.
         collect(it)
+        marker.unlink(missing_ok=True)  # the default branch's validation ran it, approved
         set_project(repo, validation={"testCommand": "true"})
         assert ol("project", "trust", "demo").code == 0
 

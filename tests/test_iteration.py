@@ -275,10 +275,17 @@ def test_plan_mode_writes_a_spec_then_the_task_is_ready(ol, demo, env):
     assert agent.requests[0].prompt.count(".openloop/specs/big-change.md") >= 1
     task = task_of(demo, tid)
     assert task.status == "ready" and task.spec_id == ".openloop/specs/big-change.md"
-    assert (demo / ".openloop/specs/big-change.md").read_text() == "# Spec\nDo it.\n"
+    # The spec is committed on the task's branch, never copied into the user's checkout.
+    assert not (demo / ".openloop/specs/big-change.md").exists()
+    assert git(demo, "show", f"{task.spec_commit}:.openloop/specs/big-change.md") == (
+        "# Spec\nDo it."
+    )
     implement = FakeAgent([write("x.py", "ok = 1\n")])
     once(env, implement)
     assert "# Spec" in implement.requests[0].prompt
+    # Implemented on top of the spec: both are on the branch, reviewed and merged together.
+    files = git(demo, "diff", "--name-only", "main", f"openloop/{tid}").split()
+    assert files == [".openloop/specs/big-change.md", "x.py"]
 
 
 def test_a_second_concurrent_iteration_is_refused(ol, demo, env):

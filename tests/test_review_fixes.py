@@ -116,7 +116,8 @@ def test_non_finite_budget_is_refused(ol, env):
 
 
 def test_the_projects_validation_timeout_applies(ol, demo, env):
-    set_project(demo, validation={"lintCommand": "sleep 5", "timeoutSeconds": 1})
+    # Slow only with the agent's change: the default branch itself passes.
+    set_project(demo, validation={"lintCommand": "test ! -e t.py || sleep 5", "timeoutSeconds": 1})
     ol("project", "trust", "demo")
     tid = add(ol, "Slow check")
     result = once(env, FakeAgent([write("t.py", "t = 1\n")]))

@@ -29,8 +29,11 @@ def test_every_phase_record_of_a_run_carries_its_run_id(ol, demo, env, sink):  #
         except TimeoutError:
             break
     phases = [r for r in records if "OPENLOOP_EVENT" not in r]
-    assert len(phases) >= 4  # started, worktree, agent, collect, validate...
-    assert {r.get("OPENLOOP_RUN") for r in phases} == {result.run_id}
+    # From "started" on (the baseline's checks before it belong to no run):
+    first = next(i for i, r in enumerate(phases) if "started" in r["MESSAGE"])
+    of_the_run = phases[first:]
+    assert len(of_the_run) >= 4  # started, worktree, agent, collect, validate...
+    assert {r.get("OPENLOOP_RUN") for r in of_the_run} == {result.run_id}
 
 
 def test_a_dry_run_during_a_live_iteration_repairs_nothing(ol, demo, env):  # noqa: F811

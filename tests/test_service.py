@@ -10,6 +10,7 @@ import pytest
 
 from openloop.actions import service
 from openloop.adapters import notifications, units
+from openloop.loop.outcomes import Outcome
 from openloop.state.config import GlobalConfig
 from openloop.state.project import resolve
 from openloop.state.projectconfig import ProjectConfig
@@ -84,6 +85,9 @@ def test_gate_skips_paused_idle_and_broke_projects_and_notifies_once(ol, demo, e
     log = tmp_path / "notified.log"
     ol("config", "set", "notifications.onQueueEmpty", f"echo $OPENLOOP_EVENT >> {log}")
     ol("config", "set", "notifications.onBudgetExhausted", f"echo $OPENLOOP_EVENT >> {log}")
+    # A default branch never validated is work (healing, discovery): one iteration looks.
+    assert "not validated yet" in service.gate(env, "demo").reason
+    assert once(env, FakeAgent()).outcome == Outcome.IDLE
     for _ in range(3):
         decision = service.gate(env, "demo")
         assert not decision.run and "no eligible task" in decision.reason
@@ -142,7 +146,9 @@ def test_foreground_loop_runs_each_project_through_the_gate(ol, demo, env, monke
     tid = add(ol, "Loop")
     service.run_foreground(env, interval=0, iterations=2, echo=lines.append)
     assert task_of(demo, tid).status == "review"
-    assert lines == ["demo: completed: validated; kept for review"]
+    assert lines[0] == "demo: completed: validated; kept for review"
+    # Then idle with a healthy default branch: discovery proposes (no agent runs).
+    assert lines[1:] == [] or "discovery proposed" in lines[1]
 
 
 def test_notify_clear_allows_the_next_state_change(env):

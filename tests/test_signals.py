@@ -46,7 +46,11 @@ def world(ol, project, env, tmp_path):
     pi.chmod(0o755)
     set_project(
         project,
-        validation={"lintCommand": "sleep 300 & sleep 300", "typecheckCommand": None},
+        # Never ends once the agent wrote new.py (the default branch itself passes at once).
+        validation={
+            "lintCommand": "test ! -e new.py || { sleep 300 & sleep 300; }",
+            "typecheckCommand": None,
+        },
         runtime={"inactivityTimeoutSeconds": 600, "runTimeoutSeconds": 600},
     )
     assert ol("project", "trust", "demo").code == 0

@@ -22,7 +22,7 @@ def test_add_list_show(ol, project):
         "--title",
         "Add a /health endpoint",
         "--kind",
-        "feature",
+        "bugfix",
         "--risk",
         "low-risk",
         "--scope",
@@ -49,6 +49,13 @@ def test_add_list_show(ol, project):
 
     planned = ol("task", "add", "--title", "Big refactor", "--plan", "--json").json()
     assert planned["status"] == "proposed"
+    # A feature (or epic) is planned first; the default kind is a chore, implemented at once.
+    feature = ol("task", "add", "--title", "New page", "--kind", "feature", "--json").json()
+    assert feature["status"] == "proposed"
+    assert ol("task", "remove", "--task", feature["id"]).code == 0
+    chore = ol("task", "add", "--title", "Tidy", "--json").json()
+    assert (chore["kind"], chore["status"]) == ("chore", "ready")
+    assert ol("task", "remove", "--task", chore["id"]).code == 0
 
     ids = [t["id"] for t in tasks_of(ol)]
     assert ids == ["add-a-health-endpoint", "big-refactor"]  # priority 5 first

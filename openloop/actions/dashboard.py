@@ -9,6 +9,7 @@ from openloop.env import Environment
 from openloop.errors import OpenLoopError
 from openloop.loop import promotion
 from openloop.state import backoff, budget, pause
+from openloop.state import baseline as baseline_cache
 from openloop.state.config import load_config
 from openloop.state.ledger import load_ledger, load_rows, summary
 from openloop.state.project import resolve
@@ -28,6 +29,8 @@ def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
                 row["escaped"] = _escaped(project)
             if waiting := backoff.summary(env, entry.alias):
                 row["environmentError"] = waiting
+            if health := baseline_cache.summary(env, entry.alias):
+                row["baseline"] = health
             row["pendingReviews"] = sum(
                 1
                 for r in promotion.list_requests(project.plane)
@@ -94,6 +97,14 @@ def render(data: dict[str, Any]) -> str:
             lines.append(f"  ! BROKEN: {row['broken']}")
         if waiting := row.get("environmentError"):
             lines.append(f"  ! {backoff.describe(row['project'], waiting)}")
+        health = row.get("baseline") or {}
+        for failure in health.get("unhealable", []):
+            lines.append(
+                f"  ! {health.get('branch')} fails {failure['check']}, not auto-healable "
+                f"({failure['why']}): fix it by hand"
+            )
+        for failure in health.get("healable", []):
+            lines.append(f"  ~ {health.get('branch')} fails {failure['check']}: {failure['kind']}")
         for task_id in row.get("escaped", []):
             lines.append(
                 f"  ! {task_id} ESCAPED its workspace and was blocked: "

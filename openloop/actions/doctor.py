@@ -236,6 +236,7 @@ def check_projects(env: Environment) -> list[Check]:
             )
         else:
             checks.append(Check(name, True, entry.path))
+        checks += _baseline_checks(env, entry.alias)
         if waiting := backoff.summary(env, entry.alias):
             checks.append(
                 Check(
@@ -247,6 +248,26 @@ def check_projects(env: Environment) -> list[Check]:
                 )
             )
     return checks
+
+
+def _baseline_checks(env: Environment, alias: str) -> list[Check]:
+    """What fails on the default branch and will not be healed: a warning (runs go on, judged
+    against it), with the fix."""
+    from openloop.state import baseline
+
+    health = baseline.summary(env, alias)
+    if not health or not health["unhealable"]:
+        return []
+    return [
+        Check(
+            f"default branch {alias}",
+            True,
+            f"{health['branch']} fails {f['check']}, not auto-healable: {f['why']}",
+            "fix it on the default branch by hand (tasks are judged against it meanwhile)",
+            warning=True,
+        )
+        for f in health["unhealable"]
+    ]
 
 
 def check_containment(env: Environment) -> Check:

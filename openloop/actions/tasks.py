@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import PurePosixPath
 
 from openloop.adapters import refs
 from openloop.env import Environment
@@ -23,6 +22,7 @@ from openloop.state.ledger import (
     transition,
 )
 from openloop.state.project import Project, require_initialized
+from openloop.state.taskinput import check_scope, needs_plan
 from openloop.text import check_line, check_text
 
 
@@ -54,31 +54,6 @@ def _withdraw_promotion(project: Project, task_id: str, now: str, reason: str) -
     promotion.withdraw(project, task_id, now, reason)
 
 
-def check_scope(paths: list[str] | tuple[str, ...]) -> list[str]:
-    """Scope entries are repo-relative paths or globs; de-duplicated, order kept."""
-    clean: list[str] = []
-    for raw in paths:
-        check_line(raw, "--scope", "scopes")
-        path = raw.strip().replace("\\", "/")
-        if not path:
-            raise InputError("--scope: empty path")
-        if path.startswith("/"):
-            raise InputError(f"--scope: '{raw}' must be relative to the repository root")
-        if ".." in PurePosixPath(path).parts:
-            raise InputError(f"--scope: '{raw}' must not contain '..'")
-        path = path.removeprefix("./")
-        if path not in clean:
-            clean.append(path)
-    if clean:
-        from openloop.state.policy import _scope_matcher
-
-        try:
-            _scope_matcher(clean)  # the same parser the policy check uses after the run
-        except InputError as exc:
-            raise InputError(f"--scope: {exc}".replace("task scope.paths: ", "")) from None
-    return clean
-
-
 def _check_dependencies(ledger: TaskLedger, depends_on: list[str], own_id: str | None) -> None:
     for dep in depends_on:
         check_task_id(dep, option="--depends-on")
@@ -91,7 +66,7 @@ def _check_dependencies(ledger: TaskLedger, depends_on: list[str], own_id: str |
 @dataclass
 class NewTask:
     title: str | None = None
-    kind: str = "feature"
+    kind: str = "chore"
     risk: str = "medium-risk"
     scope: tuple[str, ...] = ()
     priority: int = 0
@@ -151,6 +126,7 @@ def add_task(
         id_seed = ref.slug()
     if not title:
         raise InputError("--title: required (or give --from-ref REF)")
+    plan_first = needs_plan(spec.kind, description, _planning(project))
     now = env.now_iso()
     with edit_ledger(project.plane.ledger_file, now) as ledger:
         if spec.ref:
@@ -174,7 +150,7 @@ def add_task(
             title=title.strip(),
             description=description,
             kind=spec.kind,
-            status="proposed" if spec.needs_plan else "ready",
+            status="proposed" if spec.needs_plan or plan_first else "ready",
             risk=spec.risk,
             priority=spec.priority,
             scope=TaskScope(paths=scope) if scope else None,
@@ -188,6 +164,34 @@ def add_task(
         task.history.append(StatusChange(at=now, from_=None, to=task.status, reason="created"))
         ledger.tasks.append(task)
     _event(project, task, "task-added", f"added ({task.status}): {task.title}")
+    return task
+
+
+def _planning(project: Project):
+    from openloop.errors import ConfigError
+    from openloop.state.projectconfig import Planning
+
+    try:
+        return project.config().planning
+    except ConfigError:  # the iteration reports a broken project.json; adding still works
+        return Planning()
+
+
+def accept_task(env: Environment, project: Project, task_id: str, reason: str | None) -> Task:
+    """A proposal of discovery (idle mode) accepted by a human: it joins the queue."""
+    check_task_id(task_id)
+    if reason is not None:
+        check_line(reason, "--reason", "reasons")
+    now = env.now_iso()
+    with edit_ledger(project.plane.ledger_file, now) as ledger:
+        task = ledger.get(task_id)
+        if task.status != "proposed" or task.source.type != "discovery":
+            raise StateError(
+                f"task '{task_id}' is {task.status} ({task.source.type}); only proposals of "
+                "discovery wait for acceptance"
+            )
+        transition(task, "ready", reason or "accepted by user", now)
+    _event(project, task, "task-accepted", reason or "accepted by user")
     return task
 
 

@@ -63,7 +63,13 @@ def _add_options(func):
                 help="A GitHub/GitLab issue URL or owner/repo#N; title and body are fetched "
                 "with gh/glab when available.",
             ),
-            click.option("--kind", type=kind_choice, default="feature", show_default=True),
+            click.option(
+                "--kind",
+                type=kind_choice,
+                default="chore",
+                show_default=True,
+                help="'feature' and 'epic' are planned first (project.json planning.kinds).",
+            ),
             click.option(
                 "--risk",
                 type=risk_choice,
@@ -109,7 +115,8 @@ def _add_options(func):
                 "--plan",
                 "needs_plan",
                 is_flag=True,
-                help="Start as 'proposed': the planner writes a spec before implementation.",
+                help="Start as 'proposed': the planner writes a spec (and may split the task) "
+                "before implementation.",
             ),
             click.option("--json", "as_json", is_flag=True, help="Print the created task as JSON."),
         ]
@@ -304,3 +311,14 @@ def recover_cmd(env, project) -> None:
         click.echo(f"No stuck tasks in {proj.alias}.")
         return
     click.echo(f"Recovered {len(moved)} task(s) in {proj.alias}: {', '.join(moved)}")
+
+
+@task.command("accept", epilog=examples("openloop task accept -p web --task add-tests-for-calc"))
+@project_option
+@task_option
+@click.option("--reason", help="Recorded in the status history.")
+@click.pass_obj
+def accept_cmd(env, project, task_id, reason) -> None:
+    """Accept a proposal made by discovery (idle mode): it becomes 'ready'."""
+    done = tasks.accept_task(env, resolve(env, project), task_id, reason)
+    click.echo(f"Accepted task {done.id} (ready)")

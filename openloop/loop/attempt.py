@@ -13,7 +13,15 @@ from openloop.adapters import agent as agents
 from openloop.adapters import gitops, guard, workspace
 from openloop.adapters.supervise import TRANSCRIPT
 from openloop.env import iso
-from openloop.loop import governance, interrupt, prompts, userstate, validation
+from openloop.loop import (
+    baseline,
+    governance,
+    interrupt,
+    planning,
+    prompts,
+    userstate,
+    validation,
+)
 from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
 from openloop.loop.outcomes import Outcome
 from openloop.state import backoff, budget, checkfiles, runs, trust
@@ -146,7 +154,27 @@ def prepare_worktree(it: Iteration) -> None:
     it.reporter.phase("worktree", task=it.task.id)
     # Read before any code of the agent's runs: its commits are recorded under this identity.
     it.identity = workspace.identity(repo)
-    workspace.make_workspace(repo, it.worktree, it.base_commit, it.branch)
+    it.start_commit = _start_commit(it)
+    workspace.make_workspace(repo, it.worktree, it.start_commit, it.branch)
+
+
+def _start_commit(it: Iteration) -> str:
+    """Where the agent starts: the base commit, or, for a task implemented on its own spec, the
+    planner's commit replayed onto the base (the spec is then reviewed and merged with the
+    implementation, on the task's branch)."""
+    task = it.task
+    if (
+        it.selection.mode == "implement"
+        and task.spec_commit
+        and task.spec_id == planning.spec_path(task.id)
+        and gitops.regular_file_at(it.project.repo, task.spec_commit, task.spec_id) is not None
+    ):
+        replayed, _conflict = workspace.replay_onto(
+            it.project.repo, task.spec_commit, it.base_commit, it.identity or {}
+        )
+        if replayed:
+            return replayed
+    return it.base_commit
 
 
 def _task_branch(it: Iteration) -> str:
@@ -192,6 +220,8 @@ def build_prompt(it: Iteration) -> str:
     sel = it.selection
     assert sel is not None
     spec_text = _read_spec(it.project, sel.task) if sel.mode == "implement" else None
+    if sel.role == "ci-healer" or sel.mode == "plan":
+        spec_text = None
     return prompts.build_prompt(
         role=sel.role,
         repo=it.project.repo,
@@ -205,9 +235,16 @@ def build_prompt(it: Iteration) -> str:
 
 
 def _read_spec(project: Project, task: Task) -> str | None:
-    """The task's spec, only from the user's control plane (never a path outside specs/)."""
+    """The task's spec: from the planner's recorded commit (a regular file under
+    .openloop/specs/ there); a spec from before that lived in the user's control plane is read
+    from there. Never a path outside specs/."""
     if not task.spec_id:
         return None
+    if not task.spec_id.startswith(planning.SPEC_DIR + "/") or ".." in task.spec_id.split("/"):
+        return None
+    if task.spec_commit:
+        text = gitops.regular_file_at(project.repo, task.spec_commit, task.spec_id)
+        return text[:50_000] if text else None
     specs = project.plane.specs_dir.resolve()
     path = (project.repo / task.spec_id).resolve()
     if not path.is_relative_to(specs) or not path.is_file():
@@ -268,7 +305,8 @@ def collect(it: Iteration) -> None:
         f"openloop: {it.task.title}\n\n"
         f"Task: {it.task.id}\nRun: {it.run_id}\nAttempt: {it.attempt}\n"
     )
-    head = workspace.record(repo, it.worktree, it.base_commit, message, it.identity or {})
+    start = it.start_commit or it.base_commit
+    head = workspace.record(repo, it.worktree, start, message, it.identity or {})
     branch_ref = f"refs/heads/{it.branch}"
     old = gitops.rev_parse(repo, branch_ref) if gitops.ref_exists(repo, branch_ref) else None
     if not workspace.set_branch(repo, it.branch, head, old):
@@ -317,8 +355,9 @@ def judge(it: Iteration) -> tuple[Outcome, str]:
     _set_status(it, "validating", f"run {it.run_id}: agent finished, validating")
     run_checks(it)
     stop_point()
-    if validation.all_passed(it.checks) is False:
-        names = ", ".join(c.name for c in it.checks if c.status in ("failed", "timed-out"))
+    it.excused = _against_baseline(it)
+    if validation.all_passed(it.judged_checks()) is False:
+        names = ", ".join(c.name for c in it.judged_checks() if c.status in ("failed", "timed-out"))
         return Outcome.VALIDATION_FAILED, f"validation failed: {names}"
     verdict = assess(
         it.changes,
@@ -346,28 +385,63 @@ def judge(it: Iteration) -> tuple[Outcome, str]:
             "policy.yaml differs from the one you approved: nothing auto-merges until "
             f"'openloop project trust {it.project.alias}'"
         )
+    # A check excused by the baseline did not pass: nothing auto-merges on it (the gate above).
+    it.decision["reasons"] += [e["reason"] for e in it.excused]
     if verdict.blocked:
         return Outcome.BLOCKED_BY_POLICY, "; ".join(verdict.reasons)
-    return Outcome.COMPLETED, "validated; " + (
+    excused = "".join(f"; {e['reason']}" for e in it.excused)
+    return Outcome.COMPLETED, f"validated{excused}; " + (
         "auto-merge allowed by policy" if it.decision["autoMergeAllowed"] else "kept for review"
     )
 
 
+def _against_baseline(it: Iteration) -> list[dict[str, str]]:
+    """The task's failing checks that fail on its base commit for the same reasons: not the
+    task's doing. A healing task's own check is never excused (fixing it is the task)."""
+    if not any(c.status in ("failed", "timed-out") for c in it.checks):
+        return []
+    entry = it.baseline
+    if entry is None or entry.get("commit") != it.base_commit:
+        entry = baseline.cached(it.env, it.project, it.pconf, it.base_commit)
+    if entry is None:
+        return []
+    files = set(
+        gitops.git(it.project.repo, "ls-tree", "-r", "--name-only", it.head_commit).stdout.split(
+            "\n"
+        )
+    )
+    roots = (f"{it.worktree}/", f"{it.worktree.resolve()}/") if it.worktree else ()
+    must_fix = frozenset()
+    if it.task.source.type == "ci" and it.task.kind in baseline.HEAL_KIND.values():
+        must_fix = frozenset(k for k, v in baseline.HEAL_KIND.items() if v == it.task.kind)
+    return baseline.compare(it.checks, entry, files.__contains__, roots, must_fix)
+
+
 def _judge_plan(it: Iteration) -> tuple[Outcome, str]:
-    """Take the spec from the planner's commit: a regular file only (a symlink could point the
-    copy at any file the agent can read), and never over a spec already in the control plane."""
+    """The planner's spec, read from its commit on the task's branch (a regular file only),
+    with its subtasks validated like `task add`. Nothing is copied into the user's checkout:
+    the spec is reviewed and merged with the task's implementation."""
     assert it.worktree is not None and it.head_commit is not None
-    rel = f".openloop/specs/{it.task.id}.md"
+    rel = planning.spec_path(it.task.id)
     text = gitops.regular_file_at(it.project.repo, it.head_commit, rel)
     if not text or not text.strip():
         return Outcome.NO_PROGRESS, f"the planner wrote no spec (a regular file) at {rel}"
-    target = it.project.plane.specs_dir / f"{it.task.id}.md"
-    if target.exists():
-        return Outcome.PLANNED, f"kept the existing {rel}; the planner's version is on {it.branch}"
-    from openloop.state.storage import atomic_write_text
+    others = [p for c in it.changes for p in c.paths() if p != rel]
+    if others:
+        return (
+            Outcome.VALIDATION_FAILED,
+            f"the planner may change only {rel}; it also changed: {', '.join(others[:10])}",
+        )
+    from openloop.errors import InputError
+    from openloop.state.ledger import load_ledger
 
-    atomic_write_text(target, text)
-    return Outcome.PLANNED, f"spec written to {rel}"
+    try:
+        items = planning.subtasks(text, load_ledger(it.project.plane.ledger_file), it.task)
+    except InputError as exc:
+        return Outcome.VALIDATION_FAILED, f"the spec's subtask block is invalid: {exc}"
+    it.plan = {"files": planning.files_to_touch(text), "subtasks": items}
+    split = f", split into {len(items)} subtasks" if items else ""
+    return Outcome.PLANNED, f"spec committed at {rel} on {it.branch}{split}"
 
 
 # --- recording ----------------------------------------------------------------------------------
@@ -485,8 +559,9 @@ def _apply_outcome(
     no-progress limit turns the outcome into no-progress, so record and ledger agree."""
     now = it.env.now_iso()
     limit = it.limit("no_progress_repeat_limit")
-    max_attempts = it.limit("max_attempts_per_task")
-    signature = validation.failure_signature(it.checks) if it.checks else None
+    max_attempts = it.max_attempts(it.task)
+    judged = it.judged_checks()
+    signature = validation.failure_signature(judged) if judged else None
     with edit_ledger(it.project.plane.ledger_file, now) as ledger:
         task = ledger.get(it.task.id)
         task.last_run = {
@@ -506,7 +581,19 @@ def _apply_outcome(
             decision = promotion.settle_handover(it, task, handover, now)
             it.decision = {**(it.decision or {}), **decision}
         elif outcome == Outcome.PLANNED:
-            task.spec_id = f".openloop/specs/{task.id}.md"
+            task.spec_id = planning.spec_path(task.id)
+            task.spec_commit = it.head_commit
+            task.branch = it.branch
+            plan = it.plan or {}
+            if plan.get("files") and not task.scope_paths():
+                from openloop.state.ledger import TaskScope
+
+                task.scope = TaskScope(paths=plan["files"])  # the spec's file list
+            made = planning.create_subtasks(
+                ledger, task, plan.get("subtasks") or [], it.head_commit, now
+            )
+            # The planned task implements what is left once its subtasks are in.
+            task.depends_on += [m for m in made if m not in task.depends_on]
             # Implementation starts fresh: planning attempts and failures are not its own.
             task.attempts = task.no_progress_streak = 0
             task.last_failure = task.last_failure_signature = task.last_diff_hash = None
@@ -553,13 +640,28 @@ def _apply_outcome(
     return outcome, reason
 
 
+def _baseline_record(it: Iteration) -> dict[str, Any] | None:
+    """What the run knew of its base commit's health, and which failures it excused."""
+    entry = it.baseline
+    if entry is None:
+        return None
+    return {
+        "tree": entry.get("tree"),
+        "commit": entry.get("commit"),
+        "status": entry.get("status"),
+        "excused": list(it.excused),
+    }
+
+
 def _requeue_status(it: Iteration) -> str:
     return "proposed" if it.selection.mode == "plan" else "ready"
 
 
 def _failure_text(it: Iteration, outcome: Outcome, reason: str) -> str:
-    if outcome == Outcome.VALIDATION_FAILED:
-        return validation.failure_summary(it.checks, FAILURE_TEXT_LIMIT)
+    if outcome == Outcome.VALIDATION_FAILED and it.checks:
+        text = validation.failure_summary(it.judged_checks(), FAILURE_TEXT_LIMIT)
+        notes = "".join(f"\n(note: {e['reason']})" for e in it.excused)
+        return text + notes
     text = f"{outcome.value}: {reason}"
     if it.agent_result and it.agent_result.final_text:
         text += f"\nThe agent's last message:\n{it.agent_result.final_text[-2000:]}"
@@ -604,6 +706,7 @@ def _record(it: Iteration, outcome: str, reason: str) -> dict[str, Any]:
         "linesChanged": it.lines_changed,
         "diffHash": it.diff_hash,
         "validation": [c.to_data() for c in it.checks],
+        "baseline": _baseline_record(it),
         "decision": it.decision,
         "escape": it.escape or None,
         "outcome": outcome,

@@ -71,6 +71,13 @@ class Iteration:
     policy_approved: bool = True  # False: the governing policy differs from the approved one
     # Why project.json or policy.yaml cannot be used; pconf and policy are then placeholders.
     settings_error: str | None = None
+    # The default branch's verdict (loop/baseline.py) and the task's checks it excused.
+    baseline: dict[str, Any] | None = None
+    excused: list[dict[str, str]] = field(default_factory=list)
+    # The workspace's first commit when it is not the base (an implementation on its spec).
+    start_commit: str | None = None
+    # What the planner's spec asks for (loop/planning.py): subtasks and the file list.
+    plan: dict[str, Any] | None = None
 
     @property
     def task(self) -> Task:
@@ -97,6 +104,19 @@ class Iteration:
         """The validation commands' environment. It carries OPENLOOP_RUN_ID like the agent's:
         a check left running by a killed iteration is found and stopped by the next repair."""
         return self.agent_env()
+
+    def max_attempts(self, task: Task) -> int:
+        """Attempts a task gets: a healing task's come from policy.selfHealing."""
+        from openloop.state.ledger import HEALING_KINDS
+
+        if task.kind in HEALING_KINDS and task.source.type == "ci":
+            return self.policy.self_healing.max_attempts_per_signature
+        return self.limit("max_attempts_per_task")
+
+    def judged_checks(self) -> list[validation.CheckResult]:
+        """The checks that count against the task: all but those the baseline excuses."""
+        excused = {e["check"] for e in self.excused}
+        return [c for c in self.checks if c.name not in excused]
 
     def limit(self, name: str) -> int:
         """A runtime limit: the project's own value, else the global one."""

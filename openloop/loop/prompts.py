@@ -20,7 +20,7 @@ SELF_HEALING_KINDS = frozenset({"lint-fix", "type-fix", "localized-test-fix", "c
 def role_for(task: Task, mode: str) -> str:
     if task.kind in SELF_HEALING_KINDS:
         return "ci-healer"
-    if task.kind in ("discovery", "scope-proposal"):
+    if task.kind in ("discovery", "scope-proposal") or task.source.type == "discovery":
         return "repo-improver"
     return "sdd-planner" if mode == "plan" else "implementer"
 

@@ -21,8 +21,8 @@ from openloop.adapters import agent as agents
 from openloop.adapters import gitops, workspace
 from openloop.adapters.supervise import TRANSCRIPT
 from openloop.env import Environment
-from openloop.errors import ConfigError
-from openloop.loop import governance, interrupt, promotion, prompts
+from openloop.errors import ConfigError, GitError
+from openloop.loop import baseline, governance, interrupt, modes, promotion, prompts
 from openloop.loop.attempt import build_prompt, execute, execute_adhoc, stop_point
 from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
 from openloop.loop.outcomes import Outcome
@@ -30,6 +30,7 @@ from openloop.progress import NullReporter, Reporter
 from openloop.state import backoff, budget, pause, runs, trust
 from openloop.state.config import GlobalConfig, load_config, resolve_model
 from openloop.state.ledger import (
+    HEALING_KINDS,
     RUNNING,
     Task,
     block_if_exhausted,
@@ -39,7 +40,7 @@ from openloop.state.ledger import (
     transition,
 )
 from openloop.state.locks import iteration_lock, iteration_slot
-from openloop.state.policy import Policy, assess_declared_scope
+from openloop.state.policy import Policy, SelfHealing, assess_declared_scope
 from openloop.state.project import Project, require_initialized, resolve
 from openloop.state.projectconfig import ProjectConfig
 
@@ -112,6 +113,7 @@ def run_once(
                 raise Stop(Outcome.SKIPPED, no_slot)
             repair(it)
             promotion.retry_deferred(it)
+            prepare_modes(it)
             select(it)
             precheck(it)
             stop_point()
@@ -214,18 +216,35 @@ def settle_stopped_run(
 
 def has_work(env: Environment, project: Project, gconf: GlobalConfig) -> str | None:
     """Why an iteration has something to do (eligible task, a dead run to repair, a deferred
-    merge), or None: the gate then skips the run without starting it."""
+    merge, a default branch to validate or heal, idle discovery), or None: the gate then skips
+    the run without starting it. Cheap: it reads files and git, it never runs a check."""
     ledger = load_ledger(project.plane.ledger_file)
     if any(t.status in RUNNING for t in ledger.tasks) or runs.unfinished(project.plane.runs_dir):
         return "a previous iteration needs repair"
     if any(r.get("status") == "deferred" for r in promotion.list_requests(project.plane)):
         return "a deferred merge can be retried"
-    max_attempts = project.config().runtime.max_attempts_per_task or (
+    try:
+        pconf = project.config()
+        branch = governance.base_branch(project, pconf)
+        commit = gitops.rev_parse(project.repo, f"refs/heads/{branch}")
+        policy = governance.governing_policy(project, commit, branch).policy
+        entry = baseline.cached(env, project, pconf, commit)
+    except (ConfigError, GitError):
+        pconf, policy, entry, commit = None, Policy(), None, None
+    healing = policy.self_healing
+    max_attempts = (pconf.runtime.max_attempts_per_task if pconf else None) or (
         gconf.runtime.max_attempts_per_task
     )
-    eligible = eligible_tasks(ledger.tasks, max_attempts)
+    wanted = healing.enabled or policy.discovery.enabled
+    if commit and entry is None and pconf is not None and wanted:
+        return f"the tip of {branch} ({commit[:12]}) is not validated yet"
+    if due := modes.unhealed(entry, healing, ledger.tasks):
+        return f"the default branch fails {due[0]['check']}: a {due[0]['kind']} task is due"
+    eligible = eligible_tasks(ledger.tasks, max_attempts, healing=healing)
     if eligible:
         return f"task {eligible[0].id} is {eligible[0].status}"
+    if commit and modes.discovery_due(env, project.alias, policy, entry):
+        return "idle with a healthy default branch: discovery can propose work"
     return None
 
 
@@ -258,7 +277,7 @@ def dry_run(env: Environment, alias: str | None, *, model: str | None = None) ->
         }
     stuck = running
     try:
-        select(it, exclude=set(stuck))
+        select(it, exclude=set(stuck), dry=True)
     except Stop as stop:
         return {"mode": "idle", "reason": stop.reason, "wouldRepair": stuck}
     sel = it.selection
@@ -355,6 +374,8 @@ def repair(
     record-exit: a timeout, a watchdog kill); by default it was simply interrupted."""
     plane = it.project.plane
     now = it.env.now_iso()
+    # Checks of a killed validation of the default branch (they carry no run record).
+    _kill_run_processes(baseline.run_prefix(it.project.alias), prefix=True)
     for record in runs.unfinished(plane.runs_dir):
         _kill_run_processes(record.get("runId"))
         # The run never got to charge what the agent spent; its transcript knows. Its live
@@ -381,9 +402,9 @@ def repair(
         it.reporter.phase("repaired", task=",".join(it.repaired))
 
 
-def _kill_run_processes(run_id: str | None) -> None:
+def _kill_run_processes(run_id: str | None, *, prefix: bool = False) -> None:
     """Processes of a dead run (the agent and its children outlive a SIGKILLed parent outside
-    systemd): found by the OPENLOOP_RUN_ID they inherited."""
+    systemd): found by the OPENLOOP_RUN_ID they inherited (or its prefix)."""
     if not run_id:
         return
     needle = f"OPENLOOP_RUN_ID={run_id}".encode()
@@ -391,47 +412,95 @@ def _kill_run_processes(run_id: str | None) -> None:
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
-            if needle in (proc / "environ").read_bytes().split(b"\0"):
+            values = (proc / "environ").read_bytes().split(b"\0")
+            if any(v == needle or (prefix and v.startswith(needle)) for v in values):
                 os.kill(int(proc.name), signal.SIGKILL)
         except (OSError, ValueError):
             continue
 
 
-def select(it: Iteration, exclude: set[str] | None = None) -> None:
+def prepare_modes(it: Iteration) -> None:
+    """Before choosing: the default branch's health (validated once per tree, loop/baseline.py)
+    and the healing tasks it calls for (loop/modes.py)."""
+    try:
+        govern(it)
+    except Stop:
+        return  # no default branch (yet): precheck says so if a task is picked
+    it.baseline = baseline.ensure(it)
+    if it.baseline is not None:
+        modes.sync_healing(it, it.baseline)
+
+
+def select(it: Iteration, exclude: set[str] | None = None, *, dry: bool = False) -> None:
     """Choose the mode, the task and the worker role.
 
-    Modes, in order: self-healing (the default branch's baseline is broken), active development
-    (eligible tasks), continuous improvement (idle). Only active development exists so far; the
-    other two plug in here.
+    Modes, in order: self-healing (a healing task for the broken default branch, `ci-healer`),
+    active development (eligible tasks: `sdd-planner` for those needing a plan, else
+    `implementer`; accepted proposals run as `repo-improver`), continuous improvement (nothing
+    eligible and a healthy default branch: discovery proposes tasks, no agent runs).
     """
     ledger = load_ledger(it.project.plane.ledger_file)
-    eligible = eligible_tasks(ledger.tasks, it.limit("max_attempts_per_task"), exclude)
+    eligible = eligible_tasks(
+        ledger.tasks, it.limit("max_attempts_per_task"), exclude, healing=it.policy.self_healing
+    )
     if not eligible:
-        waiting = sum(1 for t in ledger.tasks if t.status in ("ready", "proposed"))
+        waiting = sum(
+            1
+            for t in ledger.tasks
+            if t.status in ("ready", "proposed") and not modes.waiting_for_acceptance(t)
+        )
         detail = f" ({waiting} waiting on dependencies or attempts)" if waiting else ""
+        proposed = [] if dry or it.base_commit is None else modes.discover(it, it.baseline)
+        if proposed:
+            detail += f"; discovery proposed {len(proposed)}: {', '.join(proposed)}"
         raise Stop(Outcome.IDLE, f"no eligible task{detail}")
     task = eligible[0]
     mode = "implement" if task.status == "ready" else "plan"
     role = prompts.role_for(task, mode)
-    reason = f"next {task.status} task by priority ({task.priority}) then age"
+    if task.kind in HEALING_KINDS and task.source.type == "ci":
+        reason = "self-healing: the default branch fails; healing goes before other work"
+    else:
+        reason = f"next {task.status} task by priority ({task.priority}) then age"
     it.selection = Selection(task, mode, role, reason)
 
 
 def eligible_tasks(
-    tasks: list[Task], max_attempts: int, exclude: set[str] | None = None
+    tasks: list[Task],
+    max_attempts: int,
+    exclude: set[str] | None = None,
+    *,
+    healing: SelfHealing | None = None,
 ) -> list[Task]:
-    """Tasks an iteration may pick, best first: ready (or proposed, for planning), attempts
-    left, every dependency promoted or done; by priority, ready before proposed, then age."""
+    """Tasks an iteration may pick, best first: ready (or proposed, for planning; not a
+    discovery proposal waiting for acceptance), attempts left, every dependency promoted or
+    done; healing tasks first (while policy.selfHealing allows them, with its attempts), then by
+    priority, ready before proposed, then age."""
+    healing = healing or SelfHealing()
     status_of = {t.id: t.status for t in tasks}
+
+    def heals(t: Task) -> bool:
+        return t.kind in HEALING_KINDS and t.source.type == "ci"
+
+    def allowed(t: Task) -> bool:
+        if heals(t):
+            return modes.healing_allows(healing, t.kind) and (
+                t.attempts < healing.max_attempts_per_signature
+            )
+        return t.attempts < max_attempts
+
     eligible = [
         t
         for t in tasks
         if t.status in ("ready", "proposed")
+        and not modes.waiting_for_acceptance(t)
         and t.id not in (exclude or set())
-        and t.attempts < max_attempts
+        and allowed(t)
         and all(status_of.get(dep) in DONE_STATUSES for dep in t.depends_on)
     ]
-    return sorted(eligible, key=lambda t: (-t.priority, t.status != "ready", t.created_at, t.id))
+    return sorted(
+        eligible,
+        key=lambda t: (not heals(t), -t.priority, t.status != "ready", t.created_at, t.id),
+    )
 
 
 def precheck(it: Iteration) -> None:
@@ -448,8 +517,6 @@ def precheck(it: Iteration) -> None:
 
 def govern(it: Iteration) -> None:
     """The base branch and commit, and the policy committed there (see loop/governance.py)."""
-    from openloop.errors import GitError
-
     try:
         it.base_branch = governance.base_branch(it.project, it.pconf)
         it.base_commit = gitops.rev_parse(it.project.repo, f"refs/heads/{it.base_branch}")

@@ -134,6 +134,11 @@ _VOLATILE = re.compile(
 )
 
 
+def mask_volatile(text: str) -> str:
+    """Output with what changes between two runs of the same failure masked."""
+    return _VOLATILE.sub("#", text)
+
+
 def failure_signature(results: list[CheckResult]) -> str | None:
     """A stable fingerprint of what failed: same checks failing with the same output (timings,
     addresses and temp paths masked) give the same signature across attempts."""

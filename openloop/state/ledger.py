@@ -52,6 +52,7 @@ Status = Literal[
 STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
 Kind = Literal[
     "feature",
+    "epic",
     "bugfix",
     "test",
     "refactor",
@@ -70,6 +71,8 @@ RISKS: tuple[str, ...] = Risk.__args__  # type: ignore[attr-defined]
 PromotionMode = Literal["auto-merge", "pull-request", "manual-only"]
 
 RUNNING = frozenset({"in_progress", "validating"})
+HEALING_KINDS = frozenset({"lint-fix", "type-fix", "localized-test-fix", "ci-heal"})
+PLANNED_KINDS = frozenset({"feature", "epic"})  # planned first unless configured otherwise
 TERMINAL = frozenset({"promoted", "cancelled"})
 
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -125,6 +128,8 @@ class Task(FileModel):
     depends_on: list[TaskId] = Field(default_factory=list)
     source: TaskSource = Field(default_factory=TaskSource)
     spec_id: str | None = None
+    # The planner's commit holding the spec (read from there, never from the user's checkout).
+    spec_commit: str | None = Field(None, pattern=r"^[0-9a-f]{40}$")
     branch: str | None = None
     owner: str | None = None
     acceptance_criteria: list[str] = Field(default_factory=list)

@@ -165,9 +165,26 @@ class AutoMerge(_Model):
         return value
 
 
+HealKind = Literal["lint-fix", "type-fix", "localized-test-fix"]
+
+
 class SelfHealing(_Model):
+    """Repairs of a broken default branch (loop/baseline.py classifies what fails)."""
+
     enabled: bool = True
-    allowed_task_kinds: list[str] = ["lint-fix", "type-fix", "localized-test-fix"]
+    allowed_task_kinds: list[HealKind] = ["lint-fix", "type-fix", "localized-test-fix"]
+    # A healing task is made once per failure signature and gets this many attempts.
+    max_attempts_per_signature: int = Field(2, ge=1, le=10)
+
+
+class Discovery(_Model):
+    """Idle mode: what OpenLoop proposes when nothing is eligible and the default branch is
+    healthy. Proposals land as `proposed` (`openloop task accept`)."""
+
+    enabled: bool = True
+    max_proposals_per_day: int = Field(3, ge=0, le=50)
+    # Low-risk proposals start `ready` instead of waiting for `openloop task accept`.
+    auto_accept_low_risk: bool = False
 
 
 class Policy(_Model):
@@ -176,6 +193,7 @@ class Policy(_Model):
     auto_merge: AutoMerge = AutoMerge()
     protected_paths: list[Glob] = [*PROTECTED_DEFAULTS, *CHECK_DEFINITIONS]
     self_healing: SelfHealing = SelfHealing()
+    discovery: Discovery = Discovery()
 
     @field_validator("protected_paths")
     @classmethod

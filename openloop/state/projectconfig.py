@@ -122,6 +122,14 @@ class Schedule(StrictFileModel):
     watchdog_seconds: int | None = Field(None, ge=1)
 
 
+class Planning(StrictFileModel):
+    """Which new tasks the sdd-planner sees first (besides `task add --plan`)."""
+
+    kinds: list[str] = Field(default_factory=lambda: ["feature", "epic"])
+    # A description longer than this (characters) asks for a plan too.
+    description_chars: int = Field(1500, ge=1)
+
+
 class LedgerSettings(StrictFileModel):
     # False keeps tasks.json out of git (local state); True versions it with the code.
     versioned: bool = False
@@ -138,6 +146,7 @@ class ProjectConfig(StrictFileModel):
     validation: Validation = Field(default_factory=Validation)
     schedule: Schedule = Field(default_factory=Schedule)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    planning: Planning = Field(default_factory=Planning)
     # v1: the risk defaults now live in policy.yaml; kept whatever it holds, never read.
     risk: Any = None
 
