@@ -6,7 +6,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOP=$(dirname "$HERE")
-# shellcheck source=chroot-lib.sh
+# shellcheck source=SCRIPTDIR/chroot-lib.sh
 . "$HERE/chroot-lib.sh"
 OUT=$(mkdir -p "${1:-$TOP/dist}" && cd "${1:-$TOP/dist}" && pwd)
 ol_need_root

@@ -5,7 +5,7 @@
 #   packaging/check-deb.sh [OUTDIR]
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=chroot-lib.sh
+# shellcheck source=SCRIPTDIR/chroot-lib.sh
 . "$HERE/chroot-lib.sh"
 ol_need_root
 ol_trap

@@ -36,6 +36,9 @@ out=$(systemd-analyze --user verify --man=no "$inst/openloop@sample.service" \
   "$inst/openloop-failure@x.service" 2>&1) || { echo "$out" >&2; exit 1; }
 # verify exits 0 on unknown keys: any output at all is a failure.
 if [ -n "$out" ]; then echo "$out" >&2; exit 1; fi
+# ...and it does read them here: an unknown key in a copy is reported.
+sed 's/^Nice=10$/Nicety=10/' /usr/lib/systemd/user/openloop@.service >"$inst/broken@x.service"
+systemd-analyze --user verify --man=no "$inst/broken@x.service" 2>&1 | grep -q Nicety
 
 step "completions"
 test -s /usr/share/bash-completion/completions/openloop

@@ -5,7 +5,7 @@
 # install the tools when they are missing.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=chroot-lib.sh
+# shellcheck source=SCRIPTDIR/chroot-lib.sh
 . "$HERE/chroot-lib.sh"
 ol_host_tools rpmlint:rpmlint rpmspec:rpm makepkg:makepkg pacman:pacman-package-manager
 

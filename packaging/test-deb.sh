@@ -6,7 +6,7 @@
 #   packaging/test-deb.sh dist/openloop_<version>-1_all.deb
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=chroot-lib.sh
+# shellcheck source=SCRIPTDIR/chroot-lib.sh
 . "$HERE/chroot-lib.sh"
 DEB=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 ol_need_root

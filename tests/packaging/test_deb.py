@@ -9,6 +9,7 @@ with OPENLOOP_TEST_PACKAGING=1."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def test_deb_builds_installs_and_runs_in_debian_13(tmp_path):
     debs = list((tmp_path / "out").glob("openloop_*_all.deb"))
     assert len(debs) == 1, debs
     # The phase times (debootstrap, build, install test), for the CI log.
-    print("\n".join(line for line in proc.stderr.splitlines() if "s;" in line or ": " in line[:40]))
+    print("\n".join(line for line in proc.stderr.splitlines() if re.search(r": \d+s\b", line)))
 
 
 @pytest.mark.skipif(not WANTED, reason="installs rpm, rpmlint and makepkg: CI=true or opt-in")
