@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -40,10 +41,19 @@ def check_pi(env: Environment) -> Check:
     unit_path = ":".join(units.tool_path(env))
     pi = env.environ.get("OPENLOOP_PI_BIN") or shutil.which("pi", path=unit_path)
     if not pi:
+        elsewhere = [str(p) for p in pi_candidates(env) if os.access(p, os.X_OK)]
+        if elsewhere:
+            return Check(
+                "pi",
+                False,
+                f"pi is not on the PATH the units get, but {elsewhere[0]} exists",
+                f"export OPENLOOP_PI_BIN={elsewhere[0]} (or put its directory on PATH), "
+                "then 'openloop service install'",
+            )
         return Check(
             "pi",
             False,
-            "pi is not on the PATH the units get",
+            "pi is not on the PATH the units get (OpenLoop looks at $OPENLOOP_PI_BIN, then PATH)",
             "npm install -g @mariozechner/pi-coding-agent (or set OPENLOOP_PI_BIN), "
             "then 'openloop service install'",
         )
@@ -59,6 +69,15 @@ def check_pi(env: Environment) -> Check:
             "check Node.js (pi 0.73 needs Node >= 20)",
         )
     return Check("pi", True, f"{pi} ({proc.stdout.strip() or 'version unknown'})")
+
+
+def pi_candidates(env: Environment) -> list[Path]:
+    """Where a per-user npm install usually puts pi (not on every PATH): named by doctor."""
+    home = Path(env.environ.get("HOME", "~")).expanduser()
+    prefix = env.environ.get("NPM_CONFIG_PREFIX")
+    dirs = [Path(prefix) / "bin"] if prefix else []
+    dirs += [home / ".local/bin", home / ".npm-global/bin", home / ".npm/bin", home / "bin"]
+    return [d / "pi" for d in dirs]
 
 
 def check_git_identity(env: Environment) -> Check:
@@ -108,7 +127,8 @@ def check_units(env: Environment) -> Check:
     if not service.installed(env):
         return Check("units", False, "not installed", "openloop service install")
     unit_dir = units.user_unit_dir(env)
-    if units.packaged_units() is None:
+    vendor = units.packaged_units(env)
+    if vendor is None:
         rendered = units.render_templates(units.openloop_command())
         stale = [
             n
@@ -119,7 +139,25 @@ def check_units(env: Environment) -> Check:
             return Check(
                 "units", False, f"out of date: {', '.join(stale)}", "openloop service install"
             )
-    return Check("units", True, f"installed in {unit_dir}")
+        return Check("units", True, f"copies in {unit_dir} ({units_in_use(env)})")
+    detail = f"packaged units from {vendor}, drop-ins in {unit_dir} ({units_in_use(env)})"
+    shadowing = [p for p in units.unit_sources(env).values() if p and p.parent != vendor]
+    if shadowing:
+        return Check(
+            "units",
+            True,
+            f"{detail}; these hide the packaged ones: {', '.join(map(str, shadowing))}",
+            "openloop service install (removes copies it wrote; remove edited ones yourself)",
+            warning=True,
+        )
+    return Check("units", True, detail)
+
+
+def units_in_use(env: Environment) -> str:
+    """Which file the user manager loads for each template unit."""
+    return "; ".join(
+        f"{name}: {path or 'missing'}" for name, path in units.unit_sources(env).items()
+    )
 
 
 def check_schedule(env: Environment) -> list[Check]:

@@ -32,12 +32,14 @@ def install(
     if sandbox is None:
         sandbox = sandboxed(env)
     report = units.InstallReport(
-        unit_dir, packaged=units.packaged_units(), linger=units.linger_enabled(env)
+        unit_dir, packaged=units.packaged_units(env), linger=units.linger_enabled(env)
     )
     files: dict[Path, str] = {}
     if report.packaged is None:
         for name, text in units.render_templates(units.openloop_command()).items():
             files[unit_dir / name] = text
+    else:
+        report.removed = _remove_shadowing_copies(env)
     service_d = unit_dir / "openloop@.service.d"
     env_dropin = units.environment_dropin(env, units.tool_path(env))
     files[service_d / units.ENV_DROPIN] = env_dropin
@@ -62,6 +64,16 @@ def install(
     if reload:
         units.daemon_reload(env)
     return report
+
+
+def _remove_shadowing_copies(env: Environment) -> list[str]:
+    """With vendor units (a distro package), the copies an earlier install wrote would hide
+    them: remove those (never a copy the user edited)."""
+    removed = []
+    for path in units.shadowing_copies(env):
+        path.unlink()
+        removed.append(path.name)
+    return removed
 
 
 def _dropins_for(env: Environment, alias: str, sandbox: bool) -> dict[Path, str]:
@@ -95,7 +107,7 @@ def sandboxed(env: Environment) -> bool:
 def installed(env: Environment) -> bool:
     unit_dir = units.user_unit_dir(env)
     return (unit_dir / "openloop@.service").exists() or (
-        units.packaged_units() is not None and (unit_dir / "openloop@.service.d").is_dir()
+        units.packaged_units(env) is not None and (unit_dir / "openloop@.service.d").is_dir()
     )
 
 

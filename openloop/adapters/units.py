@@ -43,9 +43,63 @@ def user_unit_dir(env: Environment) -> Path:
     return Path(base).expanduser() / "systemd" / "user"
 
 
-def packaged_units() -> Path | None:
+def packaged_units(env: Environment | None = None) -> Path | None:
     """The directory a distro package installed the template units into, if any."""
-    return next((d for d in PACKAGED_DIRS if (d / "openloop@.service").is_file()), None)
+    return next((d for d in vendor_unit_dirs(env) if (d / "openloop@.service").is_file()), None)
+
+
+# --- vendor units (a distro package) ------------------------------------------------------------
+
+VENDOR_DIR_VAR = "OPENLOOP_VENDOR_UNIT_DIR"
+# What the user manager reads between ~/.config/systemd/user and the vendor directories.
+ADMIN_UNIT_DIR = Path("/etc/systemd/user")
+
+
+def vendor_unit_dirs(env: Environment | None = None) -> tuple[Path, ...]:
+    """Where distro packages put user units. OPENLOOP_VENDOR_UNIT_DIR (colon-separated)
+    replaces the list: for tests, and for a package built with another prefix."""
+    environ = env.environ if env is not None else os.environ
+    override = environ.get(VENDOR_DIR_VAR)
+    if override:
+        return tuple(Path(p) for p in override.split(":") if p)
+    return PACKAGED_DIRS
+
+
+def unit_sources(env: Environment) -> dict[str, Path | None]:
+    """For each template unit, the file the user manager loads: the first of the user's
+    directory, /etc/systemd/user and the vendor directories that has it (systemd's order)."""
+    search = [user_unit_dir(env)]
+    if VENDOR_DIR_VAR not in env.environ:  # a test's vendor directory stands for the system
+        search.append(ADMIN_UNIT_DIR)
+    search += vendor_unit_dirs(env)
+    return {
+        name: next((d / name for d in search if (d / name).is_file()), None) for name in TEMPLATES
+    }
+
+
+def is_rendered_copy(name: str, text: str) -> bool:
+    """Whether `text` is exactly the shipped unit `name` as render_templates() writes it, for
+    some executable: a copy OpenLoop wrote, not one the user edited."""
+    import re
+
+    parts = (data_dir("units") / name).read_text(encoding="utf-8").split("/usr/bin/openloop")
+    pattern = "(.+?)".join(re.escape(p) for p in parts)
+    found = re.fullmatch(pattern, text, flags=re.DOTALL)
+    return found is not None and len(set(found.groups())) <= 1
+
+
+def shadowing_copies(env: Environment) -> list[Path]:
+    """Copies of the template units in the user's directory that hide the vendor units (left by
+    an install from before the package): only those OpenLoop wrote itself."""
+    if packaged_units(env) is None:
+        return []
+    unit_dir = user_unit_dir(env)
+    return [
+        unit_dir / name
+        for name in TEMPLATES
+        if (unit_dir / name).is_file()
+        and is_rendered_copy(name, (unit_dir / name).read_text(encoding="utf-8"))
+    ]
 
 
 def openloop_command() -> list[str]:
@@ -220,6 +274,7 @@ class InstallReport:
     packaged: Path | None = None
     linger: bool | None = None
     skipped: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # old copies that hid the vendor units
 
 
 def project_dropins(

@@ -49,10 +49,14 @@ def install_cmd(env, sandbox: bool) -> None:
     project's schedule or limits.
     """
     report = service.install(env, sandbox=sandbox)
-    where = f"packaged units in {report.packaged}" if report.packaged else "templates"
-    click.echo(f"Installed OpenLoop units ({where}) in {report.unit_dir}")
+    if report.packaged:
+        click.echo(f"Using the packaged units in {report.packaged}; drop-ins in {report.unit_dir}")
+    else:
+        click.echo(f"Installed OpenLoop units in {report.unit_dir}")
     for name in report.written:
         info(f"  wrote {name}")
+    for name in report.removed:
+        info(f"  removed {name} (an old copy that hid the packaged unit)")
     for problem in report.skipped:
         info(f"  warning: skipped project {problem}")
     if report.linger is False:
