@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import pytest
 
@@ -72,7 +73,12 @@ def test_install_replaces_its_own_old_copies_but_not_edited_ones(ol, demo, env, 
 
 def test_uninstall_leaves_vendor_units_alone(ol, demo, env, vendor, monkeypatch):  # noqa: F811
     calls = []
-    monkeypatch.setattr(units, "systemctl", lambda env, *args, **kw: calls.append(args))
+
+    def systemctl(env, *args, **kw):
+        calls.append(args)
+        return subprocess.CompletedProcess(["systemctl", *args], 0, "", "")
+
+    monkeypatch.setattr(units, "systemctl", systemctl)
     service.install(env, reload=False)
     before = _snapshot(vendor)
     service.uninstall(env)
