@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from openloop.cli.options import examples
-from openloop.cli.output import print_json
+from openloop.cli import render
+from openloop.cli.options import examples, show_options
+from openloop.cli.output import print_json, want_json
 from openloop.state import config as cfg
 from openloop.state import stacks
 from openloop.state.project import require_initialized, resolve
@@ -31,13 +32,17 @@ def config() -> None:
     """Read and change global and per-project configuration."""
 
 
-@config.command("show", epilog=examples("openloop config show"))
+@config.command("show", epilog=examples("openloop config show", "openloop config show --json"))
+@show_options
 @click.pass_obj
-def show_cmd(env) -> None:
-    """Print the global config with defaults filled in (JSON)."""
+def show_cmd(env, fmt) -> None:
+    """Print the global config with defaults filled in (JSON when piped or with --json)."""
     data = cfg.load_config(env).to_data()
     data["_path"] = str(env.config_file)
-    print_json(data)
+    if want_json(fmt, env.stdout_isatty):
+        print_json(data)
+        return
+    render.config_screen(data, render.use_color(env)).echo()
 
 
 class _SetCommand(click.Command):
@@ -86,9 +91,13 @@ def set_model_cmd(env, model: str, provider: str | None) -> None:
 
 @config.command("project-show", epilog=examples("openloop config project-show web"))
 @click.argument("alias")
+@show_options
 @click.pass_obj
-def project_show_cmd(env, alias: str) -> None:
-    """Print a project's project.json, the effective model, and the detected commands (JSON)."""
+def project_show_cmd(env, alias: str, fmt) -> None:
+    """Print a project's project.json, the effective model, and the detected commands.
+
+    A readable screen on a terminal; JSON when piped or with --json.
+    """
     proj = resolve(env, alias)
     require_initialized(proj)
     pconf = proj.config()
@@ -101,26 +110,28 @@ def project_show_cmd(env, alias: str) -> None:
         global_provider=gconf.provider,
     )
     detection = stacks.detect_validation(proj.repo)
-    print_json(
-        {
-            "path": str(proj.plane.project_file),
-            "config": pconf.to_data(),
-            "effectiveModel": {
-                "model": choice.model,
-                "provider": choice.provider,
-                "source": choice.source,
-            },
-            "detected": {
-                slot: ({"command": d.command, "source": d.source} if d else None)
-                for slot, d in (
-                    ("lint", detection.lint),
-                    ("typecheck", detection.typecheck),
-                    ("test", detection.test),
-                )
-            },
-            "stacks": list(detection.stacks),
-        }
-    )
+    data = {
+        "path": str(proj.plane.project_file),
+        "config": pconf.to_data(),
+        "effectiveModel": {
+            "model": choice.model,
+            "provider": choice.provider,
+            "source": choice.source,
+        },
+        "detected": {
+            slot: ({"command": d.command, "source": d.source} if d else None)
+            for slot, d in (
+                ("lint", detection.lint),
+                ("typecheck", detection.typecheck),
+                ("test", detection.test),
+            )
+        },
+        "stacks": list(detection.stacks),
+    }
+    if want_json(fmt, env.stdout_isatty):
+        print_json(data)
+        return
+    render.project_config_screen(data, render.use_color(env)).echo()
 
 
 @config.command(

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from openloop.actions import projects, service
-from openloop.cli.options import examples, format_options
+from openloop.cli.options import examples, format_options, show_options
 from openloop.cli.output import info, print_json, print_table, want_json
 from openloop.state.controlplane import InitReport
 from openloop.state.project import resolve
@@ -125,11 +125,17 @@ def list_cmd(env, fmt: str | None) -> None:
     )
 
 
-@project.command("show", epilog=examples("openloop project show web"))
+@project.command(
+    "show", epilog=examples("openloop project show web", "openloop project show web --json")
+)
 @click.argument("alias")
+@show_options
 @click.pass_obj
-def show_cmd(env, alias: str) -> None:
-    """Show a project's registry entry, control-plane paths and trust state (JSON)."""
+def show_cmd(env, alias: str, fmt) -> None:
+    """Show a project's registry entry, control-plane paths and trust state.
+
+    A readable screen on a terminal; JSON when piped or with --json.
+    """
     proj = resolve(env, alias)
     data = proj.entry.to_data()
     data["controlPlane"] = str(proj.plane.dir)
@@ -139,7 +145,12 @@ def show_cmd(env, alias: str) -> None:
         data["commandsTrusted"] = review.commands_approved
         data["policyApproved"] = not review.policy_diff
         data["policySource"] = review.policy_source
-    print_json(data)
+    if want_json(fmt, env.stdout_isatty):
+        print_json(data)
+        return
+    from openloop.cli import render
+
+    render.project_screen(data, env.now(), render.use_color(env)).echo()
 
 
 @project.command(

@@ -13,12 +13,13 @@ from openloop.cli.options import (
     kind_choice,
     project_option,
     risk_choice,
+    show_options,
     status_choice,
     task_option,
 )
 from openloop.cli.output import info, print_json, print_table, truncate, want_json
 from openloop.errors import InputError
-from openloop.state.ledger import filter_tasks, load_ledger, load_rows, summary
+from openloop.state.ledger import filter_tasks, load_rows, summary
 from openloop.state.project import require_initialized, resolve
 
 
@@ -197,26 +198,30 @@ def list_cmd(env, project, status, risk, fmt) -> None:
     )
 
 
-@task.command("show", epilog=examples("openloop task show -p web --task fix-flaky-login-test"))
+@task.command(
+    "show",
+    epilog=examples(
+        "openloop task show -p web fix-flaky-login-test",
+        "openloop task show -p web --task fix-flaky-login-test --json",
+    ),
+)
 @project_option
 @task_option
+@show_options
 @click.pass_obj
-def show_cmd(env, project, task_id) -> None:
-    """Show one task with its status history (JSON)."""
-    proj = resolve(env, project)
-    require_initialized(proj)
-    tasks.check_task_id(task_id)
-    found = load_ledger(proj.plane.ledger_file).get(task_id)
-    from openloop.loop import promotion
+def show_cmd(env, project, task_id, fmt) -> None:
+    """Show one task: fields, last run, promotion and status history.
 
-    print_json(
-        {
-            "project": proj.alias,
-            "task": found.to_data(),
-            "promotion": promotion.read_request(proj.plane, task_id),
-            "promotionHistory": promotion.read_history(proj.plane, task_id),
-        }
-    )
+    A readable screen on a terminal; JSON when piped or with --json.
+    """
+    from openloop.actions import review
+    from openloop.cli import render
+
+    data = review.task_view(resolve(env, project), task_id)
+    if want_json(fmt, env.stdout_isatty):
+        print_json(data)
+        return
+    render.task_screen(data, env.now(), render.use_color(env)).echo()
 
 
 @task.command(

@@ -1,0 +1,186 @@
+"""Every `show` prints a screen on a terminal and the same JSON as before when piped.
+
+The terminal is a real pseudo-terminal (tests/support/tty.py); the piped side is the in-process
+runner, whose stdout is not a terminal."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import git
+from tests.support.tty import run_tty
+from tests.test_iteration import FakeAgent, add, once, set_project, write
+
+ESC = "\x1b["
+
+
+@pytest.fixture
+def review(ol, project, env):
+    """'demo' with one task waiting for review (src/r.py added) and one ready task."""
+    set_project(project, validation={"lintCommand": "! grep -rq BROKEN --include=*.py ."})
+    (project / "src").mkdir()
+    (project / "src/app.py").write_text("x = 1\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "app")
+    assert ol("project", "trust", "demo").code == 0
+    tid = add(
+        ol,
+        "Reviewed thing",
+        "--description",
+        "First paragraph, long enough to be wrapped on a narrow terminal " * 3,
+        "--accept",
+        "it works",
+        "--scope",
+        "src/**",
+    )
+    once(env, FakeAgent([write("src/r.py", "r = 1\n")]))
+    add(ol, "Next thing")
+    return tid
+
+
+def tty(env, *args, **kw):
+    environ = {k: v for k, v in env.environ.items() if k != "NO_COLOR"}
+    environ.update(kw.pop("extra", {}))
+    return run_tty(list(args), environ, **kw)
+
+
+def test_task_show_on_a_terminal_is_a_screen_with_sections_and_relative_times(env, review):
+    result = tty(env, "task", "show", "-p", "demo", review, columns=60)
+    assert result.code == 0, result.out
+    out = result.out
+    for section in ("Description", "Acceptance criteria", "Last run", "Promotion", "History"):
+        assert section in out
+    assert "(just now)" in out and not out.lstrip().startswith("{")
+    assert ESC in out  # colour on a terminal
+    assert all(len(_plain(line)) <= 60 for line in out.splitlines() if "wrapped" in line)
+    assert f"openloop promotion show -p demo {review}" in _plain(out)
+
+
+def test_promotion_show_on_a_terminal_has_reasons_checks_diffstat_and_next_steps(env, review):
+    out = _plain(tty(env, "promotion", "show", "-p", "demo", review).out)
+    assert "Why it needs a human" in out and "medium-risk is not auto-mergeable" in out
+    assert "Checks" in out and "lint" in out
+    assert "src/r.py | 1 +" in out and "Changes (1 file, 1 line)" in out
+    assert f"openloop promotion apply -p demo {review}" in out
+    assert f"openloop promotion diff -p demo {review}" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["config", "show"],
+        ["config", "project-show", "demo"],
+        ["project", "show", "demo"],
+        ["run-once", "-p", "demo", "--dry-run"],
+    ],
+)
+def test_other_shows_are_screens_on_a_terminal(env, review, args):
+    result = tty(env, *args)
+    assert result.code == 0, result.out
+    assert not result.out.lstrip().startswith("{")
+    first = _plain(result.out).splitlines()[0]
+    assert first.split()[0] in {"Global", "Project", "demo", "Next"}
+
+
+def test_no_color_and_color_never_turn_colour_off(env, review):
+    assert ESC not in tty(env, "task", "show", "-p", "demo", review, extra={"NO_COLOR": "1"}).out
+    assert ESC not in tty(env, "task", "show", "-p", "demo", review, "--color", "never").out
+    assert ESC not in tty(env, "--color", "never", "promotion", "show", "-p", "demo", review).out
+    assert ESC in tty(env, "config", "show", "--color", "always", extra={"NO_COLOR": "1"}).out
+
+
+def test_json_on_a_terminal_with_json_flag(env, review):
+    out = tty(env, "task", "show", "-p", "demo", review, "--json").out
+    assert json.loads(out)["task"]["id"] == review
+
+
+def test_piped_output_keeps_its_json_shape(ol, review):
+    shown = ol("task", "show", "-p", "demo", "-t", review).json()
+    assert set(shown) == {"project", "task", "promotion", "promotionHistory"}
+    request = ol("promotion", "show", "-p", "demo", "--task", review).json()
+    assert request["branchExists"] and "src/r.py" in request["diffstat"]
+    assert request["history"][0]["kind"] == "decision"
+    assert "_path" in ol("config", "show").json()
+    assert ol("project", "show", "demo").json()["commandsTrusted"] is True
+    assert set(ol("config", "project-show", "demo").json()) >= {"config", "detected"}
+    assert ol("run-once", "-p", "demo", "--dry-run").json()["taskId"] == "next-thing"
+
+
+def test_format_text_and_color_always_when_piped(ol, review):
+    result = ol("promotion", "show", "-p", "demo", review, "--format", "text", "--color", "always")
+    assert result.code == 0 and ESC in result.out and "Why it needs a human" in result.out
+    plain = ol("promotion", "show", "-p", "demo", review, "--format", "text")
+    assert ESC not in plain.out  # auto: not a terminal
+
+
+def test_task_id_is_positional_or_an_option(ol, review):
+    assert ol("task", "show", "-p", "demo", review).json()["task"]["id"] == review
+    assert ol("task", "show", "-p", "demo", "--task", review).json()["task"]["id"] == review
+    both = ol("task", "show", "-p", "demo", "next-thing", "--task", review)
+    assert both.code == 2 and "two tasks" in both.err
+    missing = ol("task", "show", "-p", "demo")
+    assert missing.code == 2 and "Missing task" in missing.err
+
+
+def test_control_characters_in_a_file_are_escaped_on_the_screen(env, review, project):
+    ledger = project / ".openloop/tasks.json"
+    data = json.loads(ledger.read_text())
+    for task in data["tasks"]:
+        if task["id"] == review:
+            task["title"] = "evil\x1b]0;pwned\x07title"
+            task["description"] = "line\x1b[2Jcleared"
+    ledger.write_text(json.dumps(data))
+    out = tty(env, "task", "show", "-p", "demo", review, "--color", "never").out
+    assert "\x1b" not in out and "\\x1b]0;pwned" in out and "\\x1b[2Jcleared" in out
+
+
+def test_promotion_diff_uses_gits_pager_and_colours_and_runs_no_planted_program(
+    env, review, project, tmp_path
+):
+    marker = tmp_path / "ran"
+    tool = tmp_path / "extdiff.sh"
+    tool.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    tool.chmod(0o755)
+    git(project, "config", "diff.external", str(tool))
+    git(project, "config", "core.hooksPath", str(tmp_path))
+    extra = {"GIT_PAGER": "cat"}
+    out = tty(env, "promotion", "diff", "-p", "demo", review, extra=extra).out
+    assert "+r = 1" in _plain(out) and ESC in out
+    assert not marker.exists()
+    shown = tty(env, "promotion", "show", "-p", "demo", review, "--diff", extra=extra).out
+    assert "Why it needs a human" in _plain(shown) and "+r = 1" in _plain(shown)
+    nocolor = tty(env, "promotion", "diff", "-p", "demo", review, extra={**extra, "NO_COLOR": "1"})
+    assert "\x1b[3" not in nocolor.out  # no colour codes (git may still reset attributes)
+    assert not marker.exists()
+
+
+def test_promotion_diff_when_piped_is_a_plain_diff(ol, review, capfd):
+    # In-process, git inherits the real file descriptor 1 (not the redirected sys.stdout).
+    result = ol("promotion", "diff", "-p", "demo", review, "--stat")
+    assert result.code == 0
+    assert "src/r.py" in capfd.readouterr().out
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z=>]|\x1b[=>]", "", text)
+
+
+def test_tty_helper_sees_a_terminal(env, review):
+    out = tty(env, "project", "list").out
+    assert "ALIAS" in out  # a table, not JSON: the helper really is a terminal
+
+
+def test_relative_times():
+    from datetime import UTC, datetime, timedelta
+
+    from openloop.cli.render import relative
+
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    assert relative(now - timedelta(seconds=10), now) == "just now"
+    assert relative(now - timedelta(minutes=4), now) == "4 min ago"
+    assert relative(now - timedelta(hours=3), now) == "3 h ago"
+    assert relative(now - timedelta(days=3), now) == "3 days ago"
+    assert relative(now + timedelta(minutes=5), now) == "in 5 min"
