@@ -6,12 +6,13 @@ runner, whose stdout is not a terminal."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
 
 from tests.conftest import git
-from tests.support.tty import run_tty
+from tests.support.tty import ROOT, run_tty
 from tests.test_iteration import FakeAgent, add, once, set_project, write
 
 ESC = "\x1b["
@@ -184,3 +185,73 @@ def test_relative_times():
     assert relative(now - timedelta(hours=3), now) == "3 h ago"
     assert relative(now - timedelta(days=3), now) == "3 days ago"
     assert relative(now + timedelta(minutes=5), now) == "in 5 min"
+
+
+# --- item 2: positional ids, unfetchable refs, purge, doctor ---------------------------------
+
+
+def test_from_ref_without_gh_says_so_and_adds_a_proposed_task(ol, project, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no gh, no glab
+    added = ol("task", "add", "--from-ref", "https://github.com/acme/web/issues/42", "--json")
+    assert added.code == 0, added.err
+    assert added.json()["status"] == "proposed"
+    assert "could not fetch acme/web#42 (gh is not installed)" in added.err
+    titled = ol("task", "add", "--from-ref", "acme/web#43", "--title", "Mine", "--json")
+    assert titled.json()["status"] == "ready" and "keeps your title" in titled.err
+    strict = ol("enqueue", "--ref", "acme/web#44", "--strict")
+    assert strict.code == 1 and "could not fetch acme/web#44" in strict.err
+    assert "acme-web-44" not in ol("task", "list", "--json").out
+
+
+def test_purge_asks_first_and_removes_only_openloops_branches(ol, env, review, project):
+    git(project, "branch", "openloop/not-ours")
+    refused = ol("project", "remove", "demo", "--purge")  # no terminal to ask on
+    assert refused.code == 2 and "--yes" in refused.err
+    assert (project / ".openloop").is_dir()
+    environ = dict(env.environ)
+    answered_no = _tty_with_input(
+        ["project", "remove", "demo", "--purge", "--branches"], environ, b"n\n"
+    )
+    assert "1 pending review(s)" in answered_no and "openloop/reviewed-thing" in answered_no
+    assert (project / ".openloop").is_dir()
+    done = ol("project", "remove", "demo", "--purge", "--branches", "--yes")
+    assert done.code == 0, done.err
+    assert not (project / ".openloop").exists()
+    branches = git(project, "branch", "--format=%(refname:short)").split()
+    assert "openloop/reviewed-thing" not in branches and "openloop/not-ours" in branches
+
+
+def _tty_with_input(args, environ, data: bytes) -> str:
+    import pty
+    import sys
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        env = {**environ, "PYTHONPATH": str(ROOT)}
+        os.execve(sys.executable, [sys.executable, "-m", "openloop", *args], env)
+    out = b""
+    deadline = time.monotonic() + 30
+    sent = False
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+        if not sent and b"Delete?" in out:
+            os.write(fd, data)
+            sent = True
+    os.close(fd)
+    os.waitpid(pid, 0)
+    return out.decode("utf-8", "replace")
+
+
+def test_doctor_reads_pis_version_from_stderr_too():
+    from openloop.actions.doctor import version_line
+
+    assert version_line("", "0.73.1\n") == "0.73.1"
+    assert version_line("pi 1.2.3\n", "warning\n") == "pi 1.2.3"
+    assert version_line("", "") == "version unknown"

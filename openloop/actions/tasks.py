@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 
 from openloop.adapters import refs
 from openloop.env import Environment
-from openloop.errors import InputError, StateError
+from openloop.errors import InputError, OpenLoopError, StateError
 from openloop.state.ledger import (
     RUNNING,
     TERMINAL,
@@ -101,6 +101,9 @@ class NewTask:
     ref: str | None = None
     task_id: str | None = None
     needs_plan: bool = False
+    strict: bool = (
+        False  # refuse, rather than add a 'proposed' task, when the ref cannot be fetched
+    )
     ref_option: str = "--from-ref"  # `enqueue` calls it --ref
     description_option: str = "--description"  # or --description-file
 
@@ -133,11 +136,15 @@ def add_task(
     scope = check_scope(list(spec.scope))
     source = TaskSource(type="human", ref="openloop task add")
     title, description, id_seed = spec.title, spec.description, spec.title
+    unfetched = False
     if description is not None:
         description = check_text(description, spec.description_option)  # CRLF becomes LF
     if spec.ref:
         ref = refs.parse_ref(spec.ref)
         fetched = fetch(ref)  # network and auth are optional: None falls back to the ref itself
+        if fetched is None:
+            unfetched = True
+            _unfetched(ref, spec, warn)
         if fetched and not title:
             title = fetched.title
             for note in fetched.title_notes:
@@ -174,7 +181,8 @@ def add_task(
             title=title.strip(),
             description=description,
             kind=spec.kind,
-            status="proposed" if spec.needs_plan else "ready",
+            # Unfetched and untitled: 'Issue o/r#N' with no body is not work for an agent yet.
+            status="proposed" if spec.needs_plan or (unfetched and not spec.title) else "ready",
             risk=spec.risk,
             priority=spec.priority,
             scope=TaskScope(paths=scope) if scope else None,
@@ -189,6 +197,24 @@ def add_task(
         ledger.tasks.append(task)
     _event(project, task, "task-added", f"added ({task.status}): {task.title}")
     return task
+
+
+def _unfetched(ref, spec: NewTask, warn: Callable[[str], None]) -> None:
+    tool, present = refs.fetch_tool(ref)
+    why = f"{tool} is not installed" if not present else f"{tool} failed (logged in? online?)"
+    if spec.strict:
+        raise OpenLoopError(
+            f"{spec.ref_option}: could not fetch {ref.short()}: {why}; nothing was added "
+            f"(without --strict the task is added as 'proposed' for you to complete)"
+        )
+    if spec.title:
+        warn(f"note: could not fetch {ref.short()} ({why}); the task keeps your title")
+    else:
+        warn(
+            f"note: could not fetch {ref.short()} ({why}): the task is added as 'proposed' "
+            f"with the ref as its title; give it a title and description with 'openloop task "
+            f"update', then '--status ready' (or fetch it: install {tool}, and add it again)"
+        )
 
 
 @dataclass

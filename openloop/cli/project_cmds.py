@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -154,17 +155,58 @@ def show_cmd(env, alias: str, fmt) -> None:
 
 
 @project.command(
-    "remove", epilog=examples("openloop project remove web", "openloop project remove web --purge")
+    "remove",
+    epilog=examples(
+        "openloop project remove web",
+        "openloop project remove web --purge               # asks first",
+        "openloop project remove web --purge --branches --yes",
+    ),
 )
 @click.argument("alias")
 @click.option("--purge", is_flag=True, help="Also delete <repo>/.openloop/ (ledger, runs, config).")
+@click.option(
+    "--branches",
+    is_flag=True,
+    help="Also delete the branches OpenLoop made (openloop/<task>; not one checked out).",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting anything.")
 @click.pass_obj
-def remove_cmd(env, alias: str, purge: bool) -> None:
-    """Unlink a project. Its .openloop/ stays in the repository unless --purge."""
-    entry = projects.remove(env, alias, purge=purge)
+def remove_cmd(env, alias: str, purge: bool, branches: bool, yes: bool) -> None:
+    """Unlink a project. Its .openloop/ stays in the repository unless --purge.
+
+    --purge and --branches delete data: what would go is listed and you are asked first
+    (--yes skips the question; without a terminal, --yes is required).
+    """
+    if (purge or branches) and not yes:
+        _confirm_removal(alias, projects.removal_plan(env, alias), purge, branches)
+    entry = projects.remove(env, alias, purge=purge, branches=branches)
     _sync_units(env, lambda: service.project_unlinked(env, alias))
     kept = "deleted" if purge else "kept"
     click.echo(f"Removed project {alias}. Control plane in {entry.path}/.openloop {kept}.")
+
+
+def _confirm_removal(alias, plan, purge: bool, branches: bool) -> None:
+    from openloop.errors import InputError
+
+    lines = []
+    if purge and plan.exists:
+        lines.append(
+            f"  {plan.control_plane}: {plan.tasks} task(s), {plan.runs} run record(s), "
+            f"{plan.pending_reviews} pending review(s), config and policy"
+        )
+    if branches:
+        lines.append(f"  branches: {', '.join(plan.branches) or '(none)'}")
+    if not lines:
+        return
+    if not sys.stdin.isatty():
+        raise InputError(
+            "--purge/--branches delete data and there is no terminal to ask on: add --yes"
+        )
+    info(f"This deletes, for project {alias}:")
+    for line in lines:
+        info(line)
+    if not click.confirm("Delete?", default=False, err=True):
+        raise click.exceptions.Abort()
 
 
 @project.command("activate", epilog=examples("openloop project activate web"))

@@ -62,7 +62,12 @@ def _add_options(func):
                 "ref",
                 metavar="REF",
                 help="A GitHub/GitLab issue URL or owner/repo#N; title and body are fetched "
-                "with gh/glab when available.",
+                "with gh/glab. If that fails the task is added as 'proposed' (see --strict).",
+            ),
+            click.option(
+                "--strict",
+                is_flag=True,
+                help="With --from-ref: add nothing (exit 1) when the issue cannot be fetched.",
             ),
             click.option("--kind", type=kind_choice, default="feature", show_default=True),
             click.option(
@@ -153,11 +158,18 @@ def add_cmd(env, **kwargs) -> None:
 @click.option(
     "--ref", required=True, metavar="REF", help="GitHub/GitLab issue URL or owner/repo#N."
 )
+@click.option(
+    "--strict", is_flag=True, help="Add nothing (exit 1) when the issue cannot be fetched."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the created task as JSON.")
 @click.pass_obj
-def enqueue(env, project, ref, as_json) -> None:
-    """Queue an issue as a task (same as 'task add --from-ref')."""
-    _add(env, project, as_json, None, None, ref=ref, ref_option="--ref")
+def enqueue(env, project, ref, strict, as_json) -> None:
+    """Queue an issue as a task (same as 'task add --from-ref').
+
+    Without gh/glab (or when they fail) the task is added as 'proposed' with the ref as its
+    title, for you to complete; --strict adds nothing instead.
+    """
+    _add(env, project, as_json, None, None, ref=ref, ref_option="--ref", strict=strict)
 
 
 @task.command(
