@@ -255,3 +255,49 @@ def test_doctor_reads_pis_version_from_stderr_too():
     assert version_line("", "0.73.1\n") == "0.73.1"
     assert version_line("pi 1.2.3\n", "warning\n") == "pi 1.2.3"
     assert version_line("", "") == "version unknown"
+
+
+# --- item 4: progress a person can trust ----------------------------------------------------
+
+
+def test_live_progress_clock_ticks_while_the_agent_is_silent_and_shows_the_tool():
+    import io
+    import time
+
+    from openloop.progress import LiveReporter
+
+    stream = io.StringIO()
+    live = LiveReporter(stream, tick=0.05)
+    live.phase("agent", task="t", role="implementer", attempt=1)
+    live.agent_event(3, 0.25, "bash\x1b[31m")
+    before = stream.getvalue().count("\r")
+    time.sleep(0.3)  # no event at all: the clock still redraws
+    assert stream.getvalue().count("\r") >= before + 3
+    line = live.line()
+    assert "agent task=t" in line and "tool bash\\x1b[31m" in line
+    assert "tools 3" in line and "$0.2500" in line and "(phase 0:00)" in line
+    live.finished("completed", "ok")
+    after = stream.getvalue()
+    time.sleep(0.15)
+    assert stream.getvalue() == after  # the clock stops with the run
+    assert after.rstrip().endswith("completed after 0:00: ok")
+
+
+def test_a_failed_check_prints_its_last_lines_and_log_path(ol, project, env):
+    from tests.test_iteration import once as run_once
+
+    set_project(project, validation={"lintCommand": "echo first; echo 'E501 too long'; exit 1"})
+    assert ol("project", "trust", "demo").code == 0
+    add(ol, "Break it")
+    from openloop.cli.run_cmds import _failed_checks
+
+    result = run_once(env, FakeAgent([write("x.py", "x = 1\n")]))
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        _failed_checks(result.record)
+    text = err.getvalue()
+    assert "check lint failed" in text and "| E501 too long" in text
+    assert "full log: " in text and "lint.log" in text

@@ -71,6 +71,8 @@ def run_once_cmd(env, project, model, provider, dry_run, as_json, quiet) -> int:
     result = scheduler.run_once(
         env, project, model=model, provider=provider, reporter=_reporter(quiet, project)
     )
+    if not as_json:
+        _failed_checks(result.record)
     if as_json:
         print_json(
             result.record
@@ -92,6 +94,21 @@ def run_once_cmd(env, project, model, provider, dry_run, as_json, quiet) -> int:
                 f"task now {r['taskStatus']}"
             )
     return result.exit_code
+
+
+def _failed_checks(record) -> None:
+    """After the run: each failed check's last lines and the path of its full log."""
+    from openloop.cli.output import info
+
+    for check in (record or {}).get("validation") or []:
+        if check.get("status") not in ("failed", "timed-out", "error"):
+            continue
+        info(f"check {check.get('name')} {check.get('status')}: `{check.get('command')}`")
+        tail = (check.get("tail") or "").rstrip().splitlines()[-15:]
+        for line in tail:
+            info(f"  | {line}")
+        if check.get("log"):
+            info(f"  full log: {check['log']}")
 
 
 @click.command(
