@@ -301,3 +301,22 @@ def test_a_failed_check_prints_its_last_lines_and_log_path(ol, project, env):
     text = err.getvalue()
     assert "check lint failed" in text and "| E501 too long" in text
     assert "full log: " in text and "lint.log" in text
+
+
+def test_readme_review_walkthrough_from_list_to_apply_on_a_terminal(env, review, project):
+    """The README's review, as typed: every step is a screen, none is JSON."""
+    extra = {"GIT_PAGER": "cat"}
+    steps = [
+        (["promotion", "list", "-p", "demo"], "TASK"),
+        (["promotion", "show", "-p", "demo", review], "Why it needs a human"),
+        (["promotion", "diff", "-p", "demo", review], "+r = 1"),
+        (["task", "show", "-p", "demo", review], "History"),
+        (["promotion", "apply", "-p", "demo", review], f"Applied {review}"),
+        (["task", "show", "-p", "demo", review], "promoted"),
+    ]
+    for args, expected in steps:
+        result = tty(env, *args, extra=extra)
+        assert result.code == 0, (args, result.out)
+        assert expected in _plain(result.out), (args, result.out)
+        assert not result.out.lstrip().startswith(("{", "["))
+    assert (project / "src/r.py").read_text() == "r = 1\n"
