@@ -137,3 +137,43 @@ def escape_json(encoded: str) -> str:
 
 def _unicode_escape(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
+
+
+# --- durations typed by a person ----------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+)\s*([hms])", re.IGNORECASE)
+_DURATION_RE = re.compile(r"\s*(?:\d+\s*(?:h|m|s)\s*)+\s*|\s*\d+\s*", re.IGNORECASE)
+_UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(raw: str, option: str, unit: str = "seconds") -> int:
+    """'90s', '20m', '1h30m' or a bare number (already in `unit`) -> whole `unit`s.
+
+    `unit` is 'seconds' or 'minutes'; a duration that is not a whole number of minutes is
+    refused for a minutes setting rather than rounded."""
+    text = raw.strip()
+    if not text or not _DURATION_RE.fullmatch(text):
+        raise InputError(
+            f"{option}: '{escape(raw)}' is not a duration (examples: 90s, 20m, 1h30m, or a "
+            f"number of {unit})"
+        )
+    if text.isdigit():
+        return int(text)
+    seconds = sum(
+        int(number) * _UNIT_SECONDS[suffix.lower()]
+        for number, suffix in _DURATION_PART.findall(text)
+    )
+    if unit == "minutes":
+        if seconds % 60:
+            raise InputError(f"{option}: '{escape(raw)}' is not a whole number of minutes")
+        return seconds // 60
+    return seconds
+
+
+def duration_unit(key: str) -> str | None:
+    """'seconds' or 'minutes' for a setting named like runTimeoutSeconds/intervalMinutes."""
+    if key.endswith("Seconds"):
+        return "seconds"
+    if key.endswith("Minutes"):
+        return "minutes"
+    return None

@@ -196,7 +196,7 @@ def test_show_remove_purge_and_activate(ol, project, tmp_path, env):
     assert ol("config", "show").json()["activeProject"] is None
 
     assert ol("project", "add", "demo", str(project)).code == 0
-    assert ol("project", "remove", "demo", "--purge").code == 0
+    assert ol("project", "remove", "demo", "--purge", "--yes").code == 0
     assert not (project / ".openloop").exists()
 
 

@@ -68,7 +68,19 @@ def check_pi(env: Environment) -> Check:
             f"{pi} --version failed: {proc.stderr.strip()[:200]}",
             "check Node.js (pi 0.73 needs Node >= 20)",
         )
-    return Check("pi", True, f"{pi} ({proc.stdout.strip() or 'version unknown'})")
+    return Check("pi", True, f"{pi} ({version_line(proc.stdout, proc.stderr)})")
+
+
+def version_line(stdout: str | None, stderr: str | None) -> str:
+    """The version a tool printed, wherever it printed it: pi writes it on stderr. The first
+    line that has a digit in it, from stdout first; escaped, capped."""
+    from openloop.text import escape
+
+    for stream in (stdout or "", stderr or ""):
+        for line in stream.splitlines():
+            if any(c.isdigit() for c in line):
+                return escape(line.strip())[:80]
+    return "version unknown"
 
 
 def pi_candidates(env: Environment) -> list[Path]:

@@ -95,13 +95,82 @@ def list_projects(env: Environment) -> list[ProjectEntry]:
     return load_registry(env).projects
 
 
-def remove(env: Environment, alias: str, *, purge: bool = False) -> ProjectEntry:
+@dataclass(frozen=True)
+class RemovalPlan:
+    """What `project remove --purge [--branches]` would delete, to show before asking."""
 
+    control_plane: Path
+    exists: bool
+    tasks: int
+    runs: int
+    pending_reviews: int
+    branches: list[str]
+
+
+def removal_plan(env: Environment, alias: str) -> RemovalPlan:
+    entry = load_registry(env).get(alias)
+    repo = Path(entry.path)
+    plane = ControlPlane(repo)
+    tasks = runs = pending = 0
+    if plane.dir.is_dir():
+        import json
+
+        from openloop.state.ledger import load_rows
+
+        try:
+            tasks = len(load_rows(plane.ledger_file))
+        except Exception:  # a damaged ledger is still deleted; the count is only a hint
+            tasks = 0
+        runs = len(list(plane.runs_dir.glob("*.json"))) if plane.runs_dir.is_dir() else 0
+        for path in plane.promotions_dir.glob("*.json") if plane.promotions_dir.is_dir() else ():
+            try:
+                pending += json.loads(path.read_text()).get("status") in ("pending", "deferred")
+            except (OSError, ValueError, AttributeError):
+                continue
+    return RemovalPlan(plane.dir, plane.dir.is_dir(), tasks, runs, pending, _our_branches(plane))
+
+
+def _our_branches(plane: ControlPlane) -> list[str]:
+    """Branches OpenLoop made for this project: the ones its ledger, promotion requests and run
+    records name, that still exist. A branch merely named openloop/... is not assumed ours."""
+    import json
+
+    names: set[str] = set()
+    for directory in (plane.promotions_dir, plane.runs_dir):
+        if not directory.is_dir():
+            continue
+        for path in directory.glob("*.json"):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and isinstance(data.get("branch"), str):
+                names.add(data["branch"])
+    try:
+        data = json.loads(plane.ledger_file.read_text())
+        for task in data.get("tasks", []) if isinstance(data, dict) else []:
+            for value in (task.get("branch"), (task.get("lastRun") or {}).get("branch")):
+                if isinstance(value, str):
+                    names.add(value)
+    except (OSError, ValueError, AttributeError):
+        pass
+    repo = plane.dir.parent
+    return sorted(n for n in names if n and gitops.ref_exists(repo, f"refs/heads/{n}"))
+
+
+def remove(
+    env: Environment, alias: str, *, purge: bool = False, branches: bool = False
+) -> ProjectEntry:
     # Never under a running iteration: it would write into a control plane that is gone.
     with iteration_lock(env, alias):
         with edit_registry(env) as reg:
             entry = reg.get(alias)
             reg.projects.remove(entry)
+        if branches:
+            repo = Path(entry.path)
+            for name in _our_branches(ControlPlane(repo)):
+                if gitops.checked_out_in(repo, name) is None:  # never one you have checked out
+                    gitops.delete_branch(repo, name)
         if purge:
             plane = ControlPlane(Path(entry.path))
             if plane.dir.is_dir():

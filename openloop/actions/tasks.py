@@ -7,7 +7,8 @@ from dataclasses import dataclass, replace
 
 from openloop.adapters import refs
 from openloop.env import Environment
-from openloop.errors import InputError, StateError
+from openloop.errors import InputError, OpenLoopError, StateError
+from openloop.loop import modes
 from openloop.state.ledger import (
     RUNNING,
     TERMINAL,
@@ -76,6 +77,9 @@ class NewTask:
     ref: str | None = None
     task_id: str | None = None
     needs_plan: bool = False
+    strict: bool = (
+        False  # refuse, rather than add a 'proposed' task, when the ref cannot be fetched
+    )
     ref_option: str = "--from-ref"  # `enqueue` calls it --ref
     description_option: str = "--description"  # or --description-file
 
@@ -108,11 +112,15 @@ def add_task(
     scope = check_scope(list(spec.scope))
     source = TaskSource(type="human", ref="openloop task add")
     title, description, id_seed = spec.title, spec.description, spec.title
+    unfetched = False
     if description is not None:
         description = check_text(description, spec.description_option)  # CRLF becomes LF
     if spec.ref:
         ref = refs.parse_ref(spec.ref)
         fetched = fetch(ref)  # network and auth are optional: None falls back to the ref itself
+        if fetched is None:
+            unfetched = True
+            _unfetched(ref, spec, warn)
         if fetched and not title:
             title = fetched.title
             for note in fetched.title_notes:
@@ -150,7 +158,11 @@ def add_task(
             title=title.strip(),
             description=description,
             kind=spec.kind,
-            status="proposed" if spec.needs_plan or plan_first else "ready",
+            # Unfetched and untitled: 'Issue o/r#N' with no body is not work for an agent yet
+            # (it waits for 'task accept' or an edit, see modes.waiting_for_acceptance).
+            status="proposed"
+            if spec.needs_plan or plan_first or (unfetched and not spec.title)
+            else "ready",
             risk=spec.risk,
             priority=spec.priority,
             scope=TaskScope(paths=scope) if scope else None,
@@ -185,14 +197,32 @@ def accept_task(env: Environment, project: Project, task_id: str, reason: str | 
     now = env.now_iso()
     with edit_ledger(project.plane.ledger_file, now) as ledger:
         task = ledger.get(task_id)
-        if task.status != "proposed" or task.source.type != "discovery":
+        if not modes.waiting_for_acceptance(task):
             raise StateError(
-                f"task '{task_id}' is {task.status} ({task.source.type}); only proposals of "
-                "discovery wait for acceptance"
+                f"task '{task_id}' is {task.status} ({task.source.type}); only proposals "
+                "(discovery's, or an issue that could not be fetched) wait for acceptance"
             )
         transition(task, "ready", reason or "accepted by user", now)
     _event(project, task, "task-accepted", reason or "accepted by user")
     return task
+
+
+def _unfetched(ref, spec: NewTask, warn: Callable[[str], None]) -> None:
+    tool, present = refs.fetch_tool(ref)
+    why = f"{tool} is not installed" if not present else f"{tool} failed (logged in? online?)"
+    if spec.strict:
+        raise OpenLoopError(
+            f"{spec.ref_option}: could not fetch {ref.short()}: {why}; nothing was added "
+            f"(without --strict the task is added as 'proposed' for you to complete)"
+        )
+    if spec.title:
+        warn(f"note: could not fetch {ref.short()} ({why}); the task keeps your title")
+    else:
+        warn(
+            f"note: could not fetch {ref.short()} ({why}): the task is added as 'proposed' "
+            f"with the ref as its title; give it a title and description with 'openloop task "
+            f"update', then '--status ready' (or fetch it: install {tool}, and add it again)"
+        )
 
 
 @dataclass

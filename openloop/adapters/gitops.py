@@ -301,3 +301,22 @@ def is_file_at(repo: Path, commit: str, path: str) -> bool:
         if name == path and meta.split(" ")[1:2] == ["blob"]:
             return True
     return False
+
+
+def show_diff(
+    repo: Path, base: str, head: str, *, color: str | None = None, stat: bool = False
+) -> int:
+    """`git diff base head` for a person: stdout is inherited, so git picks its own pager and
+    colours (the user's pager settings apply). The content is the agent's: hooks, external diff
+    drivers and textconv filters are off, as on every other call."""
+    args = ["git", "-C", str(repo), *_SAFE_ARGS, "diff", *NO_PROGRAMS, "-M"]
+    if color in ("always", "never"):
+        args.append(f"--color={color}")
+    if stat:
+        args.append("--stat")
+    try:
+        return subprocess.run(
+            [*args, base, head, "--"], env={**os.environ, **_QUIET_ENV}, check=False
+        ).returncode
+    except FileNotFoundError:
+        raise GitError("git is not installed or not on PATH") from None

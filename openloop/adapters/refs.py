@@ -212,6 +212,14 @@ def _note(what: str, controls: list[str]) -> tuple[str, ...]:
     )
 
 
+def fetch_tool(
+    ref: IssueRef, which: Callable[[str], str | None] = shutil.which
+) -> tuple[str, bool]:
+    """The CLI that fetches `ref` ('gh' or 'glab') and whether it is on PATH."""
+    name = "gh" if ref.forge == "github" else "glab"
+    return name, which(name) is not None
+
+
 def fetch_issue(
     ref: IssueRef,
     *,

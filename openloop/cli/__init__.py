@@ -107,8 +107,14 @@ class LazyGroup(click.Group):
 )
 @click.version_option(__version__, "--version", "-V", prog_name="openloop")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.option(
+    "--color",
+    type=click.Choice(["auto", "always", "never"]),
+    default=None,
+    help="Colour on terminal output (default auto: off when NO_COLOR is set or piped).",
+)
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, color: str | None) -> None:
     """OpenLoop: hand a backlog to the pi coding agent and walk away.
 
     Each linked git repository gets a control plane in <repo>/.openloop/ (config, policy, task
@@ -117,6 +123,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     if debug:
         os.environ["OPENLOOP_DEBUG"] = "1"
+    if color:
+        ctx.meta["openloop.color"] = color  # read by openloop.cli.render.color_choice
     if ctx.obj is None:
         ctx.obj = Environment.from_os()
 

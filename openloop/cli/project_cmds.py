@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
 from openloop.actions import projects, service
-from openloop.cli.options import examples, format_options
+from openloop.cli.options import examples, format_options, show_options
 from openloop.cli.output import info, print_json, print_table, want_json
 from openloop.state.controlplane import InitReport
 from openloop.state.project import resolve
@@ -125,11 +126,17 @@ def list_cmd(env, fmt: str | None) -> None:
     )
 
 
-@project.command("show", epilog=examples("openloop project show web"))
+@project.command(
+    "show", epilog=examples("openloop project show web", "openloop project show web --json")
+)
 @click.argument("alias")
+@show_options
 @click.pass_obj
-def show_cmd(env, alias: str) -> None:
-    """Show a project's registry entry, control-plane paths and trust state (JSON)."""
+def show_cmd(env, alias: str, fmt) -> None:
+    """Show a project's registry entry, control-plane paths and trust state.
+
+    A readable screen on a terminal; JSON when piped or with --json.
+    """
     proj = resolve(env, alias)
     data = proj.entry.to_data()
     data["controlPlane"] = str(proj.plane.dir)
@@ -139,21 +146,67 @@ def show_cmd(env, alias: str) -> None:
         data["commandsTrusted"] = review.commands_approved
         data["policyApproved"] = not review.policy_diff
         data["policySource"] = review.policy_source
-    print_json(data)
+    if want_json(fmt, env.stdout_isatty):
+        print_json(data)
+        return
+    from openloop.cli import render
+
+    render.project_screen(data, env.now(), render.use_color(env)).echo()
 
 
 @project.command(
-    "remove", epilog=examples("openloop project remove web", "openloop project remove web --purge")
+    "remove",
+    epilog=examples(
+        "openloop project remove web",
+        "openloop project remove web --purge               # asks first",
+        "openloop project remove web --purge --branches --yes",
+    ),
 )
 @click.argument("alias")
 @click.option("--purge", is_flag=True, help="Also delete <repo>/.openloop/ (ledger, runs, config).")
+@click.option(
+    "--branches",
+    is_flag=True,
+    help="Also delete the branches OpenLoop made (openloop/<task>; not one checked out).",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting anything.")
 @click.pass_obj
-def remove_cmd(env, alias: str, purge: bool) -> None:
-    """Unlink a project. Its .openloop/ stays in the repository unless --purge."""
-    entry = projects.remove(env, alias, purge=purge)
+def remove_cmd(env, alias: str, purge: bool, branches: bool, yes: bool) -> None:
+    """Unlink a project. Its .openloop/ stays in the repository unless --purge.
+
+    --purge and --branches delete data: what would go is listed and you are asked first
+    (--yes skips the question; without a terminal, --yes is required).
+    """
+    if (purge or branches) and not yes:
+        _confirm_removal(alias, projects.removal_plan(env, alias), purge, branches)
+    entry = projects.remove(env, alias, purge=purge, branches=branches)
     _sync_units(env, lambda: service.project_unlinked(env, alias))
     kept = "deleted" if purge else "kept"
     click.echo(f"Removed project {alias}. Control plane in {entry.path}/.openloop {kept}.")
+
+
+def _confirm_removal(alias, plan, purge: bool, branches: bool) -> None:
+    from openloop.errors import InputError
+
+    lines = []
+    if purge and plan.exists:
+        lines.append(
+            f"  {plan.control_plane}: {plan.tasks} task(s), {plan.runs} run record(s), "
+            f"{plan.pending_reviews} pending review(s), config and policy"
+        )
+    if branches:
+        lines.append(f"  branches: {', '.join(plan.branches) or '(none)'}")
+    if not lines:
+        return
+    if not sys.stdin.isatty():
+        raise InputError(
+            "--purge/--branches delete data and there is no terminal to ask on: add --yes"
+        )
+    info(f"This deletes, for project {alias}:")
+    for line in lines:
+        info(line)
+    if not click.confirm("Delete?", default=False, err=True):
+        raise click.exceptions.Abort()
 
 
 @project.command("activate", epilog=examples("openloop project activate web"))

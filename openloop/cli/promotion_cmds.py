@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import click
 
-from openloop.adapters import gitops
-from openloop.cli.options import examples, format_options, project_option, task_option
+from openloop.cli.options import (
+    examples,
+    format_options,
+    project_option,
+    show_options,
+    task_option,
+)
 from openloop.cli.output import print_json, print_table, want_json
+from openloop.cli.render import color_option as render_color_option
 from openloop.loop import promotion
 from openloop.state.ledger import check_task_id
 from openloop.state.project import resolve
@@ -65,24 +71,66 @@ def list_cmd(env, project, status, fmt) -> None:
 
 
 @promotion_group.command(
-    "show", epilog=examples("openloop promotion show -p web --task add-health")
+    "show",
+    epilog=examples(
+        "openloop promotion show -p web add-health",
+        "openloop promotion show -p web add-health --diff",
+        "openloop promotion show -p web --task add-health --json",
+    ),
 )
 @project_option
 @task_option
+@click.option("--diff", "with_diff", is_flag=True, help="Then show the diff (git's pager).")
+@show_options
 @click.pass_obj
-def show_cmd(env, project, task_id) -> None:
-    """Show a request with its diffstat, risk and reasons (JSON)."""
-    proj = resolve(env, project)
-    check_task_id(task_id)
-    request = promotion.read_request(proj.plane, task_id)
-    if request is None:
-        from openloop.errors import NotFoundError
+def show_cmd(env, project, task_id, with_diff, fmt) -> int:
+    """Show a request: status, risk, why it waits, checks, diffstat, history.
 
-        raise NotFoundError(f"--task: no promotion request for task '{task_id}'")
-    branch = request.get("branch")
-    request["branchExists"] = bool(branch) and gitops.ref_exists(proj.repo, f"refs/heads/{branch}")
-    request["history"] = promotion.read_history(proj.plane, task_id)
-    print_json(request)
+    A readable screen on a terminal; JSON when piped or with --json. The diff itself:
+    --diff, or 'openloop promotion diff'.
+    """
+    from openloop.actions import review
+    from openloop.cli import render
+
+    proj = resolve(env, project)
+    request = review.promotion_view(proj, task_id)
+    if want_json(fmt, env.stdout_isatty):
+        print_json(request)
+        return 0
+    color = render.use_color(env)
+    render.promotion_screen(request, proj.alias, env.now(), color).echo()
+    if not with_diff:
+        return 0
+    click.echo()
+    return review.show_diff(proj, task_id, color="always" if color else "never")
+
+
+@promotion_group.command(
+    "diff",
+    epilog=examples(
+        "openloop promotion diff -p web add-health",
+        "openloop promotion diff -p web add-health --stat",
+        "openloop promotion diff -p web add-health | less -R",
+    ),
+)
+@project_option
+@task_option
+@click.option("--stat", is_flag=True, help="Only the diffstat.")
+@render_color_option
+@click.pass_obj
+def diff_cmd(env, project, task_id, stat) -> int:
+    """The change under review (base..head of the request), through git's pager and colours.
+
+    git's own settings apply (core.pager, color.diff); hooks, external diff drivers and
+    textconv filters never run, since the branch content is the agent's.
+    """
+    from openloop.actions import review
+    from openloop.cli import render
+
+    choice = render.color_choice()
+    if choice is None and env.environ.get("NO_COLOR"):
+        choice = "never"
+    return review.show_diff(resolve(env, project), task_id, color=choice, stat=stat)
 
 
 @promotion_group.command("history", epilog=examples("openloop promotion history -p web --task x"))

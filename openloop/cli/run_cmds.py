@@ -6,8 +6,10 @@ import sys
 
 import click
 
+from openloop.cli import render
 from openloop.cli.options import examples, project_option
 from openloop.cli.output import print_json
+from openloop.cli.render import color_option
 from openloop.loop import scheduler
 from openloop.progress import LineReporter, LiveReporter
 
@@ -39,8 +41,11 @@ def _reporter(quiet: bool, project: str | None):
     help="Print what the next iteration would do (mode, role, task, prompt); "
     "run and write nothing.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the run summary (or the plan) as JSON."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@color_option
 @click.pass_obj
 def run_once_cmd(env, project, model, provider, dry_run, as_json, quiet) -> int:
     """Run one iteration for a project and exit.
@@ -57,11 +62,17 @@ def run_once_cmd(env, project, model, provider, dry_run, as_json, quiet) -> int:
     iteration of the project is running).
     """
     if dry_run:
-        print_json(scheduler.dry_run(env, project, model=model))
+        plan = scheduler.dry_run(env, project, model=model)
+        if as_json or not env.stdout_isatty:
+            print_json(plan)
+        else:
+            render.plan_screen(plan, project, render.use_color(env)).echo()
         return 0
     result = scheduler.run_once(
         env, project, model=model, provider=provider, reporter=_reporter(quiet, project)
     )
+    if not as_json:
+        _failed_checks(result.record)
     if as_json:
         print_json(
             result.record
@@ -83,6 +94,21 @@ def run_once_cmd(env, project, model, provider, dry_run, as_json, quiet) -> int:
                 f"task now {r['taskStatus']}"
             )
     return result.exit_code
+
+
+def _failed_checks(record) -> None:
+    """After the run: each failed check's last lines and the path of its full log."""
+    from openloop.cli.output import info
+
+    for check in (record or {}).get("validation") or []:
+        if check.get("status") not in ("failed", "timed-out", "error"):
+            continue
+        info(f"check {check.get('name')} {check.get('status')}: `{check.get('command')}`")
+        tail = (check.get("tail") or "").rstrip().splitlines()[-15:]
+        for line in tail:
+            info(f"  | {line}")
+        if check.get("log"):
+            info(f"  full log: {check['log']}")
 
 
 @click.command(

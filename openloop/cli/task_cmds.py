@@ -13,12 +13,13 @@ from openloop.cli.options import (
     kind_choice,
     project_option,
     risk_choice,
+    show_options,
     status_choice,
     task_option,
 )
 from openloop.cli.output import info, print_json, print_table, truncate, want_json
 from openloop.errors import InputError
-from openloop.state.ledger import filter_tasks, load_ledger, load_rows, summary
+from openloop.state.ledger import filter_tasks, load_rows, summary
 from openloop.state.project import require_initialized, resolve
 
 
@@ -61,7 +62,12 @@ def _add_options(func):
                 "ref",
                 metavar="REF",
                 help="A GitHub/GitLab issue URL or owner/repo#N; title and body are fetched "
-                "with gh/glab when available.",
+                "with gh/glab. If that fails the task is added as 'proposed' (see --strict).",
+            ),
+            click.option(
+                "--strict",
+                is_flag=True,
+                help="With --from-ref: add nothing (exit 1) when the issue cannot be fetched.",
             ),
             click.option(
                 "--kind",
@@ -159,11 +165,18 @@ def add_cmd(env, **kwargs) -> None:
 @click.option(
     "--ref", required=True, metavar="REF", help="GitHub/GitLab issue URL or owner/repo#N."
 )
+@click.option(
+    "--strict", is_flag=True, help="Add nothing (exit 1) when the issue cannot be fetched."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the created task as JSON.")
 @click.pass_obj
-def enqueue(env, project, ref, as_json) -> None:
-    """Queue an issue as a task (same as 'task add --from-ref')."""
-    _add(env, project, as_json, None, None, ref=ref, ref_option="--ref")
+def enqueue(env, project, ref, strict, as_json) -> None:
+    """Queue an issue as a task (same as 'task add --from-ref').
+
+    Without gh/glab (or when they fail) the task is added as 'proposed' with the ref as its
+    title, for you to complete; --strict adds nothing instead.
+    """
+    _add(env, project, as_json, None, None, ref=ref, ref_option="--ref", strict=strict)
 
 
 @task.command(
@@ -204,26 +217,30 @@ def list_cmd(env, project, status, risk, fmt) -> None:
     )
 
 
-@task.command("show", epilog=examples("openloop task show -p web --task fix-flaky-login-test"))
+@task.command(
+    "show",
+    epilog=examples(
+        "openloop task show -p web fix-flaky-login-test",
+        "openloop task show -p web --task fix-flaky-login-test --json",
+    ),
+)
 @project_option
 @task_option
+@show_options
 @click.pass_obj
-def show_cmd(env, project, task_id) -> None:
-    """Show one task with its status history (JSON)."""
-    proj = resolve(env, project)
-    require_initialized(proj)
-    tasks.check_task_id(task_id)
-    found = load_ledger(proj.plane.ledger_file).get(task_id)
-    from openloop.loop import promotion
+def show_cmd(env, project, task_id, fmt) -> None:
+    """Show one task: fields, last run, promotion and status history.
 
-    print_json(
-        {
-            "project": proj.alias,
-            "task": found.to_data(),
-            "promotion": promotion.read_request(proj.plane, task_id),
-            "promotionHistory": promotion.read_history(proj.plane, task_id),
-        }
-    )
+    A readable screen on a terminal; JSON when piped or with --json.
+    """
+    from openloop.actions import review
+    from openloop.cli import render
+
+    data = review.task_view(resolve(env, project), task_id)
+    if want_json(fmt, env.stdout_isatty):
+        print_json(data)
+        return
+    render.task_screen(data, env.now(), render.use_color(env)).echo()
 
 
 @task.command(

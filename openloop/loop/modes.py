@@ -363,4 +363,8 @@ def _proposal_task(ledger: TaskLedger, proposal: Proposal, auto_accept: bool, no
 
 
 def waiting_for_acceptance(task: Task) -> bool:
-    return task.status == "proposed" and task.source.type == "discovery"
+    """Proposed, but not for the planner: discovery's proposals, and an issue reference that
+    could not be fetched (a title like 'Issue o/r#N' and no body is no task for an agent)."""
+    if task.status != "proposed":
+        return False
+    return task.source.type == "discovery" or (task.source.type == "issue" and not task.description)

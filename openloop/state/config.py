@@ -162,11 +162,30 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
+def parse_setting(key: str, raw: str) -> Any:
+    """`parse_value`, and a duration ('20m', '1h30m') for a ...Seconds/...Minutes key: the
+    file keeps the integer."""
+    from openloop.text import duration_unit, parse_duration
+
+    unit = duration_unit(key)
+    if unit and raw.strip() not in ("null", "") and not _is_number(raw):
+        return parse_duration(raw, key, unit)
+    return parse_value(raw)
+
+
+def _is_number(raw: str) -> bool:
+    try:
+        float(raw)
+    except ValueError:
+        return False
+    return True
+
+
 def set_key(env: Environment, key: str, raw_value: str) -> Any:
     keys = settable_keys()
     if key not in keys:
         raise InputError(f"'{key}' is not a settable config key; valid keys: {', '.join(keys)}")
-    value = parse_value(raw_value)
+    value = parse_setting(key, raw_value)
     with edit_config(env) as config:
         data = config.to_data()
         node = data
