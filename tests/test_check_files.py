@@ -11,7 +11,8 @@ import pytest
 from openloop.loop import attempt, promotion
 from openloop.loop.outcomes import Outcome
 from openloop.state import checkfiles
-from openloop.state.policy import Change, Policy, assess
+from openloop.state.judge import Change, assess
+from openloop.state.policy import Policy
 from openloop.state.project import resolve
 from tests.conftest import git
 from tests.test_iteration import FakeAgent, add, once, set_project, task_of, write

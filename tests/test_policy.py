@@ -6,20 +6,22 @@ import pytest
 import yaml
 
 from openloop.errors import ConfigError, InputError
+from openloop.state.judge import (
+    Assessment,
+    Change,
+    assess,
+    assess_declared_scope,
+    summary_for_prompt,
+)
 from openloop.state.policy import (
     CHECK_DEFINITIONS,
     PROTECTED_DEFAULTS,
     RISKS,
-    Assessment,
-    Change,
     Policy,
-    assess,
-    assess_declared_scope,
     dump_policy,
     load_policy,
     max_risk,
     parse_policy,
-    summary_for_prompt,
 )
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "templates/project/.openloop/policy.yaml"

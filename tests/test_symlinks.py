@@ -16,7 +16,8 @@ import pytest
 from openloop.adapters import gitops
 from openloop.loop import promotion
 from openloop.loop.outcomes import Outcome
-from openloop.state.policy import Change, Policy, assess, resolve_link_target
+from openloop.state.judge import Change, assess, resolve_link_target
+from openloop.state.policy import Policy
 from openloop.state.project import resolve
 from tests.conftest import git, make_repo
 from tests.test_iteration import FakeAgent, add, once, set_project, task_of

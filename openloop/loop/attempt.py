@@ -25,8 +25,8 @@ from openloop.loop import (
 from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
 from openloop.loop.outcomes import Outcome
 from openloop.state import backoff, budget, checkfiles, runs, trust
+from openloop.state.judge import Change, assess, summary_for_prompt
 from openloop.state.ledger import Task, block_if_exhausted, edit_ledger, transition
-from openloop.state.policy import Change, assess, summary_for_prompt
 from openloop.state.project import Project
 
 FAILURE_TEXT_LIMIT = 6000

@@ -13,8 +13,9 @@ from openloop.loop import validation
 from openloop.loop.outcomes import Outcome
 from openloop.progress import Reporter
 from openloop.state.config import GlobalConfig, ModelChoice
+from openloop.state.judge import Change
 from openloop.state.ledger import Task
-from openloop.state.policy import Change, Policy
+from openloop.state.policy import Policy
 from openloop.state.project import Project
 from openloop.state.projectconfig import ProjectConfig
 

@@ -23,6 +23,7 @@ from openloop.adapters import gitops
 from openloop.errors import InputError
 from openloop.state import baseline as cache
 from openloop.state import budget
+from openloop.state.judge import _matcher
 from openloop.state.ledger import (
     HEALING_KINDS,
     StatusChange,
@@ -34,7 +35,7 @@ from openloop.state.ledger import (
     new_task_id,
     transition,
 )
-from openloop.state.policy import Policy, SelfHealing, _matcher
+from openloop.state.policy import Policy, SelfHealing
 from openloop.state.taskinput import check_scope
 
 HEAL_CHECK = {"lint-fix": "lint", "type-fix": "typecheck", "localized-test-fix": "test"}

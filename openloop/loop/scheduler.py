@@ -29,6 +29,7 @@ from openloop.loop.outcomes import Outcome
 from openloop.progress import NullReporter, Reporter
 from openloop.state import backoff, budget, pause, runs, trust
 from openloop.state.config import GlobalConfig, load_config, resolve_model
+from openloop.state.judge import assess_declared_scope
 from openloop.state.ledger import (
     HEALING_KINDS,
     RUNNING,
@@ -40,7 +41,7 @@ from openloop.state.ledger import (
     transition,
 )
 from openloop.state.locks import iteration_lock, iteration_slot
-from openloop.state.policy import Policy, SelfHealing, assess_declared_scope
+from openloop.state.policy import Policy, SelfHealing
 from openloop.state.project import Project, require_initialized, resolve
 from openloop.state.projectconfig import ProjectConfig
 

@@ -26,7 +26,7 @@ def check_scope(paths: list[str] | tuple[str, ...]) -> list[str]:
         if path not in clean:
             clean.append(path)
     if clean:
-        from openloop.state.policy import _scope_matcher
+        from openloop.state.judge import _scope_matcher
 
         try:
             _scope_matcher(clean)  # the same parser the policy check uses after the run
