@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from openloop.adapters import supervise
-from openloop.adapters.agent import PI_MISSING, Progress, find_pi_binary, make_adapter
+from openloop.adapters.agent import Progress, find_pi_binary, make_adapter
+from openloop.adapters.environment import PI_MISSING
 from openloop.adapters.supervise import AgentRequest
 from openloop.errors import InputError
 

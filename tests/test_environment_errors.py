@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from openloop.actions import service
-from openloop.adapters.agent import AgentResult, classify_provider_error, make_adapter
-from openloop.adapters.agent import retry_after_seconds as parse_retry
+from openloop.adapters.agent import AgentResult, make_adapter
+from openloop.adapters.environment import classify_provider_error
+from openloop.adapters.environment import retry_after_seconds as parse_retry
 from openloop.adapters.supervise import AgentRequest
 from openloop.loop import scheduler
 from openloop.loop.outcomes import Outcome

@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from openloop.adapters import agent as agents
-from openloop.adapters import gitops, guard, workspace
+from openloop.adapters import environment, gitops, guard, workspace
 from openloop.adapters.supervise import TRANSCRIPT
 from openloop.env import iso
 from openloop.loop import (
@@ -519,11 +519,11 @@ def _environment_backoff(it: Iteration, outcome: Outcome) -> None:
         return  # the agent never ran: nothing learned about its environment
     if outcome != Outcome.ENVIRONMENT_ERROR:
         if backoff.clear(it.env, alias) is not None:
-            for kind in agents.ENVIRONMENT_KINDS:
+            for kind in environment.ENVIRONMENT_KINDS:
                 notifications.clear(it.env, _environment_key(alias, kind))
             _event(it, "environment-recovered", f"{alias}: the agent's environment works again")
         return
-    problem = result.environment or agents.EnvironmentProblem(
+    problem = result.environment or environment.EnvironmentProblem(
         "agent-missing", result.error or "the agent could not run", "see 'openloop doctor'"
     )
     record = backoff.record_failure(
