@@ -187,14 +187,14 @@ def test_a_run_that_dies_after_its_charge_is_not_charged_again_by_repair(
     dies in between (SIGKILL by systemd's stop timeout or watchdog, OOM, a disk error writing
     the ledger or the promotion), the record stays `running` and the next repair charges the
     transcript's cost a second time."""
-    from openloop.loop import attempt
+    from openloop.loop import record
 
     add(ol, "Tweak app")
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(attempt, "_apply_outcome", disk_full)
+    monkeypatch.setattr(record, "_apply_outcome", disk_full)
     with pytest.raises(OSError):
         once(env, PricedAgent([write("src/app.py", "x = 2\n")], cost=0.25))
     assert budget.spent_today(env) == pytest.approx(0.25)
