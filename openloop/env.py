@@ -56,6 +56,13 @@ class Environment:
         return iso(self.clock())
 
     @property
+    def home_id(self) -> str:
+        """A short id of this OpenLoop home (a hash of the resolved config directory): every
+        journal record carries it as OPENLOOP_HOME_ID, so `logs` and `events` show this home's
+        records only, also when several homes (or users' test homes) share one journal."""
+        return home_id(self.config_dir)
+
+    @property
     def config_file(self) -> Path:
         return self.config_dir / "config.json"
 
@@ -78,3 +85,25 @@ class Environment:
     @property
     def pause_file(self) -> Path:
         return self.state_dir / "paused.json"
+
+
+def home_id(config_dir: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(config_dir.resolve()).encode()).hexdigest()[:12]
+
+
+# The home this process serves, for the journal records it writes (journal.make_record adds it
+# as OPENLOOP_HOME_ID). Set once by the CLI at start (openloop.cli.cli), for every command and
+# so for the units' run-once, gate and record-exit too; code that never goes through the CLI
+# writes records without the tag, as OpenLoop before it did.
+_serving: str | None = None
+
+
+def serve_home(env: Environment | None) -> None:
+    global _serving
+    _serving = env.home_id if env is not None else None
+
+
+def serving_home_id() -> str | None:
+    return _serving

@@ -33,6 +33,8 @@ def _git_identity(monkeypatch, tmp_path_factory):
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("OPENLOOP_PROJECT", raising=False)
     monkeypatch.delenv("OPENLOOP_DEBUG", raising=False)
+    # The home the CLI last served tags journal records: never one of an earlier test's.
+    monkeypatch.setattr("openloop.env._serving", None)
 
 
 def git(repo: Path, *args: str) -> str:

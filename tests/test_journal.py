@@ -98,7 +98,7 @@ def test_parse_since(berlin, text, expected):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "1", "h", "1x", "1 hour", "1.5h", "-1h", "1h30m", "soon", "tomorrow", "2026-13-01",
+    ["", "1", "h", "1x", "1 hour", "1.5h", "soon", "tomorrow", "2026-13-01",
      "2026-11-32", "20261125", "2026-11-25T25:00", "99999999999d", "999999999w"],
 )  # fmt: skip
 def test_parse_since_rejects_anything_else(text):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from openloop.actions.service import budget_summary
+from openloop.actions import activity
+from openloop.actions.service import budget_summary, last_gate
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
 from openloop.loop import promotion
@@ -18,6 +19,7 @@ from openloop.state.registry import load_registry
 
 def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
     gconf = load_config(env)
+    held = activity.held_locks()
     rows = []
     for entry in load_registry(env).projects:
         row: dict[str, Any] = {"project": entry.alias, "paused": entry.paused}
@@ -36,6 +38,7 @@ def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
                 for r in promotion.list_requests(project.plane)
                 if r.get("status") in promotion.OPEN_STATUSES
             )
+            row["activity"] = _activity(env, project, gconf, held)
             if with_systemd:
                 from openloop.actions import service
 
@@ -56,6 +59,11 @@ def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
         "budget": budget_summary(budget.today(env), gconf),
         "projects": rows,
     }
+
+
+def _activity(env: Environment, project, gconf, held) -> dict[str, Any]:
+    """What runs now and why runs are skipped (actions.activity: no systemctl, no git)."""
+    return activity.activity(env, project, gconf, held, last_gate(env, project.alias))
 
 
 def _escaped(project) -> list[str]:
@@ -87,6 +95,7 @@ def render(data: dict[str, Any]) -> str:
             if row.get("running")
             else ("paused" if row.get("paused") else (row.get("nextRun") or "-"))
         )
+        now = _running_now(row) or now
         lines.append(
             f"{row['project'][:16]:16} {t.get('ready', 0) + t.get('proposed', 0):>5} "
             f"{t.get('in_progress', 0) + t.get('validating', 0):>3} {row['pendingReviews']:>6} "
@@ -95,6 +104,7 @@ def render(data: dict[str, Any]) -> str:
         )
         if row.get("broken"):
             lines.append(f"  ! BROKEN: {row['broken']}")
+        lines.extend(_skip_lines(row))
         if waiting := row.get("environmentError"):
             lines.append(f"  ! {backoff.describe(row['project'], waiting)}")
         health = row.get("baseline") or {}
@@ -113,3 +123,31 @@ def render(data: dict[str, Any]) -> str:
     if not data["projects"]:
         lines.append("No linked projects. Link one with 'openloop project add ALIAS PATH --init'.")
     return "\n".join(lines)
+
+
+def _running_now(row: dict[str, Any]) -> str | None:
+    """`running add-health: agent 3m12s (shell)`, for a run however it was started."""
+    it = (row.get("activity") or {}).get("iteration")
+    if not it:
+        return None
+    what = it.get("taskId") or "(no task yet)"
+    phase = it.get("phase") or "phase not known"
+    if it.get("check"):
+        phase += f" {it['check']}"
+    elapsed = it.get("elapsedSeconds")
+    clock = f" {_duration(elapsed)}" if elapsed is not None else ""
+    by = f" ({it['startedBy']})" if it.get("startedBy") else ""
+    return f"running {what}: {phase}{clock}{by}"
+
+
+def _duration(seconds: int) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _skip_lines(row: dict[str, Any]) -> list[str]:
+    skipped = (row.get("activity") or {}).get("skipped")
+    if not skipped or skipped.get("kind") == "environment-error" and row.get("environmentError"):
+        return []  # the environment error has its own line, with the retry time and fix
+    return [f"  ! SKIPPED ({skipped['kind']}): {skipped['reason']}", f"    fix: {skipped['fix']}"]

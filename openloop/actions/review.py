@@ -17,12 +17,17 @@ def task_view(project: Project, task_id: str) -> dict[str, Any]:
     require_initialized(project)
     check_task_id(task_id)
     found = load_ledger(project.plane.ledger_file).get(task_id)
-    return {
+    view = {
         "project": project.alias,
         "task": found.to_data(),
         "promotion": promotion.read_request(project.plane, task_id),
         "promotionHistory": promotion.read_history(project.plane, task_id),
     }
+    from openloop.actions.migrate import run_summaries
+
+    if v1_runs := run_summaries(project.plane, task_id):
+        view["v1Runs"] = v1_runs  # the original OpenLoop's run summaries (runs/*.md)
+    return view
 
 
 def promotion_view(project: Project, task_id: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,9 @@ def _remove_shadowing_copies(env: Environment) -> list[str]:
 
 def _dropins_for(env: Environment, alias: str, sandbox: bool) -> dict[Path, str]:
     project = resolve(env, alias)
+    calendar = project.config().schedule.on_calendar
+    if calendar and (problem := units.check_calendar(calendar)):
+        raise OpenLoopError(f"schedule.onCalendar {calendar!r}: {problem}")
     return units.project_dropins(
         units.user_unit_dir(env), alias, load_config(env), project.config(), project.repo, sandbox
     )
@@ -190,6 +193,7 @@ class ScheduleReport:
     scheduled: int  # timers list-timers shows
     problems: list[str]
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # worth saying, not a failure
 
     @property
     def ok(self) -> bool:
@@ -293,6 +297,60 @@ def stop(env: Environment, progress=None, *, disable: bool = True) -> ScheduleRe
     if disable and units.unit_file_state(env, "openloop.target") == "enabled":
         problems.append("openloop.target is still enabled: the timers would start at login")
     return ScheduleReport("stop", 0, len(scheduled), problems, time.monotonic() - began)
+
+
+def start_project(env: Environment, alias: str) -> ScheduleReport:
+    """`service start -p ALIAS`: this project's drop-ins, then its timer enabled and started;
+    then checked with list-timers. The other projects' timers are left as they are."""
+    began = time.monotonic()
+    project = resolve(env, alias)
+    dropins = _dropins_for(env, project.alias, sandboxed(env))  # raises: nothing to schedule
+    if not installed(env):
+        install(env)
+    else:
+        for path, text in dropins.items():
+            units.write_if_changed(path, text)
+        units.daemon_reload(env)
+    timer = units.instance(project.alias, "timer")
+    problems = units.in_batches(env, "enable", [timer], flags=("--no-reload",))
+    problems += units.in_batches(env, "start", [timer], flags=("--no-block",))
+    _wait_until(lambda: not _not_active(env, [timer]))
+    scheduled = units.scheduled_timers(env)
+    if timer not in scheduled:
+        problems.append(f"not scheduled after start: {timer}")
+    report = ScheduleReport("start", 1, int(timer in scheduled), problems, 0.0)
+    if units.unit_file_state(env, "openloop.target") != "enabled":
+        report.notes.append(
+            "openloop.target is not enabled: this timer runs until you log out "
+            "('openloop service start' enables every project's)"
+        )
+    report.seconds = time.monotonic() - began
+    return report
+
+
+def stop_project(env: Environment, alias: str) -> ScheduleReport | None:
+    """`service stop -p ALIAS`: its timer stopped and disabled (so openloop.target does not
+    bring it back at login), then its running iteration stopped (recorded as interrupted by
+    you); checked with list-timers. None if nothing is installed."""
+    if not installed(env):
+        return None
+    began = time.monotonic()
+    project = resolve(env, alias)
+    timer = units.instance(project.alias, "timer")
+    svc = units.instance(project.alias, "service")
+    problems = units.in_batches(env, "stop", [timer], flags=("--no-block",))
+    _wait_until(lambda: timer not in units.scheduled_timers(env))
+    if svc in _running_services(env):
+        problems += units.in_batches(env, "stop", [svc], flags=("--no-block",))
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while svc in _running_services(env) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if svc in _running_services(env):
+            problems.append(f"still running after {STOP_WAIT_SECONDS:.0f}s: {svc}")
+    problems += units.in_batches(env, "disable", [timer])
+    if timer in units.scheduled_timers(env):
+        problems.append(f"still scheduled after stop: {timer}")
+    return ScheduleReport("stop", 0, 0, problems, time.monotonic() - began)
 
 
 def _not_active(env: Environment, names: list[str]) -> list[str]:
@@ -451,6 +509,19 @@ def status(env: Environment) -> dict[str, Any]:
         "budget": budget_summary(day, gconf),
         "linger": units.linger_enabled(env),
         "projects": projects,
+    }
+
+
+def status_of(env: Environment, alias: str) -> dict[str, Any]:
+    """`service status -p ALIAS`: status() with this one project's row."""
+    project = resolve(env, alias)
+    return {
+        "installed": installed(env),
+        "target": units.show(env, "openloop.target", "ActiveState").get("ActiveState"),
+        "paused": pause.global_pause(env),
+        "budget": budget_summary(budget.today(env), load_config(env)),
+        "linger": units.linger_enabled(env),
+        "projects": [project_status(env, project)],
     }
 
 

@@ -88,7 +88,7 @@ def _project_checks(project: Project) -> list[FileCheck]:
         _check(
             f"{project.alias}: project.json",
             str(plane.project_file),
-            lambda: (load_project_config(plane.project_file), None)[1],
+            lambda: _project_file(plane.project_file),
         )
     ]
     working = governance.working_file(project)
@@ -101,6 +101,23 @@ def _project_checks(project: Project) -> list[FileCheck]:
     )
     out.append(_committed_policy(project))
     return out
+
+
+CALENDAR_KEY = "schedule.onCalendar"
+
+
+def _project_file(path) -> None:
+    conf = load_project_config(path)
+    if conf.schedule.on_calendar:
+        _require_calendar(conf.schedule.on_calendar, str(path))
+
+
+def _require_calendar(expression: str, path: str) -> None:
+    """systemd's verdict on schedule.onCalendar, where systemd-analyze exists."""
+    from openloop.adapters import units
+
+    if problem := units.check_calendar(expression):
+        raise InputError(f"{path}: {CALENDAR_KEY}: {expression!r}: {problem}")
 
 
 def _policy(text: str | None, source: str) -> str | None:
@@ -231,6 +248,8 @@ def _set(env: Environment, alias: str, key: str, raw: str, *, write: bool) -> Pr
         update_project_config(path, change)
     else:
         change(load_project_config(path))
+    if key == CALENDAR_KEY and result["new"]:
+        _require_calendar(result["new"], str(path))
     changed = result["old"] != result["new"]
     return ProjectSetting(
         alias=project.alias,

@@ -23,11 +23,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TextIO
 
+from openloop.env import serving_home_id
 from openloop.errors import InputError, MissingFeatureError, OpenLoopError
 
 try:
@@ -37,6 +38,7 @@ except ImportError:  # optional: the `journal` extra
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 IDENTIFIER = "openloop"
+HOME_FIELD = "OPENLOOP_HOME_ID"
 ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
 _FIELD_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")  # journald silently drops anything else
 _SECRETS = [
@@ -74,7 +76,8 @@ def make_record(message: str, *, priority: int = INFO, event: str | None = None,
         raise ValueError(f"journal priority must be 0..7, not {priority}")
     record = {"MESSAGE": redact(message), "PRIORITY": str(priority)}
     record["SYSLOG_IDENTIFIER"] = IDENTIFIER
-    named = {"EVENT": event, "PROJECT": project, "TASK": task, "ROLE": role, "RUN": run}
+    named = {"EVENT": event, "PROJECT": project, "TASK": task, "ROLE": role, "RUN": run,
+             "HOME_ID": serving_home_id()}  # fmt: skip
     record |= {f"OPENLOOP_{k}": str(v) for k, v in named.items() if v is not None}
     for key, value in fields.items():
         name = key.upper()
@@ -227,6 +230,8 @@ class _Filter:
     event_only: bool
     since: datetime | None
     prefix: str
+    home: str | None = None  # OPENLOOP_HOME_ID of the home whose records are wanted
+    aliases: frozenset[str] = frozenset()  # its projects: untagged records must name one
 
     def groups(self, unique: Callable[[str], set[str]]) -> list[list[str]]:
         """Journal matches: ORed groups of ANDed FIELD=value (matches() is the exact rule)."""
@@ -248,6 +253,12 @@ class _Filter:
 
     def matches(self, e: Entry) -> bool:
         own = _unit_project(e.unit, self.prefix)
+        if self.home is not None:
+            tag = e.fields.get(HOME_FIELD)
+            if tag is not None and tag != self.home:
+                return False  # another OpenLoop home's record, whatever its project
+            if tag is None and not (e.project in self.aliases or own in self.aliases):
+                return False  # untagged (the unit's output, an older OpenLoop): by alias only
         if self.project is not None and self.project not in (e.fields.get("OPENLOOP_PROJECT"), own):
             return False
         if self.project is None and not (
@@ -373,21 +384,35 @@ def _local(since: datetime | None) -> datetime | None:
 
 def read(*, project: str | None = None, task: str | None = None, run: str | None = None,
          event_only: bool = False, since: datetime | None = None, unit_prefix: str = "openloop@",
-         limit: int | None = None) -> list[Entry]:  # fmt: skip
+         limit: int | None = None, home: str | None = None,
+         aliases: Collection[str] = ()) -> list[Entry]:  # fmt: skip
     """OpenLoop's entries, oldest first (with ``limit``, the last ``limit`` of them). A project's
     are those of unit <unit_prefix><project>.service (its output and the manager's lines about
-    it) and those with OPENLOOP_PROJECT=<project>; project=None: all of OpenLoop's."""
-    return _entries(_Filter(project, task, run, event_only, _local(since), unit_prefix), limit)
+    it) and those with OPENLOOP_PROJECT=<project>; project=None: all of OpenLoop's. With
+    ``home``, only that home's: records tagged with its id, and untagged ones (the units' own
+    output, records of an OpenLoop without the tag) of a project in ``aliases``."""
+    flt = _Filter(project, task, run, event_only, _local(since), unit_prefix, home,
+                  frozenset(aliases))  # fmt: skip
+    return _entries(flt, limit)
+
+
+def untagged_record(entry: Entry) -> bool:
+    """A structured record of OpenLoop's without the home tag: written by an older version."""
+    return HOME_FIELD not in entry.fields and any(
+        k in entry.fields for k in ("OPENLOOP_PROJECT", "OPENLOOP_EVENT", "OPENLOOP_RUN")
+    )
 
 
 def follow(*, project: str | None = None, task: str | None = None, run: str | None = None,
            event_only: bool = False, since: datetime | None = None,
            unit_prefix: str = "openloop@", limit: int | None = 0,
-           stop: threading.Event | None = None, poll: float = 0.5) -> Iterator[Entry]:  # fmt: skip
+           stop: threading.Event | None = None, poll: float = 0.5, home: str | None = None,
+           aliases: Collection[str] = ()) -> Iterator[Entry]:  # fmt: skip
     """The last ``limit`` entries as read() gives them (None: all since ``since``), then each
     new one as it arrives, until ``stop`` is set or the generator is closed. Wakes every
     ``poll`` seconds, so Ctrl-C and ``stop`` take effect promptly."""
-    flt = _Filter(project, task, run, event_only, _local(since), unit_prefix)
+    flt = _Filter(project, task, run, event_only, _local(since), unit_prefix, home,
+                  frozenset(aliases))  # fmt: skip
     stop = stop or threading.Event()
     if _sd is not None:
         with _open_reader(flt, groups=False) as r:
@@ -437,19 +462,28 @@ def _follow_journalctl(flt: _Filter, limit: int | None, stop: threading.Event,
 
 # ------------------------------------------------------------------------------ for humans
 
-_DURATION = re.compile(r"(\d{1,9})\s*([smhdw])")
+_DURATION = re.compile(r"(?:\d{1,9}[smhdw])+")
+_PART = re.compile(r"(\d{1,9})([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_since(text: str, now: datetime) -> datetime:
-    """30s, 15m, 1h, 2d, 1w; 2026-11-25, 2026-11-25T10:00; today, yesterday. Dates are local
-    wall time; the result is aware when ``now`` is. Anything else is an InputError: the original
-    tool silently read a bad value as 1h."""
+    """A time back from now: 30s, 90m, 1h, 1h30m, 2d, 1w, also as -1h (journalctl's relative
+    form) or "1h ago"; an absolute time: 2026-11-25, 2026-11-25T10:00, "2026-11-25 10:00", ISO
+    with an offset or Z; today, yesterday. Dates are local wall time; the result is aware when
+    ``now`` is. Anything else is an InputError: the original tool silently read a bad value as
+    1h."""
     t = text.strip()
     local = (lambda d: d.astimezone()) if now.tzinfo else (lambda d: d)
+    lower = t.lower()
+    both = lower.startswith("-") and lower.endswith("ago")  # "-1h ago": which way?
+    relative = lower.removeprefix("-").removesuffix("ago").replace(" ", "")
     try:
-        if m := _DURATION.fullmatch(t.lower()):
-            return now - timedelta(**{_UNITS[m[2]]: int(m[1])})
+        if relative and not both and _DURATION.fullmatch(relative):
+            delta = timedelta()
+            for amount, unit in _PART.findall(relative):
+                delta += timedelta(**{_UNITS[unit]: int(amount)})
+            return now - delta
         if t.lower() in ("today", "yesterday"):
             day = (now.astimezone() if now.tzinfo else now).date()
             day -= timedelta(days=t.lower() == "yesterday")
@@ -462,8 +496,9 @@ def parse_since(text: str, now: datetime) -> datetime:
     except (ValueError, OverflowError):
         pass
     raise InputError(
-        f"--since: {text!r} is not a duration (30s, 15m, 1h, 2d, 1w), a date"
-        " (2026-11-25), a date and time (2026-11-25T10:00), today or yesterday"
+        f"--since: {text!r} is not a duration (30s, 15m, 1h, 1h30m, 2d, 1w; also -1h or 1h ago),"
+        " a date (2026-11-25), a date and time (2026-11-25T10:00, '2026-11-25 10:00', ISO with"
+        " an offset), today or yesterday"
     )
 
 

@@ -179,6 +179,8 @@ FIRST_RUN_DELAY = 30
 
 
 def timer_dropin(gconf: GlobalConfig, pconf: ProjectConfig, alias: str) -> str:
+    if pconf.schedule.on_calendar:
+        return calendar_timer_dropin(pconf.schedule.on_calendar)
     minutes = pconf.schedule.interval_minutes or gconf.runtime.interval_minutes
     offset = schedule_offset(alias, minutes * 60)
     # The first run comes at the project's own offset into the interval; after that, a full
@@ -191,6 +193,43 @@ def timer_dropin(gconf: GlobalConfig, pconf: ProjectConfig, alias: str) -> str:
         f"{HEADER}[Timer]\nOnActiveSec=\nOnActiveSec={FIRST_RUN_DELAY + offset}s\n"
         f"OnUnitInactiveSec={minutes}min\nRandomizedDelaySec={jitter}s\n"
     )
+
+
+# A calendar schedule's spread: projects on the same expression do not all start in the same
+# second (FixedRandomDelay= in the template keeps each project's place).
+CALENDAR_JITTER = 30
+
+
+def calendar_timer_dropin(expression: str) -> str:
+    """`schedule.onCalendar`: runs at the calendar's times instead of the interval. The empty
+    OnActiveSec= clears every trigger of the template (the interval ones included), so only the
+    calendar is left. Persistent=: a time missed while the machine was off runs at boot."""
+    return (
+        f"{HEADER}[Timer]\nOnActiveSec=\nOnCalendar={expression}\n"
+        f"Persistent=yes\nRandomizedDelaySec={CALENDAR_JITTER}s\n"
+    )
+
+
+def check_calendar(expression: str) -> str | None:
+    """systemd's own verdict on a calendar expression: None when valid (or when
+    `systemd-analyze` is not installed: the file's light syntax check is all there is), else
+    its message."""
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        return None
+    try:
+        cp = subprocess.run(
+            [exe, "calendar", expression],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if cp.returncode == 0:
+        return None
+    return (cp.stderr.strip() or cp.stdout.strip() or "not a calendar expression").splitlines()[-1]
 
 
 # What the units must see as the installing shell did: where OpenLoop keeps its files, and

@@ -15,7 +15,7 @@ import traceback
 import click
 
 from openloop import __version__
-from openloop.env import Environment
+from openloop.env import Environment, serve_home
 from openloop.errors import OpenLoopError
 from openloop.text import escape
 
@@ -127,6 +127,7 @@ def cli(ctx: click.Context, debug: bool, color: str | None) -> None:
         ctx.meta["openloop.color"] = color  # read by openloop.cli.render.color_choice
     if ctx.obj is None:
         ctx.obj = Environment.from_os()
+    serve_home(ctx.obj)  # journal records of this command carry the home's id
 
 
 def main(argv: list[str] | None = None, env: Environment | None = None) -> None:

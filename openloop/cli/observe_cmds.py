@@ -69,7 +69,11 @@ def watch_cmd(env, interval: float) -> None:
 @project_option
 @click.option("--task", "task_id", help="Only this task's records.")
 @click.option("--run", "run_id", help="Only this run's records.")
-@click.option("--since", default=None, help="30m, 2h, 1d, today, 2026-11-25, ... (default: all).")
+@click.option(
+    "--since",
+    default=None,
+    help="30m, -1h, 1h30m, today, 2026-11-25, '2026-11-25 10:00', ISO (default: all).",
+)
 @click.option(
     "-n",
     "--lines",
@@ -88,25 +92,41 @@ def logs_cmd(env, project, task_id, run_id, since, lines, follow, as_json) -> No
 
     alias = resolve(env, project).alias if project else None
     since_dt = journal.parse_since(since, env.now()) if since else None
+    home = _home(env)
     if not follow:
-        entries = journal.read(project=alias, task=task_id, run=run_id, since=since_dt, limit=lines)
+        entries = journal.read(
+            project=alias, task=task_id, run=run_id, since=since_dt, limit=lines, **home
+        )
         _emit(entries, as_json, with_project=alias is None)
         return
     # follow() yields the backlog and then new records, with nothing lost between the two.
+    noted = [False]
     try:
         for entry in journal.follow(
-            project=alias, task=task_id, run=run_id, since=since_dt, limit=lines
+            project=alias, task=task_id, run=run_id, since=since_dt, limit=lines, **home
         ):
-            _emit([entry], as_json, with_project=alias is None)
+            _emit([entry], as_json, with_project=alias is None, noted=noted)
     except KeyboardInterrupt:
         pass
+
+
+def _home(env) -> dict:
+    """This home's records only: its id, and its projects for records without the id."""
+    from openloop.state.registry import load_registry
+
+    return {"home": env.home_id, "aliases": [e.alias for e in load_registry(env).projects]}
 
 
 @click.command(
     "events", epilog=examples("openloop events --since 1h", "openloop events -p web --json")
 )
 @project_option
-@click.option("--since", default="1d", show_default=True, help="30m, 2h, 1d, today, a date...")
+@click.option(
+    "--since",
+    default="1d",
+    show_default=True,
+    help="30m, -1h, today, a date, 'YYYY-MM-DD HH:MM', ISO...",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @json_option
 @click.pass_obj
@@ -117,7 +137,11 @@ def events_cmd(env, project, since, limit, as_json) -> None:
 
     alias = resolve(env, project).alias if project else None
     entries = journal.read(
-        project=alias, event_only=True, since=journal.parse_since(since, env.now()), limit=limit
+        project=alias,
+        event_only=True,
+        since=journal.parse_since(since, env.now()),
+        limit=limit,
+        **_home(env),
     )
     if not entries and not as_json:
         click.echo(f"No events since {since}.")
@@ -125,9 +149,17 @@ def events_cmd(env, project, since, limit, as_json) -> None:
     _emit(entries, as_json, with_project=True)
 
 
-def _emit(entries, as_json: bool, with_project: bool) -> None:
+def _emit(entries, as_json: bool, with_project: bool, noted: list[bool] | None = None) -> None:
     from openloop.adapters import journal
 
+    noted = [False] if noted is None else noted
+    if not noted[0] and any(journal.untagged_record(e) for e in entries):
+        noted[0] = True  # once per command
+        click.echo(
+            "note: some records carry no OpenLoop home id (written by an older OpenLoop): "
+            "shown because their project is linked here",
+            err=True,
+        )
     if as_json:
         print_json([journal.entry_to_json(e) for e in entries])
         return

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from openloop.actions import projects, service
-from openloop.cli.options import examples, format_options, show_options
+from openloop.cli.options import examples, format_options, json_option, show_options
 from openloop.cli.output import info, print_json, print_table, want_json
 from openloop.state.controlplane import InitReport
 from openloop.state.project import resolve
@@ -112,6 +112,8 @@ def init_cmd(env, alias: str, force: bool) -> None:
 def list_cmd(env, fmt: str | None) -> None:
     """List linked projects."""
     entries = projects.list_projects(env)
+    if not entries:
+        _hint_v1(env)
     if want_json(fmt, env.stdout_isatty):
         print_json([e.to_data() for e in entries])
         return
@@ -124,6 +126,68 @@ def list_cmd(env, fmt: str | None) -> None:
         ["alias", "initialized", "paused", "path"],
         empty="No linked projects. Link one with 'openloop project add ALIAS PATH --init'.",
     )
+
+
+def _hint_v1(env) -> None:
+    from openloop.actions import migrate
+
+    if home := migrate.v1_home_present(env):
+        click.echo(
+            f"hint: the original OpenLoop's home is at {home}: import its projects with "
+            f"'openloop project import-v1'",
+            err=True,
+        )
+
+
+@project.command(
+    "import-v1",
+    epilog=examples(
+        "openloop project import-v1", "openloop project import-v1 --home /old/.openloop"
+    ),
+)
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The original OpenLoop's home (default: ~/.openloop).",
+)
+@json_option
+@click.pass_obj
+def import_v1_cmd(env, home, as_json: bool) -> int:
+    """Import the projects of the original (TypeScript) OpenLoop: links, tasks, pending reviews,
+    run summaries; its prompt files are replaced (backed up). Its home is left as it was."""
+    from openloop.actions import migrate
+
+    report = migrate.import_v1(env, home)
+    if as_json:
+        print_json(report.to_data())
+    else:
+        _print_import(report)
+    return 1 if any(p.skipped and not p.linked for p in report.projects) else 0
+
+
+def _print_import(report) -> None:
+    from openloop.text import escape
+
+    def echo(line: str) -> None:
+        click.echo(escape(line))  # aliases, paths and notes come from the original's files
+
+    echo(f"From {report.home}: global config {report.config}.")
+    for p in report.projects:
+        if not p.linked:
+            echo(f"  {p.alias}: not imported: {p.skipped}")
+            continue
+        echo(f"  {p.alias} -> {p.path}: linked, {p.tasks} task(s) migrated")
+        for task_id in p.promotions:
+            echo(f"    review waiting: openloop promotion show -p {p.alias} {task_id}")
+        for note in p.promotions_kept:
+            echo(f"    promotion kept as it was: {note}")
+        if p.run_summaries:
+            echo(f"    {p.run_summaries} run summaries kept in .openloop/runs/ (in task show)")
+        if p.prompts_replaced:
+            replaced = ", ".join(p.prompts_replaced)
+            echo(f"    prompt files replaced: {replaced} (originals in {p.backup})")
+        echo(f"    next: openloop project trust {p.alias}")
 
 
 @project.command(

@@ -299,6 +299,15 @@ def task_screen(data: Mapping[str, Any], now: datetime, color: bool) -> Screen:
     if promo_history:
         s.section("Promotion history")
         _promotion_history(s, promo_history, now)
+    v1_runs = data.get("v1Runs") or []
+    if v1_runs:
+        s.section("Runs of the original OpenLoop")
+        for run in v1_runs:
+            exit_code = run.get("exitCode", "?")
+            s.item(
+                f"{run.get('createdAt', '?')}  {run.get('mode', '?')}  exit {exit_code}"
+                f"  {run.get('taskStatus', '')}  ({run.get('file')})"
+            )
     return s
 
 

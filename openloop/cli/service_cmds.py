@@ -88,10 +88,26 @@ def _finish(report, done: str) -> int:
     return 1
 
 
-@service_group.command("start", epilog=examples("openloop service start"))
+# Not project_option: no default from the active project or OPENLOOP_PROJECT, since without
+# -p these commands mean every project.
+one_project = click.option(
+    "--project", "-p", "alias", metavar="ALIAS", help="Only this project (default: all)."
+)
+
+
+@service_group.command(
+    "start", epilog=examples("openloop service start", "openloop service start -p web")
+)
+@one_project
 @click.pass_obj
-def start_cmd(env) -> int:
+def start_cmd(env, alias) -> int:
     """Enable and start every project's timer (installs the units first if needed)."""
+    if alias:
+        report = service.start_project(env, alias)
+        code = _finish(report, f"Started {units.instance(alias, 'timer')}")
+        for note in report.notes:
+            info(note)
+        return code
     report = service.start(env, progress=info)
     code = _finish(report, f"Started openloop.target with {report.expected} project timer(s)")
     if units.linger_enabled(env) is False:
@@ -99,18 +115,24 @@ def start_cmd(env) -> int:
     return code
 
 
-@service_group.command("stop", epilog=examples("openloop service stop"))
+@service_group.command(
+    "stop", epilog=examples("openloop service stop", "openloop service stop -p web")
+)
+@one_project
 @click.pass_obj
-def stop_cmd(env) -> int:
+def stop_cmd(env, alias) -> int:
     """Stop all timers and any running iteration (recorded as interrupted by you).
 
-    They stay stopped across logins and reboots until 'openloop service start'. To skip runs
-    for a while without touching systemd, use 'openloop pause'.
+    They stay stopped across logins and reboots until 'openloop service start'. With -p, only
+    that project's timer and iteration (its timer is disabled until 'service start -p').
+    To skip runs for a while without touching systemd, use 'openloop pause'.
     """
-    report = service.stop(env, progress=info)
+    report = service.stop_project(env, alias) if alias else service.stop(env, progress=info)
     if report is None:
         click.echo("Nothing to stop: the units are not installed.")
         return 0
+    if alias:
+        return _finish(report, f"Stopped {units.instance(alias, 'timer')} and its iteration")
     return _finish(report, "Stopped OpenLoop timers and iterations")
 
 
@@ -130,15 +152,21 @@ def restart_cmd(env) -> int:
 
 
 @service_group.command(
-    "status", epilog=examples("openloop service status", "openloop service status --json")
+    "status",
+    epilog=examples(
+        "openloop service status",
+        "openloop service status -p web",
+        "openloop service status --json",
+    ),
 )
+@one_project
 @json_option
 @click.pass_obj
-def status_cmd(env, as_json: bool) -> None:
+def status_cmd(env, alias, as_json: bool) -> None:
     """Per project: timer state, next and last run, the last result, live STATUS text."""
     from openloop.state import backoff
 
-    data = service.status(env)
+    data = service.status_of(env, alias) if alias else service.status(env)
     if as_json:
         print_json(data)
         return

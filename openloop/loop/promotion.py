@@ -296,7 +296,7 @@ def list_requests(plane: ControlPlane) -> list[dict[str, Any]]:
             data = json.loads(text) if text else None
         except json.JSONDecodeError:
             continue
-        if isinstance(data, dict):
+        if isinstance(data, dict) and "projectAlias" not in data:  # not an original's (v1) file
             found.append(data)
     return sorted(found, key=lambda r: r.get("createdAt", ""), reverse=True)
 

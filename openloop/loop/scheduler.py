@@ -64,7 +64,37 @@ def _iteration(
     project = resolve(env, alias)
     require_initialized(project)
     with iteration_lock(env, project.alias):
-        yield _load(env, project, model, provider, reporter or NullReporter(), adapter_factory)
+        tracked = PhaseTracker(env, project.alias, reporter or NullReporter())
+        try:
+            yield _load(env, project, model, provider, tracked, adapter_factory)
+        finally:
+            runs.clear_phase(env.state_dir, project.alias)
+
+
+class PhaseTracker:
+    """Passes every report on, and keeps the current phase in the state directory for
+    `status` (a run started from a shell shows there as well as one systemd started)."""
+
+    def __init__(self, env: Environment, alias: str, inner: Reporter) -> None:
+        self.env, self.alias, self.inner = env, alias, inner
+        self.task: str | None = None
+        self.by = "systemd" if env.environ.get("INVOCATION_ID") else "shell"
+        self.began = env.now_iso()
+
+    def phase(self, phase: str, **info: Any) -> None:
+        self.task = info.get("task") or self.task
+        runs.note_phase(self.env.state_dir, self.alias, {
+            "pid": os.getpid(), "phase": phase, "phaseAt": self.env.now_iso(),
+            "startedAt": self.began, "taskId": self.task, "startedBy": self.by,
+            "check": info.get("check"),
+        })  # fmt: skip
+        self.inner.phase(phase, **info)
+
+    def agent_event(self, tool_calls: int, cost_usd: float, last_tool: str | None) -> None:
+        self.inner.agent_event(tool_calls, cost_usd, last_tool)
+
+    def finished(self, outcome: str, reason: str, **info: Any) -> None:
+        self.inner.finished(outcome, reason, **info)
 
 
 @contextmanager

@@ -202,3 +202,31 @@ def materialize(plane: ControlPlane, name: str, now: str, *, force: bool = False
             manifest[rel] = _sha(content)
     atomic_write_text(plane.manifest_file, dump_json({"version": 1, "files": manifest}))
     return report
+
+
+def replace_with_templates(
+    plane: ControlPlane, rels: tuple[str, ...], now: str
+) -> tuple[list[str], str | None]:
+    """Put the current template in place of each of `rels` that differs from it, the file as it
+    was backed up first under .openloop/backup/<now>/ (as init --force does); recorded in the
+    manifest as ours. Returns (the files replaced, the backup folder or None)."""
+    wanted = template_files()
+    backup_root = plane.dir / "backup" / now.replace(":", "-").replace(".", "-")
+    manifest_text = read_text_or_none(plane.manifest_file)
+    manifest: dict[str, str] = json.loads(manifest_text).get("files", {}) if manifest_text else {}
+    replaced = []
+    for rel in rels:
+        target = plane.repo / rel
+        current = read_text_or_none(target)
+        if current == wanted[rel]:
+            continue
+        if current is not None:
+            dest = backup_root / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(target, dest)
+        atomic_write_text(target, wanted[rel])
+        manifest[rel] = _sha(wanted[rel])
+        replaced.append(rel)
+    if replaced:
+        atomic_write_text(plane.manifest_file, dump_json({"version": 1, "files": manifest}))
+    return replaced, str(backup_root) if backup_root.is_dir() else None

@@ -100,3 +100,46 @@ def _take_free_slot(files: list[Path]) -> tuple[int, int] | None:
             continue
         return fd, index
     return None
+
+
+# --- who holds a lock, without taking it ------------------------------------------------
+
+PROC_LOCKS = Path("/proc/locks")
+
+
+def held_locks(path: Path | None = None) -> dict[tuple[int, int], int] | None:
+    """Every flock held on this host right now, as {(device, inode): holder pid}, read once from
+    /proc/locks (None where it cannot be read). For `status`: trying a lock to see whether it is
+    free would, for that instant, make a starting iteration fail as busy."""
+    try:
+        text = (path or PROC_LOCKS).read_text()
+    except OSError:
+        return None
+    held: dict[tuple[int, int], int] = {}
+    for line in text.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 23831 fe:00:2673228 0 EOF" ("->" marks a waiter: skipped)
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK" or parts[2] == "->":
+            continue
+        try:
+            major, minor, inode = parts[5].split(":")
+            held[(os.makedev(int(major, 16), int(minor, 16)), int(inode))] = int(parts[4])
+        except ValueError:
+            continue
+    return held
+
+
+def iteration_lock_holder(
+    env: Environment, alias: str, held: dict[tuple[int, int], int] | None
+) -> int | None:
+    """The pid holding the project's iteration lock (0 when held but the holder is not known),
+    or None when it is free. `held` comes from held_locks(); None there means: unknown, free."""
+    from openloop.state.storage import lock_path_for
+
+    if not held:
+        return None
+    try:
+        st = lock_path_for(iteration_lock_target(env, alias)).stat()
+    except OSError:
+        return None
+    return held.get((st.st_dev, st.st_ino))

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from openloop.state.models_base import StrictFileModel, file_version, validate
 from openloop.state.storage import (
@@ -115,11 +115,39 @@ class Schedule(StrictFileModel):
     """How systemd runs this project (written into drop-ins by 'openloop service install')."""
 
     interval_minutes: int | None = Field(None, ge=1)
+    # A systemd calendar expression ("Mon..Fri 09:00", "hourly", "*-*-* 02:30:00") instead of
+    # the interval: runs at those times. Checked lightly here (the gate reads this file at every
+    # tick); `config validate`, `config set` and `service install` ask `systemd-analyze
+    # calendar` where it exists.
+    on_calendar: str | None = Field(None, min_length=1, max_length=200)
     memory_max: str | None = Field(None, pattern=r"^(\d+[KMGT]?|\d+%|infinity)$")
     cpu_weight: int | None = Field(None, ge=1, le=10000)
     # Overrides of the derived systemd limits (RuntimeMaxSec=, WatchdogSec=).
     hard_timeout_seconds: int | None = Field(None, ge=1)
     watchdog_seconds: int | None = Field(None, ge=1)
+
+    @field_validator("on_calendar")
+    @classmethod
+    def _calendar_syntax(cls, value: str | None) -> str | None:
+        if value is not None and not CALENDAR_CHARS.fullmatch(value):
+            raise ValueError(
+                "not a systemd calendar expression (e.g. 'daily', 'Mon..Fri 09:00', "
+                "'*-*-* 02:30:00'; see 'man systemd.time')"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> Schedule:
+        if self.on_calendar is not None and self.interval_minutes is not None:
+            raise ValueError(
+                "onCalendar and intervalMinutes exclude each other: set one of them to null"
+            )
+        return self
+
+
+# What a calendar expression is made of (systemd.time(7)): weekday and month names, digits,
+# the separators and ranges, a time zone name; never a newline or '=' (it goes in a unit file).
+CALENDAR_CHARS = re.compile(r"[A-Za-z0-9*][A-Za-z0-9 *.,:/~+_-]*")
 
 
 class Planning(StrictFileModel):

@@ -93,3 +93,31 @@ def prune(runs_dir: Path, keep: int) -> int:
         path.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+# --- the phase of the iteration running now ----------------------------------------------
+
+
+def phase_file(state_dir: Path, alias: str) -> Path:
+    """`<state>/phase/<alias>.json`: what the project's running iteration is doing, for
+    `status` (written by the iteration at each phase; valid only while its pid holds the
+    project's iteration lock, so a stale file is never shown as running)."""
+    return state_dir / "phase" / f"{alias}.json"
+
+
+def note_phase(state_dir: Path, alias: str, record: dict[str, Any]) -> None:
+    try:
+        atomic_write_text(phase_file(state_dir, alias), dump_json(record))
+    except OSError:
+        pass  # progress for `status` only: never a reason to fail an iteration
+
+
+def read_phase(state_dir: Path, alias: str) -> dict[str, Any] | None:
+    try:
+        return read_record(phase_file(state_dir, alias))
+    except Exception:  # noqa: BLE001 - a damaged progress file means "phase not known"
+        return None
+
+
+def clear_phase(state_dir: Path, alias: str) -> None:
+    phase_file(state_dir, alias).unlink(missing_ok=True)
