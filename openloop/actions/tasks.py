@@ -40,10 +40,16 @@ def _event(project: Project, task: Task, name: str, message: str) -> None:
 
 
 def _ids_with_records(project: Project) -> set[str]:
+    """Ids no longer in the ledger that must not be handed out again: tasks with promotion
+    records, and archived tasks."""
+    from openloop.state import archive
+
     plane = project.plane
-    return {p.stem for p in plane.promotions_dir.glob("*.json")} | {
-        p.stem for p in plane.promotion_results_dir.glob("*.jsonl")
-    }
+    return (
+        {p.stem for p in plane.promotions_dir.glob("*.json")}
+        | {p.stem for p in plane.promotion_results_dir.glob("*.jsonl")}
+        | archive.archived_ids(plane)
+    )
 
 
 def _withdraw_promotion(project: Project, task_id: str, now: str, reason: str) -> None:

@@ -26,7 +26,6 @@ from openloop.errors import ConfigError, InputError, NotFoundError, StateError
 from openloop.state.models_base import FileModel, describe_validation_error, file_version, validate
 from openloop.state.storage import (
     atomic_write_text,
-    dump_json,
     load_json_object,
     locked,
     read_text_or_none,
@@ -227,9 +226,15 @@ def load_rows(path: Path) -> list[TaskRow]:
     return rows.tasks
 
 
+def ledger_text(ledger: TaskLedger) -> str:
+    """The file's text: pydantic-core's serialiser, the same JSON as `dump_json(to_data())`
+    (indent 2, UTF-8 kept) in a fraction of the time on a large ledger."""
+    return ledger.model_dump_json(indent=2, by_alias=True) + "\n"
+
+
 def save_ledger(path: Path, ledger: TaskLedger, now: str) -> None:
     ledger.updated_at = now
-    atomic_write_text(path, dump_json(ledger.to_data()))
+    atomic_write_text(path, ledger_text(ledger))
 
 
 @contextmanager
