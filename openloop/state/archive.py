@@ -113,9 +113,7 @@ def move(plane: ControlPlane, ledger: TaskLedger, tasks: list[Task], now: str) -
         save_ledger(path, archived, now)
     index = read_index(plane)
     index.update((t.id, t.updated_at[:7]) for t in tasks)
-    atomic_write_text(
-        archive_dir(plane) / INDEX, "".join(f"{i} {m}\n" for i, m in index.items())
-    )
+    atomic_write_text(archive_dir(plane) / INDEX, "".join(f"{i} {m}\n" for i, m in index.items()))
     gone = {t.id for t in tasks}
     ledger.tasks = [t for t in ledger.tasks if t.id not in gone]
 
