@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from openloop.actions.service import budget_summary
@@ -11,48 +12,57 @@ from openloop.loop import promotion
 from openloop.state import backoff, budget, pause
 from openloop.state.config import load_config
 from openloop.state.ledger import load_ledger, load_rows, summary
-from openloop.state.project import resolve
-from openloop.state.registry import load_registry
+from openloop.state.project import project_of
+from openloop.state.registry import ProjectEntry, load_registry
 
 
 def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
     gconf = load_config(env)
-    rows = []
-    for entry in load_registry(env).projects:
-        row: dict[str, Any] = {"project": entry.alias, "paused": entry.paused}
-        try:
-            project = resolve(env, entry.alias)
-            counts = summary(load_rows(project.plane.ledger_file))["byStatus"]
-            row["tasks"] = {k: v for k, v in counts.items() if v}
-            if counts.get("blocked"):
-                row["escaped"] = _escaped(project)
-            if waiting := backoff.summary(env, entry.alias):
-                row["environmentError"] = waiting
-            row["pendingReviews"] = sum(
-                1
-                for r in promotion.list_requests(project.plane)
-                if r.get("status") in promotion.OPEN_STATUSES
-            )
-            if with_systemd:
-                from openloop.actions import service
+    entries = load_registry(env).projects
+    snapshot = contextlib.nullcontext()
+    if with_systemd:
+        from openloop.actions import service
 
-                state = service.project_status(env, project)
-                row.update(
-                    nextRun=state["nextRun"],
-                    running=state["running"],
-                    status=state["status"],
-                    lastResult=state["lastResult"],
-                    lastRun=state["lastRun"],
-                    broken=state["broken"],
-                )
-        except OpenLoopError as exc:
-            row["error"] = str(exc)
-        rows.append(row)
+        snapshot = service.systemd_snapshot(env, [e.alias for e in entries])
+    with snapshot:
+        rows = [_row(env, entry, with_systemd) for entry in entries]
     return {
         "paused": pause.global_pause(env),
         "budget": budget_summary(budget.today(env), gconf),
         "projects": rows,
     }
+
+
+def _row(env: Environment, entry: ProjectEntry, with_systemd: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"project": entry.alias, "paused": entry.paused}
+    try:
+        project = project_of(entry)
+        counts = summary(load_rows(project.plane.ledger_file))["byStatus"]
+        row["tasks"] = {k: v for k, v in counts.items() if v}
+        if counts.get("blocked"):
+            row["escaped"] = _escaped(project)
+        if waiting := backoff.summary(env, entry.alias):
+            row["environmentError"] = waiting
+        row["pendingReviews"] = sum(
+            1
+            for r in promotion.list_requests(project.plane)
+            if r.get("status") in promotion.OPEN_STATUSES
+        )
+        if with_systemd:
+            from openloop.actions import service
+
+            state = service.project_status(env, project)
+            row.update(
+                nextRun=state["nextRun"],
+                running=state["running"],
+                status=state["status"],
+                lastResult=state["lastResult"],
+                lastRun=state["lastRun"],
+                broken=state["broken"],
+            )
+    except OpenLoopError as exc:
+        row["error"] = str(exc)
+    return row
 
 
 def _escaped(project) -> list[str]:
