@@ -12,11 +12,13 @@ from openloop.errors import InputError, StateError
 from openloop.state.ledger import (
     RUNNING,
     TERMINAL,
+    LedgerAppend,
     StatusChange,
     Task,
     TaskLedger,
     TaskScope,
     TaskSource,
+    append_to_ledger,
     check_task_id,
     edit_ledger,
     new_task_id,
@@ -85,7 +87,9 @@ def check_scope(paths: list[str] | tuple[str, ...]) -> list[str]:
     return clean
 
 
-def _check_dependencies(ledger: TaskLedger, depends_on: list[str], own_id: str | None) -> None:
+def _check_dependencies(
+    ledger: TaskLedger | LedgerAppend, depends_on: list[str], own_id: str | None
+) -> None:
     for dep in depends_on:
         check_task_id(dep, option="--depends-on")
         if dep == own_id:
@@ -158,14 +162,10 @@ def add_task(
     if not title:
         raise InputError("--title: required (or give --from-ref REF)")
     now = env.now_iso()
-    with edit_ledger(project.plane.ledger_file, now) as ledger:
+    with append_to_ledger(project.plane.ledger_file, now) as ledger:
         if spec.ref:
             dup = next(
-                (
-                    t
-                    for t in ledger.tasks
-                    if t.source.ref == source.ref and t.status not in TERMINAL
-                ),
+                (t for t in ledger.tasks if t.ref == source.ref and t.status not in TERMINAL),
                 None,
             )
             if dup:
@@ -192,7 +192,7 @@ def add_task(
             updated_at=now,
         )
         task.history.append(StatusChange(at=now, from_=None, to=task.status, reason="created"))
-        ledger.tasks.append(task)
+        ledger.added.append(task)
     _event(project, task, "task-added", f"added ({task.status}): {task.title}")
     return task
 

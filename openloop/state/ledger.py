@@ -17,8 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,6 +29,7 @@ from openloop.state.models_base import FileModel, describe_validation_error, fil
 from openloop.state.storage import (
     atomic_write_text,
     load_json_object,
+    lock_path_for,
     locked,
     read_text_or_none,
 )
@@ -247,7 +250,95 @@ def edit_ledger(path: Path, now: str) -> Iterator[TaskLedger]:
     with locked(path, what=f"task ledger {path}"):
         ledger = load_ledger(path)
         yield ledger
-        save_ledger(path, ledger, now)
+        ledger.updated_at = now
+        _write_validated(path, ledger_text(ledger))
+
+
+# --- appending without re-validating what OpenLoop itself wrote -------------------------------
+#
+# `task add` into a large ledger must not pay for validating every task again. Each write under
+# the lock records a digest of the exact text written in the lock file (which only holders of the
+# lock touch, which the guard and git ignore); a later append whose file still has that digest
+# knows every task in it was validated and serialised by OpenLoop, appends the new task (validated
+# by its model) to the parsed file and writes the same text the full path would. Any other file
+# (edited by hand, written by the original tool, torn) goes the full, validating way.
+
+
+def _digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
+def _write_validated(path: Path, text: str) -> None:
+    """Write the ledger (the lock held) and remember its digest."""
+    atomic_write_text(path, text)
+    lock_path_for(path).write_text(_digest(text.encode("utf-8")))
+
+
+def _written_by_us(path: Path, raw: bytes) -> bool:
+    try:
+        remembered = lock_path_for(path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return remembered == _digest(raw)
+
+
+class TaskKey(NamedTuple):
+    id: str
+    status: str
+    ref: str | None
+
+
+@dataclass
+class LedgerAppend:
+    """What an append needs to know of the tasks already there, and the tasks it adds."""
+
+    existing: list[TaskKey]
+    added: list[Task] = dataclass_field(default_factory=list)
+
+    @property
+    def tasks(self) -> list[TaskKey]:
+        return self.existing + [TaskKey(t.id, t.status, t.source.ref) for t in self.added]
+
+    def find(self, task_id: str) -> TaskKey | None:
+        return next((t for t in self.tasks if t.id == task_id), None)
+
+
+@contextmanager
+def append_to_ledger(path: Path, now: str) -> Iterator[LedgerAppend]:
+    """Add tasks (`view.added.append(task)`) under the ledger lock; same file, same errors as
+    `edit_ledger`, without re-validating a ledger OpenLoop wrote itself. Nothing is written if
+    the block raises."""
+    with locked(path, what=f"task ledger {path}"):
+        try:
+            raw: bytes | None = path.read_bytes()
+        except FileNotFoundError:
+            raw = None
+        if raw is not None and _written_by_us(path, raw):
+            import json
+
+            import pydantic_core
+
+            data = json.loads(raw)
+            view = LedgerAppend(
+                [
+                    TaskKey(t["id"], t["status"], (t.get("source") or {}).get("ref"))
+                    for t in data["tasks"]
+                ]
+            )
+            yield view
+            data["updatedAt"] = now
+            data["tasks"].extend(t.to_data() for t in view.added)
+            text = pydantic_core.to_json(data, indent=2).decode("utf-8") + "\n"
+        else:
+            ledger = load_ledger(path)
+            view = LedgerAppend([TaskKey(t.id, t.status, t.source.ref) for t in ledger.tasks])
+            yield view
+            ledger.tasks.extend(view.added)
+            ledger.updated_at = now
+            text = ledger_text(ledger)
+        _write_validated(path, text)
 
 
 # --- state machine ------------------------------------------------------------------------------
@@ -301,7 +392,9 @@ def check_task_id(task_id: str, *, option: str = "--task") -> str:
 
 
 def new_task_id(
-    ledger: TaskLedger, text: str, reserved: set[str] | frozenset[str] = frozenset()
+    ledger: TaskLedger | LedgerAppend,
+    text: str,
+    reserved: set[str] | frozenset[str] = frozenset(),
 ) -> str:
     """A readable slug of `text`, made unique with -2, -3... `reserved` are ids no longer in the
     ledger whose records remain (a removed task's promotion): never handed out again."""
