@@ -60,7 +60,9 @@ class Tree:
         }
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "openloop", *args]
+        # -P: `-m` would otherwise put the current directory first on the path, ahead of
+        # PYTHONPATH (a run from one checkout would measure that checkout, whatever --compare).
+        return [sys.executable, "-P", "-m", "openloop", *args]
 
     def ol(self, *args: str, home: str = "home", check: bool = True) -> str:
         proc = subprocess.run(
