@@ -18,7 +18,11 @@ def test_an_append_writes_what_a_full_rewrite_would(ol, project):
         assert ol("task", "add", "--title", title, "--scope", "src/**").code == 0
     text = _ledger(project).read_text()
     assert text == ledger_text(load_ledger(_ledger(project)))  # canonical, byte for byte
-    assert [t.id for t in load_ledger(_ledger(project)).tasks] == ["first-n-code", "second", "third"]
+    assert [t.id for t in load_ledger(_ledger(project)).tasks] == [
+        "first-n-code",
+        "second",
+        "third",
+    ]
 
 
 def test_a_ledger_edited_by_hand_is_validated_in_full(ol, project):
@@ -51,3 +55,22 @@ def test_a_duplicate_ref_and_unknown_dependency_are_refused_on_the_fast_path(ol,
     dep = ol("task", "add", "--title", "B", "--depends-on", "nope")
     assert dep.code == 2 and "unknown task id" in dep.err
     assert ol("task", "add", "--title", "C", "--depends-on", first.json()["id"]).code == 0
+
+
+def test_listing_order_is_priority_then_age_then_id():
+    import random
+
+    from openloop.state.ledger import TaskRow, filter_tasks
+
+    rows = [
+        TaskRow(
+            id=f"t{i}",
+            title="x",
+            priority=random.randint(-2, 2),
+            createdAt=f"2026-01-0{random.randint(1, 3)}",
+            updatedAt="u",
+        )
+        for i in range(200)
+    ]
+    expected = sorted(rows, key=lambda t: (-t.priority, t.createdAt, t.id))
+    assert filter_tasks(list(reversed(rows))) == expected

@@ -8,8 +8,7 @@ from typing import Any
 from openloop.actions.service import budget_summary
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
-from openloop.loop import promotion
-from openloop.state import backoff, budget, pause
+from openloop.state import backoff, budget, pause, requests
 from openloop.state.config import load_config
 from openloop.state.ledger import load_ledger, load_rows, summary
 from openloop.state.project import project_of
@@ -45,8 +44,8 @@ def _row(env: Environment, entry: ProjectEntry, with_systemd: bool) -> dict[str,
             row["environmentError"] = waiting
         row["pendingReviews"] = sum(
             1
-            for r in promotion.list_requests(project.plane)
-            if r.get("status") in promotion.OPEN_STATUSES
+            for r in requests.list_requests(project.plane)
+            if r.get("status") in requests.OPEN_STATUSES
         )
         if with_systemd:
             from openloop.actions import service

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from operator import attrgetter
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
@@ -418,12 +419,12 @@ def filter_tasks(tasks: list[T], *, status: str | None = None, risk: str | None 
         for t in tasks
         if (status is None or t.status == status) and (risk is None or t.risk == risk)
     ]
-    return sorted(tasks, key=_run_order)
-
-
-def _run_order(task: Task | TaskRow) -> tuple[int, str, str]:
-    created = task.createdAt if isinstance(task, TaskRow) else task.created_at
-    return (-task.priority, created, task.id)
+    # (-priority, created, id) as two stable sorts with C-level keys: no Python call per task
+    # on a 10,000-task listing.
+    created = "createdAt" if tasks and isinstance(tasks[0], TaskRow) else "created_at"
+    tasks.sort(key=attrgetter(created, "id"))
+    tasks.sort(key=attrgetter("priority"), reverse=True)
+    return tasks
 
 
 def summary(tasks: list[Task] | list[TaskRow]) -> dict[str, Any]:
