@@ -145,9 +145,12 @@ def all_rows(plane: ControlPlane) -> list[TaskRow]:
 
 
 def find(plane: ControlPlane, task_id: str) -> Task | None:
-    """An archived task, by the index (every month file if the index does not name it)."""
-    month = read_index(plane).get(task_id)
-    paths = [month_file(plane, month)] if month else month_files(plane)
+    """An archived task, found through the index (every month file if there is no index)."""
+    if (archive_dir(plane) / INDEX).exists():
+        month = read_index(plane).get(task_id)
+        paths = [month_file(plane, month)] if month else []
+    else:  # an index lost by hand: look in every month
+        paths = month_files(plane)
     for path in paths:
         task = load_ledger(path).find(task_id)
         if task is not None:
