@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
-from openloop.adapters import refs
 from openloop.env import Environment
 from openloop.errors import InputError, StateError
 from openloop.state.ledger import (
@@ -134,10 +133,14 @@ def add_task(
     project: Project,
     spec: NewTask,
     *,
-    fetch=refs.fetch_issue,
+    fetch=None,
     warn: Callable[[str], None] = lambda message: None,
 ) -> Task:
-    """`warn` receives notes for the user (a fetched title that had to be cleaned)."""
+    """`warn` receives notes for the user (a fetched title that had to be cleaned). `fetch`
+    reads an issue (default: refs.fetch_issue)."""
+    from openloop.adapters import refs  # only `task add` needs it: not imported by `task list`
+
+    fetch = fetch or refs.fetch_issue
     require_initialized(project)
     _check_new_task(spec)
     scope = check_scope(list(spec.scope))
