@@ -1,64 +1,77 @@
-"""`openloop status`: one screen across projects, from the ledgers, budget and systemd."""
+"""`openloop status`: one screen across projects, from the ledgers, budget and systemd.
+
+Cheap over hundreds of projects: the registry is read once, systemd is asked once for every
+unit (service.systemd_snapshot), and a project's own reads are only of what the screen shows.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from openloop.actions import activity
 from openloop.actions.service import budget_summary, last_gate
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
-from openloop.loop import promotion
-from openloop.state import backoff, budget, pause
+from openloop.state import backoff, budget, pause, requests
 from openloop.state import baseline as baseline_cache
 from openloop.state.config import load_config
 from openloop.state.ledger import load_ledger, load_rows, summary
-from openloop.state.project import resolve
-from openloop.state.registry import load_registry
+from openloop.state.project import project_of
+from openloop.state.registry import ProjectEntry, load_registry
 
 
 def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
     gconf = load_config(env)
+    entries = load_registry(env).projects
     held = activity.held_locks()
-    rows = []
-    for entry in load_registry(env).projects:
-        row: dict[str, Any] = {"project": entry.alias, "paused": entry.paused}
-        try:
-            project = resolve(env, entry.alias)
-            counts = summary(load_rows(project.plane.ledger_file))["byStatus"]
-            row["tasks"] = {k: v for k, v in counts.items() if v}
-            if counts.get("blocked"):
-                row["escaped"] = _escaped(project)
-            if waiting := backoff.summary(env, entry.alias):
-                row["environmentError"] = waiting
-            if health := baseline_cache.summary(env, entry.alias):
-                row["baseline"] = health
-            row["pendingReviews"] = sum(
-                1
-                for r in promotion.list_requests(project.plane)
-                if r.get("status") in promotion.OPEN_STATUSES
-            )
-            row["activity"] = _activity(env, project, gconf, held)
-            if with_systemd:
-                from openloop.actions import service
+    snapshot = contextlib.nullcontext()
+    if with_systemd:
+        from openloop.actions import service
 
-                state = service.project_status(env, project)
-                row.update(
-                    nextRun=state["nextRun"],
-                    running=state["running"],
-                    status=state["status"],
-                    lastResult=state["lastResult"],
-                    lastRun=state["lastRun"],
-                    broken=state["broken"],
-                )
-        except OpenLoopError as exc:
-            row["error"] = str(exc)
-        rows.append(row)
+        snapshot = service.systemd_snapshot(env, [e.alias for e in entries])
+    with snapshot:
+        rows = [_row(env, entry, gconf, held, with_systemd) for entry in entries]
     return {
         "paused": pause.global_pause(env),
         "budget": budget_summary(budget.today(env), gconf),
         "projects": rows,
     }
+
+
+def _row(env: Environment, entry: ProjectEntry, gconf, held, with_systemd: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"project": entry.alias, "paused": entry.paused}
+    try:
+        project = project_of(entry)
+        counts = summary(load_rows(project.plane.ledger_file))["byStatus"]
+        row["tasks"] = {k: v for k, v in counts.items() if v}
+        if counts.get("blocked"):
+            row["escaped"] = _escaped(project)
+        if waiting := backoff.summary(env, entry.alias):
+            row["environmentError"] = waiting
+        if health := baseline_cache.summary(env, entry.alias):
+            row["baseline"] = health
+        row["pendingReviews"] = sum(
+            1
+            for r in requests.list_requests(project.plane)
+            if r.get("status") in requests.OPEN_STATUSES
+        )
+        row["activity"] = _activity(env, project, gconf, held)
+        if with_systemd:
+            from openloop.actions import service
+
+            state = service.project_status(env, project)
+            row.update(
+                nextRun=state["nextRun"],
+                running=state["running"],
+                status=state["status"],
+                lastResult=state["lastResult"],
+                lastRun=state["lastRun"],
+                broken=state["broken"],
+            )
+    except OpenLoopError as exc:
+        row["error"] = str(exc)
+    return row
 
 
 def _activity(env: Environment, project, gconf, held) -> dict[str, Any]:

@@ -16,7 +16,12 @@ def task_view(project: Project, task_id: str) -> dict[str, Any]:
     """`task show`: the task, its promotion request and the promotion chronology."""
     require_initialized(project)
     check_task_id(task_id)
-    found = load_ledger(project.plane.ledger_file).get(task_id)
+    ledger = load_ledger(project.plane.ledger_file)
+    found = ledger.find(task_id)
+    if found is None:  # a finished task moved to the archive (state/archive.py)
+        from openloop.state import archive
+
+        found = archive.find(project.plane, task_id) or ledger.get(task_id)
     view = {
         "project": project.alias,
         "task": found.to_data(),

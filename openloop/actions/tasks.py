@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from openloop.adapters import refs
 from openloop.env import Environment
 from openloop.errors import InputError, OpenLoopError, StateError
 from openloop.loop import modes
@@ -17,6 +16,7 @@ from openloop.state.ledger import (
     TaskLedger,
     TaskScope,
     TaskSource,
+    append_to_ledger,
     check_task_id,
     edit_ledger,
     new_task_id,
@@ -41,10 +41,16 @@ def _event(project: Project, task: Task, name: str, message: str) -> None:
 
 
 def _ids_with_records(project: Project) -> set[str]:
+    """Ids no longer in the ledger that must not be handed out again: tasks with promotion
+    records, and archived tasks."""
+    from openloop.state import archive
+
     plane = project.plane
-    return {p.stem for p in plane.promotions_dir.glob("*.json")} | {
-        p.stem for p in plane.promotion_results_dir.glob("*.jsonl")
-    }
+    return (
+        {p.stem for p in plane.promotions_dir.glob("*.json")}
+        | {p.stem for p in plane.promotion_results_dir.glob("*.jsonl")}
+        | archive.archived_ids(plane)
+    )
 
 
 def _withdraw_promotion(project: Project, task_id: str, now: str, reason: str) -> None:
@@ -103,10 +109,14 @@ def add_task(
     project: Project,
     spec: NewTask,
     *,
-    fetch=refs.fetch_issue,
+    fetch=None,
     warn: Callable[[str], None] = lambda message: None,
 ) -> Task:
-    """`warn` receives notes for the user (a fetched title that had to be cleaned)."""
+    """`warn` receives notes for the user (a fetched title that had to be cleaned). `fetch`
+    reads an issue (default: refs.fetch_issue)."""
+    from openloop.adapters import refs  # only `task add` needs it: not imported by `task list`
+
+    fetch = fetch or refs.fetch_issue
     require_initialized(project)
     _check_new_task(spec)
     scope = check_scope(list(spec.scope))
@@ -136,14 +146,10 @@ def add_task(
         raise InputError("--title: required (or give --from-ref REF)")
     plan_first = needs_plan(spec.kind, description, _planning(project))
     now = env.now_iso()
-    with edit_ledger(project.plane.ledger_file, now) as ledger:
+    with append_to_ledger(project.plane.ledger_file, now) as ledger:
         if spec.ref:
             dup = next(
-                (
-                    t
-                    for t in ledger.tasks
-                    if t.source.ref == source.ref and t.status not in TERMINAL
-                ),
+                (t for t in ledger.tasks if t.ref == source.ref and t.status not in TERMINAL),
                 None,
             )
             if dup:
@@ -174,7 +180,7 @@ def add_task(
             updated_at=now,
         )
         task.history.append(StatusChange(at=now, from_=None, to=task.status, reason="created"))
-        ledger.tasks.append(task)
+        ledger.added.append(task)
     _event(project, task, "task-added", f"added ({task.status}): {task.title}")
     return task
 
@@ -208,6 +214,8 @@ def accept_task(env: Environment, project: Project, task_id: str, reason: str | 
 
 
 def _unfetched(ref, spec: NewTask, warn: Callable[[str], None]) -> None:
+    from openloop.adapters import refs
+
     tool, present = refs.fetch_tool(ref)
     why = f"{tool} is not installed" if not present else f"{tool} failed (logged in? online?)"
     if spec.strict:

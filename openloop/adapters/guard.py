@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openloop.adapters.gitops import git
-from openloop.adapters.workspace import ZERO, common_dir
+from openloop.adapters.workspace import ZERO
+from openloop.errors import GitError
 from openloop.state.storage import atomic_write_text, locked
 
 GOVERNANCE_DIRS = (".openloop", ".pi", ".agents")
@@ -106,10 +107,13 @@ def refs(repo: Path) -> dict[str, str]:
 
 def take(repo: Path, env: dict[str, str] | None = None) -> Snapshot:
     environ = env or dict(os.environ)
-    gitdir = common_dir(repo)
-    head_path = Path(
-        git(repo, "rev-parse", "--path-format=absolute", "--git-path", "HEAD").stdout.strip()
-    )
+    # One rev-parse for both (the same answers as common_dir() and --git-path HEAD apart).
+    answer = git(
+        repo, "rev-parse", "--path-format=absolute", "--git-common-dir", "--git-path", "HEAD"
+    ).stdout.splitlines()
+    if len(answer) != 2:
+        raise GitError(f"git rev-parse in {repo}: unexpected output {answer!r}")
+    gitdir, head_path = Path(answer[0]).resolve(), Path(answer[1])
     status = git(
         repo,
         "-c",

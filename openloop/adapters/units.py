@@ -9,11 +9,13 @@ schedules it per project, `openloop.target` groups the timers. Distro packages s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -385,12 +387,67 @@ def systemctl(env: Environment, *args: str, check: bool = True, timeout: float =
 
 
 def show(env: Environment, unit: str, *props: str) -> dict[str, str]:
+    cached = _SNAPSHOT.show.get(unit)
+    if cached is not None and set(props) <= _SNAPSHOT.props:
+        return {k: v for k, v in cached.items() if k in props}
     proc = systemctl(env, "show", unit, *(f"--property={p}" for p in props), check=False)
     values: dict[str, str] = {}
     for line in proc.stdout.splitlines():
         key, _, value = line.partition("=")
         values[key] = value
     return values
+
+
+def show_many(env: Environment, names: list[str], *props: str) -> dict[str, dict[str, str]]:
+    """`show` for many units in one `systemctl show` call (per unit: what `show` returns).
+    systemctl prints one block per unit, blank-line separated, in the order asked."""
+    found: dict[str, dict[str, str]] = {name: {} for name in names}
+    if not names:
+        return found
+    wanted = ("Id", *(p for p in props if p != "Id"))
+    proc = systemctl(env, "show", *(f"--property={p}" for p in wanted), "--", *names, check=False)
+    blocks = [b for b in proc.stdout.split("\n\n") if b.strip()]
+    for position, block in enumerate(blocks):
+        values: dict[str, str] = {}
+        for line in block.splitlines():
+            key, _, value = line.partition("=")
+            values[key] = value
+        name = values.pop("Id", "") if "Id" not in props else values.get("Id", "")
+        if name not in found and len(blocks) == len(names):
+            name = names[position]
+        if name in found:
+            found[name] = values
+    return found
+
+
+@dataclass
+class _Snapshot:
+    props: frozenset[str] = frozenset()
+    show: dict[str, dict[str, str]] = field(default_factory=dict)
+    timers: dict[str, tuple[str | None, str | None]] | None = None
+
+
+_SNAPSHOT = _Snapshot()
+
+
+@contextlib.contextmanager
+def snapshot(env: Environment, names: list[str], *props: str) -> Iterator[None]:
+    """Answer `show(unit, *props)` and `timer_times` for `names` from two systemctl calls made
+    now, for the block: a screen over N projects asks the manager twice, not 3N times. (Each
+    unit is one D-Bus round trip either way; the N process starts were the cost.) Units or
+    properties not asked for here still go to systemctl."""
+    global _SNAPSHOT
+    previous = _SNAPSHOT
+    timers = [n for n in names if n.endswith(".timer")]
+    _SNAPSHOT = _Snapshot(
+        frozenset(props),
+        show_many(env, names, *props),
+        _list_timers(env, *timers) if timers else {},
+    )
+    try:
+        yield
+    finally:
+        _SNAPSHOT = previous
 
 
 def check_unit_dir_seen(env: Environment) -> None:
@@ -416,22 +473,33 @@ def check_unit_dir_seen(env: Environment) -> None:
 def timer_times(env: Environment, timer: str) -> tuple[str | None, str | None]:
     """(next, last) elapse of a timer as ISO times. `show` has no wall-clock next elapse for
     monotonic timers (OnUnitInactiveSec=); `list-timers --output=json` has both."""
+    if _SNAPSHOT.timers is not None and timer in _SNAPSHOT.show:
+        return _SNAPSHOT.timers.get(timer, (None, None))
+    return _list_timers(env, timer).get(timer, (None, None))
+
+
+def _list_timers(env: Environment, *timers: str) -> dict[str, tuple[str | None, str | None]]:
+    """(next, last) of each timer named, from one `list-timers --all --output=json`."""
     import json
     from datetime import UTC, datetime
 
-    proc = systemctl(env, "list-timers", "--all", "--output=json", timer, check=False)
+    proc = systemctl(env, "list-timers", "--all", "--output=json", *timers, check=False)
     try:
         rows = json.loads(proc.stdout or "[]")
     except json.JSONDecodeError:
-        return None, None
-    row = next((r for r in rows if r.get("unit") == timer), {})
+        return {}
 
     def iso(usec: object) -> str | None:
         if not isinstance(usec, int) or usec <= 0:
             return None
         return datetime.fromtimestamp(usec / 1e6, UTC).isoformat(timespec="seconds")
 
-    return iso(row.get("next")), iso(row.get("last"))
+    wanted = set(timers)
+    return {
+        r["unit"]: (iso(r.get("next")), iso(r.get("last")))
+        for r in rows
+        if isinstance(r, dict) and r.get("unit") in wanted
+    }
 
 
 def daemon_reload(env: Environment) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 
 import click
 
@@ -149,6 +148,8 @@ def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
         return exc.exit_code
     except OpenLoopError as exc:
         if os.environ.get("OPENLOOP_DEBUG"):
+            import traceback  # only here: importing it costs every command's start-up
+
             traceback.print_exc()
         # One line, whatever value the message quotes (an unknown id, a bad alias...).
         click.echo(f"openloop: error: {escape(str(exc))}", err=True)
@@ -160,6 +161,8 @@ def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
         return 0
     except Exception as exc:  # a bug: say so in one line, show the traceback only on request
         if os.environ.get("OPENLOOP_DEBUG"):
+            import traceback  # only here: importing it costs every command's start-up
+
             traceback.print_exc()
         click.echo(
             f"openloop: internal error: {type(exc).__name__}: {escape(str(exc))} "

@@ -188,13 +188,25 @@ def enqueue(env, project, ref, strict, as_json) -> None:
 @project_option
 @click.option("--status", type=status_choice, help="Only tasks in this status.")
 @click.option("--risk", type=risk_choice, help="Only tasks with this risk.")
+@click.option(
+    "--all",
+    "with_archive",
+    is_flag=True,
+    help="Include archived tasks (finished ones moved to .openloop/archive/).",
+)
 @format_options
 @click.pass_obj
-def list_cmd(env, project, status, risk, fmt) -> None:
+def list_cmd(env, project, status, risk, with_archive, fmt) -> None:
     """List tasks, highest priority first, then oldest."""
     proj = resolve(env, project)
     require_initialized(proj)
-    rows = filter_tasks(load_rows(proj.plane.ledger_file), status=status, risk=risk)
+    if with_archive:
+        from openloop.state import archive
+
+        all_rows = archive.all_rows(proj.plane)
+    else:
+        all_rows = load_rows(proj.plane.ledger_file)
+    rows = filter_tasks(all_rows, status=status, risk=risk)
     if want_json(fmt, env.stdout_isatty):
         print_json({"summary": summary(rows), "tasks": rows})
         return

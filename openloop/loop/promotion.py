@@ -22,10 +22,9 @@ from openloop.state.controlplane import ControlPlane
 from openloop.state.ledger import edit_ledger, transition
 from openloop.state.project import Project
 from openloop.state.projectconfig import ProjectConfig
+from openloop.state.requests import OPEN_STATUSES, list_requests
 from openloop.state.storage import atomic_write_text, dump_json, locked, read_text_or_none
 from openloop.text import check_line
-
-OPEN_STATUSES = frozenset({"pending", "deferred"})
 
 
 def request_path(plane: ControlPlane, task_id: str) -> Path:
@@ -284,21 +283,6 @@ def _settle(plane, task, request, merged: MergeResult | None, it, now: str) -> d
 
 
 # --- what a human (or a later iteration) does with a pending request -------------------------
-
-
-def list_requests(plane: ControlPlane) -> list[dict[str, Any]]:
-    if not plane.promotions_dir.is_dir():
-        return []
-    found = []
-    for path in sorted(plane.promotions_dir.glob("*.json")):
-        text = read_text_or_none(path)
-        try:
-            data = json.loads(text) if text else None
-        except json.JSONDecodeError:
-            continue
-        if isinstance(data, dict) and "projectAlias" not in data:  # not an original's (v1) file
-            found.append(data)
-    return sorted(found, key=lambda r: r.get("createdAt", ""), reverse=True)
 
 
 def _open_request(plane: ControlPlane, task_id: str) -> dict[str, Any]:

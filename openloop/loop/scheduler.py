@@ -143,6 +143,7 @@ def run_once(
             if no_slot:
                 raise Stop(Outcome.SKIPPED, no_slot)
             repair(it)
+            archive_finished_tasks(it)
             promotion.retry_deferred(it)
             prepare_modes(it)
             select(it)
@@ -151,6 +152,16 @@ def run_once(
         except Stop as stop:
             return _stopped(it, stop)
         return execute(it)
+
+
+def archive_finished_tasks(it: Iteration) -> None:
+    """Old finished tasks leave the ledger for the archive: here, under the project's lock and
+    before any guard snapshot, so no agent sees the ledger change under it."""
+    from openloop.state import archive
+
+    archive.archive_finished(
+        it.project.plane, it.env.now_iso(), it.gconf.runtime.archive_after_days
+    )
 
 
 def run_prompt(

@@ -52,6 +52,13 @@ class Runtime(FileModel):
         "skips a project's tick while they are all taken)",
     )
     keep_runs: int = Field(500, ge=1, description="Run records kept per project (oldest pruned)")
+    archive_after_days: int = Field(
+        30,
+        ge=0,
+        description="Promoted and cancelled tasks older than this move from the ledger to "
+        ".openloop/archive/ (one file per month; 'task list --all' and 'task show' read it); "
+        "0: never",
+    )
 
 
 class Notifications(FileModel):

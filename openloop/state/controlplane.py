@@ -79,7 +79,8 @@ def gitignore_text(ledger_versioned: bool) -> str:
         ".*.tmp",
     ]
     if not ledger_versioned:
-        lines.insert(2, "tasks.json")
+        # The archive holds what the ledger held: versioned with it, or not at all.
+        lines[2:2] = ["tasks.json", "archive/"]
     return "\n".join(lines) + "\n"
 
 

@@ -17,8 +17,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from operator import attrgetter
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -26,8 +29,8 @@ from openloop.errors import ConfigError, InputError, NotFoundError, StateError
 from openloop.state.models_base import FileModel, describe_validation_error, file_version, validate
 from openloop.state.storage import (
     atomic_write_text,
-    dump_json,
     load_json_object,
+    lock_path_for,
     locked,
     read_text_or_none,
 )
@@ -232,9 +235,15 @@ def load_rows(path: Path) -> list[TaskRow]:
     return rows.tasks
 
 
+def ledger_text(ledger: TaskLedger) -> str:
+    """The file's text: pydantic-core's serialiser, the same JSON as `dump_json(to_data())`
+    (indent 2, UTF-8 kept) in a fraction of the time on a large ledger."""
+    return ledger.model_dump_json(indent=2, by_alias=True) + "\n"
+
+
 def save_ledger(path: Path, ledger: TaskLedger, now: str) -> None:
     ledger.updated_at = now
-    atomic_write_text(path, dump_json(ledger.to_data()))
+    atomic_write_text(path, ledger_text(ledger))
 
 
 @contextmanager
@@ -247,7 +256,95 @@ def edit_ledger(path: Path, now: str) -> Iterator[TaskLedger]:
     with locked(path, what=f"task ledger {path}"):
         ledger = load_ledger(path)
         yield ledger
-        save_ledger(path, ledger, now)
+        ledger.updated_at = now
+        _write_validated(path, ledger_text(ledger))
+
+
+# --- appending without re-validating what OpenLoop itself wrote -------------------------------
+#
+# `task add` into a large ledger must not pay for validating every task again. Each write under
+# the lock records a digest of the exact text written in the lock file (which only holders of the
+# lock touch, which the guard and git ignore); a later append whose file still has that digest
+# knows every task in it was validated and serialised by OpenLoop, appends the new task (validated
+# by its model) to the parsed file and writes the same text the full path would. Any other file
+# (edited by hand, written by the original tool, torn) goes the full, validating way.
+
+
+def _digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
+def _write_validated(path: Path, text: str) -> None:
+    """Write the ledger (the lock held) and remember its digest."""
+    atomic_write_text(path, text)
+    lock_path_for(path).write_text(_digest(text.encode("utf-8")))
+
+
+def _written_by_us(path: Path, raw: bytes) -> bool:
+    try:
+        remembered = lock_path_for(path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return remembered == _digest(raw)
+
+
+class TaskKey(NamedTuple):
+    id: str
+    status: str
+    ref: str | None
+
+
+@dataclass
+class LedgerAppend:
+    """What an append needs to know of the tasks already there, and the tasks it adds."""
+
+    existing: list[TaskKey]
+    added: list[Task] = dataclass_field(default_factory=list)
+
+    @property
+    def tasks(self) -> list[TaskKey]:
+        return self.existing + [TaskKey(t.id, t.status, t.source.ref) for t in self.added]
+
+    def find(self, task_id: str) -> TaskKey | None:
+        return next((t for t in self.tasks if t.id == task_id), None)
+
+
+@contextmanager
+def append_to_ledger(path: Path, now: str) -> Iterator[LedgerAppend]:
+    """Add tasks (`view.added.append(task)`) under the ledger lock; same file, same errors as
+    `edit_ledger`, without re-validating a ledger OpenLoop wrote itself. Nothing is written if
+    the block raises."""
+    with locked(path, what=f"task ledger {path}"):
+        try:
+            raw: bytes | None = path.read_bytes()
+        except FileNotFoundError:
+            raw = None
+        if raw is not None and _written_by_us(path, raw):
+            import json
+
+            import pydantic_core
+
+            data = json.loads(raw)
+            view = LedgerAppend(
+                [
+                    TaskKey(t["id"], t["status"], (t.get("source") or {}).get("ref"))
+                    for t in data["tasks"]
+                ]
+            )
+            yield view
+            data["updatedAt"] = now
+            data["tasks"].extend(t.to_data() for t in view.added)
+            text = pydantic_core.to_json(data, indent=2).decode("utf-8") + "\n"
+        else:
+            ledger = load_ledger(path)
+            view = LedgerAppend([TaskKey(t.id, t.status, t.source.ref) for t in ledger.tasks])
+            yield view
+            ledger.tasks.extend(view.added)
+            ledger.updated_at = now
+            text = ledger_text(ledger)
+        _write_validated(path, text)
 
 
 # --- state machine ------------------------------------------------------------------------------
@@ -301,7 +398,9 @@ def check_task_id(task_id: str, *, option: str = "--task") -> str:
 
 
 def new_task_id(
-    ledger: TaskLedger, text: str, reserved: set[str] | frozenset[str] = frozenset()
+    ledger: TaskLedger | LedgerAppend,
+    text: str,
+    reserved: set[str] | frozenset[str] = frozenset(),
 ) -> str:
     """A readable slug of `text`, made unique with -2, -3... `reserved` are ids no longer in the
     ledger whose records remain (a removed task's promotion): never handed out again."""
@@ -325,12 +424,12 @@ def filter_tasks(tasks: list[T], *, status: str | None = None, risk: str | None 
         for t in tasks
         if (status is None or t.status == status) and (risk is None or t.risk == risk)
     ]
-    return sorted(tasks, key=_run_order)
-
-
-def _run_order(task: Task | TaskRow) -> tuple[int, str, str]:
-    created = task.createdAt if isinstance(task, TaskRow) else task.created_at
-    return (-task.priority, created, task.id)
+    # (-priority, created, id) as two stable sorts with C-level keys: no Python call per task
+    # on a 10,000-task listing.
+    created = "createdAt" if tasks and isinstance(tasks[0], TaskRow) else "created_at"
+    tasks.sort(key=attrgetter(created, "id"))
+    tasks.sort(key=attrgetter("priority"), reverse=True)
+    return tasks
 
 
 def summary(tasks: list[Task] | list[TaskRow]) -> dict[str, Any]:

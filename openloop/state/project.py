@@ -53,10 +53,15 @@ def resolve(env: Environment, alias: str | None) -> Project:
                 "--project: which project? pass --project ALIAS or set a default with "
                 "'openloop project activate ALIAS'"
             )
-    entry = registry.get(alias)
+    return project_of(registry.get(alias))
+
+
+def project_of(entry: ProjectEntry) -> Project:
+    """The project of a registry entry already read (a loop over all projects reads the
+    registry once, not once per project)."""
     plane = ControlPlane(Path(entry.path))
     if not plane.repo.is_dir():
-        raise NotFoundError(f"project '{alias}': its path {entry.path} no longer exists")
+        raise NotFoundError(f"project '{entry.alias}': its path {entry.path} no longer exists")
     return Project(entry, plane)
 
 

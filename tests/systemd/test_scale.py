@@ -127,3 +127,34 @@ def test_no_more_than_the_cap_run_at_once(site):  # noqa: F811
     assert done >= 4 and 1 <= most <= 2
     skipped = site.ol("logs", "--json", "-n", "500").stdout
     assert "maxConcurrentIterations" in skipped
+
+
+def test_status_over_200_running_timers_reads_every_timer_at_once(site):  # noqa: F811
+    """`openloop status` with 200 timers running: every row has its next run (from one
+    list-timers), and the screen takes a few hundred milliseconds, not seconds. Set
+    OPENLOOP_COMPARE_EXE to another openloop to print its time beside (a before/after)."""
+    import os
+    import statistics
+
+    _link_many(site)
+    _timed(site, "service", "install")
+    _timed(site, "service", "start")
+    exes = {"this": site.exe}
+    if os.environ.get("OPENLOOP_COMPARE_EXE"):
+        exes["compare"] = os.environ["OPENLOOP_COMPARE_EXE"]
+    times: dict[str, list[float]] = {name: [] for name in exes}
+    for _ in range(5):
+        for name, exe in exes.items():
+            began = time.monotonic()
+            cp = site.um.run([str(exe), "status", "--json"], env=site.env, timeout=120)
+            times[name].append(time.monotonic() - began)
+            assert cp.returncode == 0, cp.stderr
+            rows = json.loads(cp.stdout)["projects"]
+            assert len(rows) == N
+            assert all(r.get("nextRun") for r in rows), [r for r in rows if not r.get("nextRun")]
+    for name, values in times.items():
+        print(
+            f"status, {N} running timers ({name}): median {statistics.median(values) * 1000:.0f}"
+            f" ms (min {min(values) * 1000:.0f}, max {max(values) * 1000:.0f}, n={len(values)})"
+        )
+    _timed(site, "service", "uninstall")
