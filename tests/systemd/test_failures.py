@@ -36,10 +36,12 @@ def test_a_corrupt_ledger_fails_the_unit_and_notifies_once_until_recovered(site)
     notices = site.root / "notices.log"
     repo = site.make_project("corrupt", WRITE_FILE)
     site.ol("config", "set", "notifications.onTaskFailed", f"echo $OPENLOOP_PROJECT >> {notices}")
-    # No task: a healthy project skips ("nothing to do"): no failure, no notice.
+    # A healthy project runs (its default branch is validated once) or skips: no failure, no
+    # notice. Wait for that run to end before breaking the ledger under it.
     site.ol("service", "install")
     unit = "openloop@corrupt.service"
     assert site.um.systemctl("start", unit).returncode == 0
+    assert _wait_inactive(site, unit)["ActiveState"] == "inactive"
     ledger = repo / ".openloop/tasks.json"
     good = ledger.read_text()
     ledger.write_text("{broken")
