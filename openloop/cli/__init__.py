@@ -117,7 +117,7 @@ def cli(ctx: click.Context, debug: bool, color: str | None) -> None:
     """OpenLoop: hand a backlog to the pi coding agent and walk away.
 
     Each linked git repository gets a control plane in <repo>/.openloop/ (config, policy, task
-    ledger). An iteration picks a task, runs the agent in an isolated worktree, validates the
+    ledger). An iteration picks a task, runs the agent in a repository of its own, validates the
     result and promotes it by policy. systemd timers schedule the iterations.
     """
     if debug:

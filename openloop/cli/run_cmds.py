@@ -51,9 +51,11 @@ def run_once_cmd(env, project, model, provider, dry_run, as_json, quiet) -> int:
     """Run one iteration for a project and exit.
 
     \b
-    Picks the next eligible task, runs the agent in a fresh git worktree on branch
-    openloop/<task-id>, commits the result there, validates it (lint, typecheck, test), and
-    hands it over (review branch) or sends it back for another attempt.
+    Validates the default branch once per tree (self-healing), picks the next eligible task,
+    runs the agent in a repository of its own, records its files on branch openloop/<task-id>,
+    validates them (lint, typecheck, test), and hands the result over (review or auto-merge)
+    or sends it back for another attempt. Anything the agent changed outside its repository
+    ends the run as escaped.
     \b
     Exit status: 0 completed, planned, idle or skipped; 10 validation failed; 11 agent error;
     12 stalled; 13 timed out; 14 budget stopped; 15 no progress; 16 blocked by policy;
@@ -139,7 +141,7 @@ def run_cmd(
 ) -> int:
     """Run the agent once on a prompt, outside the task ledger.
 
-    Same isolation and accounting as an iteration: a fresh worktree on a branch
+    Same isolation and accounting as an iteration: a repository of its own, a branch
     openloop/adhoc-<time> (kept for you to inspect or merge), the day's budget, a run record in
     .openloop/runs/. Nothing is merged.
     """
