@@ -200,7 +200,7 @@ def guarded(it: Iteration, what: str, action):
     """Run `action` (code the agent wrote: the agent itself, or its checks) and prove it left
     the user's repository, checkout, control files and git settings as they were."""
     before = guard.take(it.project.repo, dict(it.env.environ))
-    user_before = userstate.take(it.env)
+    user_before = userstate.take(it.env, it.project.alias)
     try:
         return action()
     finally:

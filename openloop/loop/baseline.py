@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from openloop.adapters import gitops, guard, workspace
-from openloop.loop import validation
+from openloop.loop import userstate, validation
 from openloop.state import baseline as cache
 from openloop.state import trust
 
@@ -203,6 +203,8 @@ def ensure(it) -> dict[str, Any] | None:
     }
     workspace.make_workspace(project.repo, scratch, commit)
     before = guard.take(project.repo, dict(env.environ))
+    # The default branch holds code agents wrote (merged): guarded like a task's checks.
+    user_before = userstate.take(env, project.alias)
     try:
         checks = validation.run_all(
             commands, scratch, logs, float(it.limit("validation_timeout_seconds")), run_env
@@ -210,6 +212,7 @@ def ensure(it) -> dict[str, Any] | None:
     finally:
         workspace.remove_workspace(scratch)
     found = guard.verify(project.repo, before, dict(env.environ))
+    found += userstate.verify(env, user_before)
     if any(c.status == "interrupted" for c in checks):
         from openloop.loop.iteration import Stop
         from openloop.loop.outcomes import Outcome

@@ -47,6 +47,7 @@ from openloop.state.ledger import (
     check_task_id,
     new_task_id,
 )
+from openloop.state.policy import max_risk
 from openloop.state.taskinput import check_scope
 from openloop.text import check_line, check_text
 
@@ -139,6 +140,9 @@ def subtasks(spec: str, ledger: TaskLedger, parent: Task) -> list[dict[str, Any]
         risk = item.get("risk", parent.risk)
         if risk not in RISKS:
             raise InputError(f"{where}: risk: '{risk}' (one of: {', '.join(RISKS)})")
+        # The planner is the agent: it may raise a subtask's risk, never lower it below what
+        # the user declared for the whole (a low-risk subtask could auto-merge unreviewed).
+        risk = max_risk(risk, parent.risk)
         scope = _strings(item, "scope", where)
         try:
             scope = check_scope(scope)

@@ -157,7 +157,7 @@ def _checks_on(env, project, pconf, commit, check_dir, check_env, timeout):
     scratch = env.worktrees_dir / project.alias / f"_promote-{commit[:12]}"
     workspace.make_workspace(repo, scratch, commit)
     before = guard.take(repo, dict(env.environ))
-    user_before = userstate.take(env)
+    user_before = userstate.take(env, project.alias)
     try:
         checks = tuple(
             validation.run_all(pconf.validation.commands(), scratch, check_dir, timeout, check_env)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from openloop.env import Environment
 from openloop.state import budget
@@ -27,14 +28,21 @@ class UserState:
     config: str | None
     paused: bool
     projects: dict[str, dict]  # alias -> its guarded fields and paused flag
+    # The project's baseline verdicts (state/baseline.py): a planted "failing" entry would make
+    # a low-risk healing task or excuse the agent's own failure; a "healthy" one hide a break.
+    baselines: dict[Path, str | None]
 
 
-def take(env: Environment) -> UserState:
+def take(env: Environment, alias: str | None = None) -> UserState:
+    from openloop.state import baseline
+
+    files = [baseline.cache_file(env, alias)] if alias else []
     return UserState(
         budget.charged_days(env),
         read_text_or_none(env.config_file),
         env.pause_file.exists(),
         _projects(env),
+        {path: read_text_or_none(path) for path in files},
     )
 
 
@@ -74,6 +82,14 @@ def verify(env: Environment, before: UserState) -> list[str]:
                 atomic_write_text(env.config_file, before.config)
     if before.paused and not env.pause_file.exists():
         found.append(f"{env.pause_file} removed (OpenLoop was paused); left for you to check")
+    for path, text in before.baselines.items():
+        if read_text_or_none(path) != text:
+            found.append(f"{path} changed; OpenLoop put it back")
+            with locked(path, what="baseline cache"):
+                if text is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    atomic_write_text(path, text)
     now = _projects(env)
     changed = {
         alias: fields

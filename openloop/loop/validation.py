@@ -24,6 +24,7 @@ from openloop.adapters.supervise import (
     die_with_parent,
     stop_tree,
 )
+from openloop.state.storage import open_for_writing
 
 ORDER = ("lint", "typecheck", "test")
 TAIL_CHARS = 4000
@@ -51,7 +52,7 @@ def run_check(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start, marker = time.monotonic(), uuid.uuid4().hex
     code: int | None = None
-    with open(log_path, "wb") as log:
+    with open_for_writing(log_path) as log:
         argv = contained(["/bin/sh", "-c", command], env)
         proc = subprocess.Popen(
             argv,

@@ -32,6 +32,7 @@ from openloop.state.storage import (
     load_json_object,
     lock_path_for,
     locked,
+    open_for_writing,
     read_text_or_none,
 )
 from openloop.text import check_line
@@ -279,7 +280,11 @@ def _digest(data: bytes) -> str:
 def _write_validated(path: Path, text: str) -> None:
     """Write the ledger (the lock held) and remember its digest."""
     atomic_write_text(path, text)
-    lock_path_for(path).write_text(_digest(text.encode("utf-8")))
+    try:
+        with open_for_writing(lock_path_for(path), depth=1) as lock:
+            lock.write(_digest(text.encode("utf-8")).encode())
+    except OSError:
+        pass  # only the fast path of the next append is lost
 
 
 def _written_by_us(path: Path, raw: bytes) -> bool:

@@ -67,7 +67,9 @@ def locked(path: Path, *, timeout: float | None = 30.0, what: str | None = None)
     """
     lock_file = lock_path_for(path)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    if lock_file.is_symlink():  # planted (lock files are OpenLoop's own): never followed
+        lock_file.unlink()
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.005
@@ -106,3 +108,21 @@ def load_json_object(path: Path, text: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object at the top level")
     return data
+
+
+def open_for_writing(path: Path, *, depth: int = 3):
+    """A binary file OpenLoop writes in a folder the agent can reach (check logs, run
+    artifacts, baseline logs): never through a link. A planted link at the file is removed; a
+    link among the last `depth` folders of its path refuses the write (OSError), so the
+    output can never land in another file of the user's (~/.bashrc, say)."""
+    parent = path.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for folder in [parent, *parent.parents][:depth]:
+        if folder.is_symlink():
+            raise OSError(
+                errno.ELOOP, "a symbolic link in the path of a file OpenLoop writes", str(folder)
+            )
+    if path.is_symlink():
+        path.unlink()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.fdopen(os.open(path, flags, 0o644), "wb")
