@@ -107,15 +107,27 @@ def pid_namespace_prefix() -> list[str] | None:
 _INIT = 'exec 3<&0; "$@" <&3 3<&- & exec 3<&-; wait $!'
 
 
+def _prctl():
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
 def die_with_parent() -> None:
     """In the child before exec: SIGKILL it when OpenLoop dies (even by SIGKILL). For unshare
     that ends the whole PID namespace (--kill-child), so an agent cannot outlive a killed
-    OpenLoop and go on spending with no budget or clock watching it."""
-    import ctypes
+    OpenLoop and go on spending with no budget or clock watching it. Only a call into libc
+    here: the function was looked up in the parent (an import in a forked child of a process
+    with threads could deadlock on the import lock)."""
+    _PRCTL[0](1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+_PRCTL: list = []
+
+
+def _ready_for_children() -> None:
+    if not _PRCTL:
+        _PRCTL.append(_prctl())
 
 
 def contained(argv: list[str], env: Mapping[str, str]) -> list[str]:
@@ -124,6 +136,7 @@ def contained(argv: list[str], env: Mapping[str, str]) -> list[str]:
     prefix = pid_namespace_prefix()
     if prefix is None or not argv:
         return argv
+    _ready_for_children()
     program = _resolve(argv[0], env.get("PATH", os.defpath))
     return [*prefix, "/bin/sh", "-c", _INIT, "openloop-run", program, *argv[1:]]
 
@@ -168,6 +181,7 @@ def supervise(
         open(request.run_dir / TRANSCRIPT, "wb") as transcript,
     ):
         command = contained(argv, env)
+        _ready_for_children()
         proc = subprocess.Popen(
             command,
             preexec_fn=die_with_parent if command is not argv else None,
