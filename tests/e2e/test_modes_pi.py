@@ -153,7 +153,18 @@ A parser first, then the command.
 
 
 def test_a_feature_is_planned_split_and_implemented_with_its_spec(world):
-    world.openloop("task", "add", "--title", "Calculator CLI", "--kind", "feature", check=True)
+    # Low-risk as a whole: the planner may not lower its subtasks' risk below the parent's.
+    world.openloop(
+        "task",
+        "add",
+        "--title",
+        "Calculator CLI",
+        "--kind",
+        "feature",
+        "--risk",
+        "low-risk",
+        check=True,
+    )
     assert world.task("calculator-cli")["status"] == "proposed"
     scenario = Scenario(
         [
