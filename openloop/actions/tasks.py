@@ -197,9 +197,7 @@ def _planning(project: Project):
 
 def accept_task(env: Environment, project: Project, task_id: str, reason: str | None) -> Task:
     """A proposal of discovery (idle mode) accepted by a human: it joins the queue."""
-    check_task_id(task_id)
-    if reason is not None:
-        check_line(reason, "--reason", "reasons")
+    _check_id_and_reason(task_id, reason)
     now = env.now_iso()
     with edit_ledger(project.plane.ledger_file, now) as ledger:
         task = ledger.get(task_id)
@@ -211,6 +209,13 @@ def accept_task(env: Environment, project: Project, task_id: str, reason: str | 
         transition(task, "ready", reason or "accepted by user", now)
     _event(project, task, "task-accepted", reason or "accepted by user")
     return task
+
+
+def _check_id_and_reason(task_id: str, reason: str | None) -> None:
+    """The preamble of every move a user makes on one task: both are data, one line each."""
+    check_task_id(task_id)
+    if reason is not None:
+        check_line(reason, "--reason", "reasons")
 
 
 def _unfetched(ref, spec: NewTask, warn: Callable[[str], None]) -> None:
@@ -293,9 +298,7 @@ def update_task(env: Environment, project: Project, task_id: str, changes: TaskC
 
 
 def cancel_task(env: Environment, project: Project, task_id: str, reason: str | None) -> Task:
-    check_task_id(task_id)
-    if reason is not None:
-        check_line(reason, "--reason", "reasons")
+    _check_id_and_reason(task_id, reason)
     now = env.now_iso()
     with edit_ledger(project.plane.ledger_file, now) as ledger:
         task = ledger.get(task_id)
@@ -311,9 +314,7 @@ def cancel_task(env: Environment, project: Project, task_id: str, reason: str | 
 
 
 def retry_task(env: Environment, project: Project, task_id: str, reason: str | None) -> Task:
-    check_task_id(task_id)
-    if reason is not None:
-        check_line(reason, "--reason", "reasons")
+    _check_id_and_reason(task_id, reason)
     now = env.now_iso()
     with edit_ledger(project.plane.ledger_file, now) as ledger:
         task = ledger.get(task_id)
