@@ -78,7 +78,35 @@ def test_pi_config_goes_under_the_given_home(tmp_path):
 
 
 def test_every_demo_task_has_a_script():
-    assert {t.id for t in demo_script.TASKS} == set(demo_script.SCRIPTS)
+    heal = demo_script.HEAL_PREFIX + "*"
+    assert {t.id for t in demo_script.TASKS} | {heal} == set(demo_script.SCRIPTS)
+
+
+def test_a_script_key_ending_in_a_star_matches_ids_by_prefix():
+    from openloop.adapters.demo_model import script_for
+
+    scripts = demo_script.SCRIPTS
+    assert script_for(scripts, "fix-lint-9eb778") is scripts["fix-lint-*"]
+    assert script_for(scripts, "add-subtract") is scripts["add-subtract"]
+    assert script_for(scripts, "fix-lin") is None
+    assert script_for(scripts, None) is None
+
+
+def test_the_demos_units_reset_what_the_users_template_dropins_set():
+    """The user's own drop-ins on the openloop@ template (their OPENLOOP_HOME, their API keys'
+    environment file, the sandbox's private /tmp) must not reach the demo's instance: its
+    drop-in sorts after them and resets each list before stating its own."""
+    from openloop.actions import demo_units
+    from openloop.adapters import units
+
+    text = demo_units.service_override({"OPENLOOP_HOME": "/d/o l", "HOME": "/d/h"}, ["/usr/bin"])
+    lines = text.splitlines()
+    assert demo_units.DEMO_DROPIN > max(units.DROPIN, units.ENV_DROPIN, units.SANDBOX_DROPIN)
+    for key in ("Environment", "EnvironmentFile", "ExecCondition", "ExecStart", "ExecStopPost"):
+        first = next(i for i, line in enumerate(lines) if line.startswith(f"{key}="))
+        assert lines[first] == f"{key}=", key  # the reset comes before any value
+    assert '"OPENLOOP_HOME=/d/o l"' in text and "PrivateTmp=no" in text
+    assert demo_units.FAST_TIMER.index("OnActiveSec=\n") < demo_units.FAST_TIMER.index("1s")
 
 
 def test_without_pi_and_npm_the_demo_says_what_to_run(tmp_path, monkeypatch):

@@ -8,9 +8,12 @@ Everything lives in one directory of the demo's own (a temporary one unless `--d
 
 so the user's projects, configuration, journal filters and ~/.pi are never read or written.
 The scripted model (openloop.adapters.demo_model) listens on 127.0.0.1 while the demo runs.
-Iterations are what the systemd unit would run, `openloop run-once -p sample`, called directly
-as subprocesses. The demo then checks the four outcomes in the ledger, the run records and the
-git history, and says which are missing.
+Iterations run through the real systemd units when a user manager is reachable (the demo's
+own instance, `openloop@demo-<random>`: see openloop.actions.demo_units), their records
+followed in the journal; otherwise `openloop run-once -p sample` is called directly, as the
+unit would, and the demo says so. It then checks the five outcomes (a healed default branch,
+an auto-merge, a review, a policy block, a retry after a failed check) in the ledger, the run
+records and the git history, and says which are missing.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from openloop.actions import demo_script as script
+from openloop.actions import demo_units
 from openloop.adapters import demo_model
 from openloop.errors import InputError, OpenLoopError
 from openloop.loop.outcomes import Outcome as RunOutcome
@@ -54,6 +59,9 @@ class Outcome:
     detail: str
 
 
+OUTCOMES = 5
+
+
 @dataclass
 class DemoResult:
     root: Path
@@ -61,14 +69,16 @@ class DemoResult:
     seconds: float
     spent_usd: float
     outcomes: list[Outcome] = field(default_factory=list)
+    via: str = "run-once"  # or "systemd"
 
     @property
     def ok(self) -> bool:
-        return len(self.outcomes) == 4 and all(o.ok for o in self.outcomes)
+        return len(self.outcomes) == OUTCOMES and all(o.ok for o in self.outcomes)
 
     def to_data(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "via": self.via,
             "seconds": round(self.seconds, 1),
             "spentUsd": round(self.spent_usd, 6),
             "directory": str(self.root),
@@ -179,6 +189,8 @@ class World:
     say: Say
     started: float = field(default_factory=time.monotonic)
     spent: float = 0.0
+    alias: str = script.ALIAS
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def repo(self) -> Path:
@@ -226,7 +238,8 @@ class World:
         return f"{elapsed // 60}:{elapsed % 60:02d}"
 
     def line(self, text: str) -> None:
-        self.say(f"[{self.clock()}  ${self.spent:.4f}] {text}")
+        with self._lock:  # the journal's thread prints too
+            self.say(f"[{self.clock()}  ${self.spent:.4f}] {text}")
 
     def openloop(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(
@@ -287,7 +300,7 @@ def build_sample(w: World) -> None:
     w.git("commit", "-qm", "calc: add()")
     w.line(f"sample repository: {w.repo} (a tiny Python package, branch {script.BRANCH})")
 
-    w.openloop("project", "add", script.ALIAS, str(w.repo), "--init")
+    w.openloop("project", "add", w.alias, str(w.repo), "--init")
     python = _python_command()
     pfile = w.repo / ".openloop" / "project.json"
     data = json.loads(pfile.read_text())
@@ -302,25 +315,34 @@ def build_sample(w: World) -> None:
     (w.repo / ".openloop" / "policy.yaml").write_text(script.POLICY)
     w.git("add", "-A")
     w.git("commit", "-qm", "OpenLoop control plane: checks, policy (deploy/ is denied)")
-    w.openloop("project", "trust", script.ALIAS)
+    w.openloop("project", "trust", w.alias)
     w.line(
-        f"linked as '{script.ALIAS}'; committed .openloop/policy.yaml (denyGlobs: deploy/**) "
-        "and approved checks and policy with 'openloop project trust sample'"
+        f"linked as '{w.alias}'; committed .openloop/policy.yaml (denyGlobs: deploy/**) "
+        f"and approved checks and policy with 'openloop project trust {w.alias}'"
     )
     w.line(f"  lint: {data['validation']['lintCommand']}")
     w.line(f"  test: {data['validation']['testCommand']}")
     w.openloop("config", "set", "budgets.dailyCostUsd", "1")
     for task in script.TASKS:
-        args = ["task", "add", "-p", script.ALIAS, "--id", task.id, "--title", task.title]
+        args = ["task", "add", "-p", w.alias, "--id", task.id, "--title", task.title]
         args += ["--risk", task.risk, "--priority", str(task.priority), "--accept", task.accept]
         for scope in task.scope:
             args += ["--scope", scope]
         w.openloop(*args)
         w.line(f"task {task.id} ({task.risk}): {task.title}")
+    message, files = script.BROKEN_COMMIT
+    for rel, text in files.items():
+        (w.repo / rel).write_text(text)
+    w.git("add", "-A")
+    w.git("commit", "-qm", message, "--author", "A teammate <teammate@openloop.invalid>")
+    w.line(
+        f"a teammate committed to {script.BRANCH}: '{message}': the lint check now fails on "
+        f"{script.BRANCH} itself, and OpenLoop heals that before any feature work"
+    )
 
 
 def run_loop(w: World, pause: Callable[[], None]) -> list[dict[str, Any]]:
-    """`openloop run-once -p sample` until the backlog has nothing left to run."""
+    """`openloop run-once -p ALIAS` until the backlog has nothing left to run."""
     records: list[dict[str, Any]] = []
     for _ in range(MAX_ITERATIONS):
         record = _run_once(w)
@@ -338,7 +360,7 @@ def run_loop(w: World, pause: Callable[[], None]) -> list[dict[str, Any]]:
 
 def _run_once(w: World) -> dict[str, Any]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "openloop", "run-once", "-p", script.ALIAS, "--json"],
+        [sys.executable, "-m", "openloop", "run-once", "-p", w.alias, "--json"],
         env=w.env(),
         cwd=w.root,
         stdin=subprocess.DEVNULL,
@@ -361,19 +383,78 @@ def _run_once(w: World) -> dict[str, Any]:
     except ValueError:
         raise DemoError(f"run-once exited {proc.returncode} without a summary: {out!r}") from None
     if "runId" in record:
-        w.spent += float(record.get("costUsd") or 0)
-        checks = ", ".join(f"{v['name']} {v['status']}" for v in record.get("validation") or [])
-        w.line(
-            f"{record.get('taskId')}: {record['outcome']} -> task {record.get('taskStatus')}"
-            f"  (exit {proc.returncode}; {checks or 'no checks run'}; "
-            f"run ${float(record.get('costUsd') or 0):.4f})"
-        )
-        if record.get("reason"):
-            w.line(f"  why: {record['reason']}")
+        _say_run(w, record, f"exit {proc.returncode}")
     return record
 
 
-# --- checking the four outcomes -------------------------------------------------------------
+def _say_run(w: World, record: dict[str, Any], how: str) -> None:
+    w.spent += float(record.get("costUsd") or 0)
+    checks = ", ".join(f"{v['name']} {v['status']}" for v in record.get("validation") or [])
+    role = f" [{record['role']}]" if record.get("role") else ""
+    w.line(
+        f"{record.get('taskId')}{role}: {record['outcome']} -> task {record.get('taskStatus')}"
+        f"  ({how}; {checks or 'no checks run'}; "
+        f"run ${float(record.get('costUsd') or 0):.4f})"
+    )
+    if record.get("reason"):
+        w.line(f"  why: {record['reason']}")
+
+
+# Task states with work left: the demo's loop goes on while one is in them.
+_OPEN = ("ready", "in_progress", "validating", "planned")
+UNITS_TIMEOUT = 420
+
+
+def run_units(w: World, du: demo_units.DemoUnits, pause: Callable[[], None]) -> None:
+    """Starts the demo's timer and watches: each run record as it is finished, the unit's
+    state, the journal's records (on a thread); stops once no task has work left and the
+    service is idle."""
+    reported: set[str] = set()
+    deadline = time.monotonic() + UNITS_TIMEOUT
+    status = ""
+
+    def said(message: str) -> None:
+        # Every record starts with the project's alias: the demo has one project.
+        w.line(f"  journal: {message.removeprefix(w.alias + ':').removeprefix(w.alias).strip()}")
+
+    with demo_units.journal_lines(du.env, du.service, said) as heard:
+        du.start()
+        w.line(f"started {du.timer}: it fires {du.service} now and 2 s after each run ends")
+        while True:
+            for record in _records(w):
+                if record.get("endedAt") and record.get("runId") not in reported:
+                    reported.add(record["runId"])
+                    _say_run(w, record, f"by {du.service}")
+                    pause()
+            state = du.state()
+            if state.get("StatusText") and state["StatusText"] != status:
+                status = state["StatusText"]
+                if not heard():  # the journal says more, when it can be read
+                    w.line(f"  {du.service}: {status}")
+            idle = state.get("ActiveState") in ("inactive", "failed")
+            if idle and not any(t.get("status") in _OPEN for t in _ledger(w).values()):
+                break
+            if state.get("ActiveState") == "failed":
+                raise DemoError(
+                    f"{du.service} failed ({state.get('Result')}): "
+                    f"journalctl --user -u {du.service}"
+                )
+            if time.monotonic() > deadline:
+                raise DemoError(
+                    f"the backlog was not done after {UNITS_TIMEOUT} s of {du.timer}: "
+                    f"journalctl --user -u {du.service}"
+                )
+            time.sleep(0.5)
+        du.stop()
+        time.sleep(0.5)  # the last records' way through journald
+        if not heard():
+            w.line(
+                "  (no journal records reached this demo: is journald running, and may you read "
+                "your user journal? 'openloop doctor' checks)"
+            )
+
+
+# --- checking the outcomes -------------------------------------------------------------
 
 
 def _ledger(w: World) -> dict[str, dict[str, Any]]:
@@ -400,6 +481,31 @@ def check_outcomes(w: World, model: demo_model.DemoModel | None) -> list[Outcome
 
     def by_task(task_id: str) -> list[dict[str, Any]]:
         return [r for r in records if r.get("taskId") == task_id]
+
+    heals = [t for t in tasks.values() if t["id"].startswith(script.HEAL_PREFIX)]
+    heal = heals[0] if heals else {}
+    stats = _on_main(w, "calc/stats.py")
+    heal_runs = by_task(heal["id"]) if heal else []
+    first = records[0].get("taskId") if records else None
+    ok = (
+        len(heals) == 1
+        and heal.get("status") == "promoted"
+        and (heal.get("source") or {}).get("type") == "ci"
+        and any(r.get("role") == "ci-healer" for r in heal_runs)
+        and first == heal.get("id")
+        and "def mean" in stats
+        and "print(" not in stats
+    )
+    outcomes.append(
+        Outcome(
+            "broken default branch healed first",
+            ok,
+            f"{heal.get('id') or 'no healing task'} is {heal.get('status')} "
+            f"(role {', '.join(str(r.get('role')) for r in heal_runs) or 'none'}; the first run "
+            f"was {first}); calc/stats.py on {script.BRANCH} "
+            f"{'has no print()' if 'print(' not in stats else 'still prints'}",
+        )
+    )
 
     sub = tasks.get("add-subtract", {})
     ok = sub.get("status") == "promoted" and "def subtract" in ops
@@ -467,8 +573,8 @@ def check_outcomes(w: World, model: demo_model.DemoModel | None) -> list[Outcome
         )
     )
     if not any("openloop" in s.lower() or "subtract" in s.lower() for s in log.splitlines()):
-        outcomes[0].ok = False
-        outcomes[0].detail += f"; no merge in the history of {script.BRANCH}"
+        outcomes[1].ok = False
+        outcomes[1].detail += f"; no merge in the history of {script.BRANCH}"
     return outcomes
 
 
@@ -482,18 +588,27 @@ def run_demo(
     say: Say,
     pause: Callable[[], None] = lambda: None,
     report: Callable[[World, DemoResult], None] | None = None,
+    units: bool | None = None,
 ) -> DemoResult:
     """Runs the demo; `report` sees the world and the result before anything is cleaned up.
-    Unless `keep`, the demo directory is removed at the end (emptied, for a `directory` that
-    existed), whether the demo succeeded or not."""
+    `units`: through the systemd units (True: or fail), run-once directly (False), or the
+    units when a user manager is reachable (None). The demo's units are always removed at the
+    end (their journal records stay); unless `keep`, so is the demo directory (emptied, for a
+    `directory` that existed), whether the demo succeeded or not."""
     environ = dict(os.environ)
     if problem := _node_problem(environ):
         raise DemoError(f"{problem} (install it from nodejs.org or NodeSource)")
+    no_units = "not asked for (--no-units)" if units is False else None
+    no_units = no_units or demo_units.manager_problem(environ)
+    if units and no_units:
+        raise DemoError(f"--units: {no_units}")
     root, created = _prepare_dir(directory)
     started = time.monotonic()
+    du: demo_units.DemoUnits | None = None
     try:
         pi = ensure_pi(environ, say)
-        w = World(root, pi, say, started)
+        alias = script.ALIAS if no_units else demo_units.new_alias()
+        w = World(root, pi, say, started, alias=alias)
         w.line(f"demo directory {root}; pi {pi}")
         w.line("phase 1/4: set up the sample repository")
         build_sample(w)
@@ -506,18 +621,26 @@ def run_demo(
                 f"{demo_model.PRICE[0]:g}/{demo_model.PRICE[1]:g} demo dollars per million "
                 "tokens in/out: nothing is charged)"
             )
-            w.line(
-                "phase 3/4: iterations: 'openloop run-once -p sample', called directly as a "
-                "subprocess (what the openloop@sample.service unit runs on each timer tick)"
-            )
-            run_loop(w, pause)
+            if no_units:
+                w.line(
+                    f"phase 3/4: iterations: 'openloop run-once -p {w.alias}', called directly "
+                    f"(what the openloop@{w.alias}.service unit runs on each timer tick): "
+                    f"systemd is not used because {no_units}"
+                )
+                run_loop(w, pause)
+            else:
+                du = _install_units(w, environ)
+                run_units(w, du, pause)
             w.line("phase 4/4: check the outcomes in the ledger, run records and git history")
             outcomes = check_outcomes(w, model)
         result = DemoResult(root, keep, time.monotonic() - started, w.spent, outcomes)
+        result.via = "run-once" if du is None else "systemd"
         if report:
             report(w, result)
         return result
     finally:
+        if du is not None:
+            du.remove()
         if not keep:
             if created:
                 shutil.rmtree(root, ignore_errors=True)
@@ -529,13 +652,37 @@ def run_demo(
                         child.unlink(missing_ok=True)
 
 
+def _install_units(w: World, environ: dict[str, str]) -> demo_units.DemoUnits:
+    """The demo's own instance in the user's manager (see demo_units for what is written)."""
+    from openloop.actions import service
+    from openloop.env import Environment
+
+    caller = Path(environ.get("HOME") or Path.home())
+    config_home = environ.get("XDG_CONFIG_HOME") or str(caller / ".config")
+    env = Environment.from_os({**w.env(), "XDG_CONFIG_HOME": config_home})
+    du = demo_units.DemoUnits(env, w.alias, w.env())
+    unit_dir = du.install(service.dropins_for(env, w.alias))
+    w.line(
+        f"phase 3/4: iterations through systemd: {du.timer} and {du.service}, the demo's own "
+        f"instance (drop-ins in {unit_dir}; your own units are not touched)"
+    )
+    w.line(f"  see them: systemctl --user cat {du.service}; journalctl --user -u {du.service}")
+    return du
+
+
 def status_screen(w: World) -> str:
     return w.openloop("status", check=False).stdout
 
 
+def journal_tail(w: World, lines: int = 12) -> str:
+    """The demo project's last journal records, read back by `openloop logs`."""
+    proc = w.openloop("logs", "-p", w.alias, "-n", str(lines), check=False)
+    return proc.stdout if proc.returncode == 0 else proc.stderr
+
+
 def review_summary(w: World, task_id: str) -> str:
     """The promotion request in a few lines (`promotion show` prints the whole JSON)."""
-    proc = w.openloop("promotion", "show", "-p", script.ALIAS, "--task", task_id, check=False)
+    proc = w.openloop("promotion", "show", "-p", w.alias, "--task", task_id, check=False)
     try:
         req = json.loads(proc.stdout)
     except ValueError:

@@ -1,7 +1,12 @@
 """What `openloop demo` works on: the sample repository, its policy, its backlog, and the
 scripted model's moves for each task (see openloop.adapters.demo_model).
 
-Four tasks, one per outcome a newcomer should see:
+A broken default branch first: a teammate's commit left a debug print() in calc/stats.py,
+which the lint check refuses. OpenLoop's baseline check finds it before any feature work and
+makes a healing task (fix-lint-<signature>) for the ci-healer role, which removes it; the fix
+is low-risk inside the file the failure names, so it auto-merges.
+
+Then four tasks, one per outcome a newcomer should see:
 - add-subtract (low-risk): implemented, validated, auto-merged into main;
 - add-multiply (low-risk): the first attempt leaves a debug print() that the lint check
   refuses; the retry's prompt carries the lint output, the fix passes and merges;
@@ -28,6 +33,7 @@ def add(a, b):
 '''
 
 FILES: dict[str, str] = {
+    ".gitignore": "__pycache__/\n",
     "README.md": "# calc\n\nA tiny arithmetic package, the sample repository of "
     "`openloop demo`.\n\n"
     "    python3 -m unittest discover -s tests -t .   # tests\n",
@@ -41,6 +47,23 @@ FILES: dict[str, str] = {
     "deploy/production.ini": "# Production settings: changed by people, never by the agent.\n"
     "[server]\nworkers = 2\n",
 }
+
+STATS = '''"""Statistics for the calc package."""
+
+
+def mean(values):
+    """Return the arithmetic mean of values."""
+    print("mean of", values)
+    return sum(values) / len(values)
+'''
+
+# Committed on the default branch after the control plane, as a teammate would: the lint check
+# fails on the branch's tip until OpenLoop heals it.
+BROKEN_COMMIT = (
+    "calc: mean() (a quick commit, with a debug print left in)",
+    {"calc/stats.py": STATS},
+)
+HEAL_PREFIX = "fix-lint-"
 
 # Checks that run anywhere Python runs: byte-compile everything, refuse print() in the library
 # (a grep lint), run the unit tests.
@@ -157,6 +180,25 @@ def _unit_test(func: str, cases: list[tuple[str, str]]) -> str:
 
 
 SCRIPTS: dict[str, TaskScript] = {
+    # The healing task's id ends with its failure's signature: matched by prefix.
+    HEAL_PREFIX + "*": TaskScript(
+        first=(
+            Turn((Call("read", {"path": "calc/stats.py"}),)),
+            Turn(
+                (
+                    Call(
+                        "edit",
+                        {
+                            "path": "calc/stats.py",
+                            "edits": [{"oldText": '    print("mean of", values)\n', "newText": ""}],
+                        },
+                    ),
+                )
+            ),
+            Turn((Call("bash", {"command": LINT}),)),
+            Turn(text="Removed the debug print() from calc/stats.py; the lint check passes."),
+        )
+    ),
     "add-subtract": TaskScript(
         first=(
             Turn((Call("read", {"path": "calc/ops.py"}),)),

@@ -9,7 +9,8 @@ final text reply (pi's run ends).
 
 Which reply comes next is decided from the request alone, so the server keeps no session state:
 the task id in OpenLoop's prompt ("Task <id> (kind ...") picks the task's script, the
-"previous attempt failed" section picks the retry's script, and the number of assistant turns
+"previous attempt failed" section picks the retry's script (a key ending in `*` matches ids
+by prefix), and the number of assistant turns
 already in the conversation picks the turn. A task the script does not know gets a polite
 refusal (no change: OpenLoop records no progress).
 
@@ -122,7 +123,7 @@ class DemoModel:
         turn = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
         with self._lock:
             self.seen.append(Seen(task_id, retry, turn, prompt))
-        script = self.scripts.get(task_id or "")
+        script = script_for(self.scripts, task_id)
         if script is None:
             return UNKNOWN_TASK
         turns = script.retry if retry and script.retry is not None else script.first
@@ -162,6 +163,19 @@ class DemoModel:
             "total_tokens": prompt + completion,
         }
         yield chunk({}, finish, usage=usage)
+
+
+def script_for(scripts: Mapping[str, TaskScript], task_id: str | None) -> TaskScript | None:
+    """The task's script: by its id, else by a key ending in `*` that its id starts with
+    (OpenLoop names a healing task after its failure's signature, unknown in advance)."""
+    if not task_id:
+        return None
+    if task_id in scripts:
+        return scripts[task_id]
+    for key, script in scripts.items():
+        if key.endswith("*") and task_id.startswith(key[:-1]):
+            return script
+    return None
 
 
 def _first_user_text(messages: Sequence[Any]) -> str:

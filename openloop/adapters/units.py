@@ -241,10 +241,10 @@ CARRIED_ENV = ("OPENLOOP_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "OPENLOOP_P
 
 def environment_dropin(env: Environment, path_dirs: list[str]) -> str:
     lines = [HEADER, "[Service]\n"]
-    lines.append(f"Environment={_quote_env('PATH', ':'.join(path_dirs))}\n")
+    lines.append(f"Environment={quote_env('PATH', ':'.join(path_dirs))}\n")
     for key in CARRIED_ENV:
         if env.environ.get(key):
-            lines.append(f"Environment={_quote_env(key, env.environ[key])}\n")
+            lines.append(f"Environment={quote_env(key, env.environ[key])}\n")
     # EnvironmentFile= takes its path raw (no quotes; only % is special).
     envfile = str(env.config_dir / "environment").replace("%", "%%")
     lines.append(f"EnvironmentFile=-{envfile}\n")
@@ -264,7 +264,7 @@ def sandbox_dropin(env: Environment) -> str:
     )
 
 
-def _quote_env(key: str, value: str) -> str:
+def quote_env(key: str, value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
     return f'"{key}={escaped}"'
 

@@ -1,5 +1,6 @@
 """`openloop demo --ci`, the README's first command, end to end: the real pi, the demo's own
-scripted model, the four outcomes in the ledger and the git history."""
+scripted model, the five outcomes in the ledger and the git history. (Its run through the
+systemd units is tests/systemd/test_demo_units.py.)"""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tests.e2e.conftest import OPENLOOP
 pytestmark = pytest.mark.e2e
 
 OUTCOMES = (
+    "broken default branch healed first",
     "low-risk task auto-merged",
     "medium-risk task left for review",
     "denied path blocked by policy",
@@ -35,7 +37,7 @@ def _demo(tmp_path: Path, pi_bin: str, *args: str) -> tuple[subprocess.Completed
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     )
     proc = subprocess.run(
-        [OPENLOOP, "demo", "--ci", *args],
+        [OPENLOOP, "demo", "--ci", "--no-units", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -52,7 +54,8 @@ def test_demo_ci_produces_the_four_outcomes(tmp_path, pi_bin):
     for name in OUTCOMES:
         assert f"ok      {name}:" in proc.stdout
     assert "MISSING" not in proc.stdout
-    assert "Demo passed" in proc.stdout
+    assert "Demo passed" in proc.stdout and "(iterations by run-once)" in proc.stdout
+    assert "systemd is not used because not asked for (--no-units)" in proc.stdout
     # The exact review commands, with the demo's OPENLOOP_HOME spelled out.
     home = where / "openloop"
     for verb in ("show", "apply", "reject"):
@@ -61,8 +64,11 @@ def test_demo_ci_produces_the_four_outcomes(tmp_path, pi_bin):
 
     repo = where / "sample"
     tasks = {t["id"]: t for t in json.loads((repo / ".openloop/tasks.json").read_text())["tasks"]}
-    demo = {"add-subtract", "add-multiply", "add-safe-divide", "raise-production-workers"}
+    heal = [k for k in tasks if k.startswith("fix-lint-")]
+    assert len(heal) == 1 and tasks[heal[0]]["source"]["type"] == "ci"
+    demo = {"add-subtract", "add-multiply", "add-safe-divide", "raise-production-workers", *heal}
     assert {k: t["status"] for k, t in tasks.items() if k in demo} == {
+        heal[0]: "promoted",
         "add-subtract": "promoted",
         "add-multiply": "promoted",
         "add-safe-divide": "review",
@@ -80,13 +86,16 @@ def test_demo_ci_produces_the_four_outcomes(tmp_path, pi_bin):
         key=lambda r: r["startedAt"],
     )
     assert [(r["taskId"], r["outcome"]) for r in runs] == [
+        (heal[0], "completed"),
         ("add-subtract", "completed"),
         ("add-multiply", "validation-failed"),
         ("add-multiply", "completed"),
         ("add-safe-divide", "completed"),
         ("raise-production-workers", "blocked-by-policy"),
     ]
-    retry_prompt = (repo / ".openloop/runs" / runs[2]["runId"] / "prompt.md").read_text()
+    assert runs[0]["role"] == "ci-healer"
+    assert "print(" not in git(repo, "show", "main:calc/stats.py")
+    retry_prompt = (repo / ".openloop/runs" / runs[3]["runId"] / "prompt.md").read_text()
     assert "The previous attempt failed" in retry_prompt and "print(" in retry_prompt
     assert all(r["costUsd"] > 0 for r in runs)
     # The policy that blocked the deploy change is committed on main and approved.

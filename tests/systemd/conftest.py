@@ -126,3 +126,20 @@ def openloop_exe(user_manager: UserManager) -> Path:
     if problem:
         systemd_unavailable(problem)
     return exe
+
+
+@pytest.fixture
+def pi_for_units(user_manager):
+    """The pinned pi, checked to be runnable by the test user."""
+    from tests.support.model_server import find_pi
+
+    pi = find_pi()
+    if pi is None:
+        pytest.fail("pi not found: run scripts/install-pi.sh", pytrace=False)
+    problem = user_manager.check_can_execute(pi.resolve())
+    if problem and systemd_required():
+        open_for_traversal(user_manager, [pi.resolve()])
+        problem = user_manager.check_can_execute(pi.resolve())
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    return pi

@@ -421,23 +421,6 @@ def test_the_timer_runs_the_real_pi_against_a_scripted_model(site, pi_for_units)
     assert len(model.requests) == 2
 
 
-@pytest.fixture
-def pi_for_units(user_manager):
-    from tests.support.model_server import find_pi
-    from tests.systemd.manager import open_for_traversal, systemd_required
-
-    pi = find_pi()
-    if pi is None:
-        pytest.fail("pi not found: run scripts/install-pi.sh", pytrace=False)
-    problem = user_manager.check_can_execute(pi.resolve())
-    if problem and systemd_required():
-        open_for_traversal(user_manager, [pi.resolve()])
-        problem = user_manager.check_can_execute(pi.resolve())
-    if problem:
-        pytest.fail(problem, pytrace=False)
-    return pi
-
-
 def test_a_project_that_has_not_run_yet_is_not_reported_as_an_error(site):
     site.make_project("fresh", WRITE_FILE)
     site.ol("service", "install")

@@ -1,0 +1,94 @@
+"""`openloop demo` through the real units: with a user manager it schedules its own instance
+(openloop@demo-XXXXXX), the timer fires the iterations, their records are followed in the
+journal, and the user's own OpenLoop units come out byte for byte as they were."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_demo_runs_through_its_own_units_and_leaves_the_users_alone(
+    user_manager, openloop_exe, pi_for_units, user_tmp_path
+):
+    um = user_manager
+    # The user's own OpenLoop: a project named like the demo's, units installed.
+    mine = {
+        "OPENLOOP_HOME": str(user_tmp_path / "mine"),
+        "GIT_AUTHOR_NAME": "U",
+        "GIT_AUTHOR_EMAIL": "u@example.invalid",
+        "GIT_COMMITTER_NAME": "U",
+        "GIT_COMMITTER_EMAIL": "u@example.invalid",
+    }
+    repo = user_tmp_path / "sample"
+    um.make_user_dir(repo)
+    for argv in (
+        ["git", "init", "-q", "-b", "main"],
+        ["sh", "-c", "echo hi > README.md"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "init"],
+    ):
+        assert um.run(argv, env=mine, cwd=repo).returncode == 0
+    for args in (["project", "add", "sample", str(repo), "--init"], ["service", "install"]):
+        cp = um.run([str(openloop_exe), *args], env=mine, timeout=120)
+        assert cp.returncode == 0, cp.stderr
+    before = _files(um.unit_dir)
+    assert any("OPENLOOP_HOME" in text for text in before.values())
+
+    where = user_tmp_path / "demo"
+    cp = um.run(
+        [str(openloop_exe), "demo", "--ci", "--units", "--keep", "--dir", str(where)],
+        env={"OPENLOOP_PI_BIN": str(pi_for_units)},
+        timeout=600,
+    )
+    out = cp.stdout + cp.stderr
+    print(out)  # shown with -s, and on failure
+    assert cp.returncode == 0, out[-6000:]
+    assert "iterations by systemd" in cp.stdout
+    assert cp.stdout.count("\nok      ") == 5, out[-4000:]
+    alias = re.search(r"openloop@(demo-[0-9a-f]{6})\.timer", cp.stdout).group(1)
+    service = f"openloop@{alias}.service"
+
+    # The journal's records, followed while the demo ran and read back by `openloop logs`.
+    assert "  journal: " in cp.stdout
+    assert f"== the journal: openloop logs -p {alias}" in cp.stdout
+    records = um.journal_json(service)
+    tasks = {r.get("OPENLOOP_TASK") for r in records}
+    assert {"add-subtract", "add-multiply", "add-safe-divide"} <= tasks
+    assert any(str(t).startswith("fix-lint-") for t in tasks)
+
+    # The iterations were the unit's: each run record's pid is one the journal saw under it.
+    runs = [json.loads(p.read_text()) for p in (where / "sample/.openloop/runs").glob("*.json")]
+    unit_pids = {r.get("_PID") for r in records}
+    assert runs and all(str(r["pid"]) in unit_pids for r in runs), (runs, unit_pids)
+
+    # The user's units are exactly as they were; the demo's instance is gone.
+    assert _files(um.unit_dir) == before
+    # (An instance of an installed template always loads: its own drop-ins are what is gone.)
+    left = um.show(service, "DropInPaths", "ActiveState")
+    assert alias not in left["DropInPaths"] and left["ActiveState"] == "inactive", left
+    assert um.show(f"openloop@{alias}.timer", "ActiveState")["ActiveState"] == "inactive"
+    # Nothing of the demo still runs (the scripted model is gone with it).
+    ps = um.run(["ps", "-u", str(um.uid), "-o", "args="]).stdout
+    assert str(where) not in ps
+
+
+def test_without_a_user_manager_the_demo_says_so_and_runs_iterations_directly(
+    user_manager, openloop_exe, user_tmp_path
+):
+    """--units refuses with the reason when there is no manager to talk to (here: a runtime
+    directory with no manager in it), before creating anything."""
+    where = user_tmp_path / "nodemo"
+    cp = user_manager.run(
+        [str(openloop_exe), "demo", "--ci", "--units", "--dir", str(where)],
+        env={"XDG_RUNTIME_DIR": str(user_tmp_path)},
+        timeout=60,
+    )
+    assert cp.returncode != 0
+    assert "--units:" in cp.stderr and "user manager" in cp.stderr, cp.stderr
+    assert not where.exists()
