@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from openloop.actions import demo, demo_script
+from openloop.actions import demo, demo_pi, demo_script
 from openloop.adapters.demo_model import (
     MODEL,
     PROVIDER,
@@ -110,7 +110,7 @@ def test_the_demos_units_reset_what_the_users_template_dropins_set():
 
 
 def test_without_pi_and_npm_the_demo_says_what_to_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(demo, "_SOURCE_ROOT", tmp_path)  # no source checkout's .tools/ either
+    monkeypatch.setattr(demo_pi, "_SOURCE_ROOT", tmp_path)  # no source checkout's .tools/ either
     environ = {"PATH": str(tmp_path), "HOME": str(tmp_path), "OPENLOOP_TOOLS_DIR": str(tmp_path)}
     with pytest.raises(demo.DemoError) as err:
         demo.ensure_pi(environ, lambda _: None)

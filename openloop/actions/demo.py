@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -33,31 +33,16 @@ from typing import Any
 
 from openloop.actions import demo_script as script
 from openloop.actions import demo_units
+from openloop.actions.demo_checks import Outcome, check_outcomes, ledger, records
+from openloop.actions.demo_pi import DemoError, Say, ensure_pi, find_pi, node_problem
+from openloop.actions.demo_world import World, prepare_dir, python_command
 from openloop.adapters import demo_model
-from openloop.errors import InputError, OpenLoopError
 from openloop.loop.outcomes import Outcome as RunOutcome
 
-PI_PACKAGE = "@mariozechner/pi-coding-agent"
-PI_VERSION = "0.73.1"  # the version OpenLoop is tested against (scripts/install-pi.sh)
+__all__ = ["DemoError", "DemoResult", "World", "ensure_pi", "find_pi", "run_demo"]
+
 MAX_ITERATIONS = 10
-_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
-_SOURCE_ROOT = Path(__file__).resolve().parents[2]
-
 _FINISHED = tuple(f"{o.value}:" for o in RunOutcome)
-
-Say = Callable[[str], None]
-
-
-class DemoError(OpenLoopError):
-    """The demo could not run (pi not installable, a step failed)."""
-
-
-@dataclass
-class Outcome:
-    name: str
-    ok: bool
-    detail: str
-
 
 OUTCOMES = 5
 
@@ -88,205 +73,6 @@ class DemoResult:
         }
 
 
-# --- pi -------------------------------------------------------------------------------------
-
-
-def _tools_dirs(environ: dict[str, str]) -> list[Path]:
-    """Where a pinned pi may be: $OPENLOOP_TOOLS_DIR, a source checkout's .tools/ (what
-    scripts/install-pi.sh fills), else OpenLoop's own data directory."""
-    dirs = []
-    if environ.get("OPENLOOP_TOOLS_DIR"):
-        dirs.append(Path(environ["OPENLOOP_TOOLS_DIR"]))
-    if (_SOURCE_ROOT / "pyproject.toml").is_file() and (_SOURCE_ROOT / "openloop").is_dir():
-        dirs.append(_SOURCE_ROOT / ".tools")
-    data = Path(environ.get("XDG_DATA_HOME") or Path(environ.get("HOME", "~")) / ".local/share")
-    dirs.append(data.expanduser() / "openloop" / "tools")
-    return dirs
-
-
-def _pi_in(tools: Path) -> Path:
-    return tools / "pi" / "node_modules" / ".bin" / "pi"
-
-
-def find_pi(environ: dict[str, str]) -> Path | None:
-    """$OPENLOOP_PI_BIN, else a pinned copy in a tools directory, else `pi` on PATH."""
-    if environ.get("OPENLOOP_PI_BIN"):
-        return Path(environ["OPENLOOP_PI_BIN"])
-    for tools in _tools_dirs(environ):
-        if os.access(_pi_in(tools), os.X_OK):
-            return _pi_in(tools)
-    found = shutil.which("pi", path=environ.get("PATH"))
-    return Path(found) if found else None
-
-
-def install_command(prefix: Path) -> list[str]:
-    return [
-        "npm",
-        "install",
-        "--prefix",
-        str(prefix),
-        "--no-audit",
-        "--no-fund",
-        f"{PI_PACKAGE}@{PI_VERSION}",
-    ]
-
-
-def ensure_pi(environ: dict[str, str], say: Say) -> Path:
-    """The pi to use, installing the pinned version locally (never globally) when none is."""
-    if found := find_pi(environ):
-        if not os.access(found, os.X_OK):
-            raise DemoError(f"{found} is not executable (OPENLOOP_PI_BIN?)")
-        return found
-    tools = _tools_dirs(environ)[0]
-    prefix = tools / "pi"
-    command = install_command(prefix)
-    manual = " ".join(command)
-    if not shutil.which("npm", path=environ.get("PATH")) or not shutil.which(
-        "node", path=environ.get("PATH")
-    ):
-        raise DemoError(
-            "pi is not installed and Node.js/npm are missing: install Node.js >= 20.6, then run "
-            f"'{manual}' (or 'bash scripts/setup.sh' in a clone of OpenLoop)"
-        )
-    say(f"pi {PI_VERSION} is not installed: installing it into {prefix} (npm, ~30 s)")
-    prefix.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        command, env=environ, capture_output=True, text=True, stdin=subprocess.DEVNULL
-    )
-    pi = _pi_in(tools)
-    if proc.returncode != 0 or not os.access(pi, os.X_OK):
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise DemoError(
-            f"could not install pi ({'; '.join(tail) or 'npm failed'}): run '{manual}' yourself, "
-            f"or set OPENLOOP_PI_BIN to a pi {PI_VERSION} binary"
-        )
-    return pi
-
-
-def _node_problem(environ: dict[str, str]) -> str | None:
-    node = shutil.which("node", path=environ.get("PATH"))
-    if not node:
-        return "Node.js is not on PATH: pi needs Node.js >= 20.6"
-    proc = subprocess.run(
-        [node, "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL
-    )
-    try:
-        major, minor = (int(x) for x in proc.stdout.strip().lstrip("v").split(".")[:2])
-    except ValueError:
-        return f"could not read the Node.js version ({proc.stdout.strip()!r})"
-    if (major, minor) < (20, 6):
-        return f"pi {PI_VERSION} needs Node.js >= 20.6 (found {proc.stdout.strip()})"
-    return None
-
-
-# --- the demo's world -----------------------------------------------------------------------
-
-
-@dataclass
-class World:
-    root: Path
-    pi: Path
-    say: Say
-    started: float = field(default_factory=time.monotonic)
-    spent: float = 0.0
-    alias: str = script.ALIAS
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def repo(self) -> Path:
-        return self.root / "sample"
-
-    @property
-    def home(self) -> Path:
-        return self.root / "openloop"
-
-    @property
-    def pi_home(self) -> Path:
-        return self.root / "home"
-
-    def env(self) -> dict[str, str]:
-        """OpenLoop's and pi's environment: the caller's, with every place they read or write
-        moved into the demo directory, and no proxy between pi and 127.0.0.1."""
-        env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
-        env.update(
-            HOME=str(self.pi_home),
-            OPENLOOP_HOME=str(self.home),
-            XDG_CONFIG_HOME=str(self.pi_home / ".config"),
-            XDG_STATE_HOME=str(self.pi_home / ".local" / "state"),
-            XDG_DATA_HOME=str(self.pi_home / ".local" / "share"),
-            OPENLOOP_PI_BIN=str(self.pi),
-            GIT_CONFIG_GLOBAL=str(self.pi_home / ".gitconfig"),
-            GIT_CONFIG_NOSYSTEM="1",
-            GIT_AUTHOR_NAME="OpenLoop demo",
-            GIT_AUTHOR_EMAIL="demo@openloop.invalid",
-            GIT_COMMITTER_NAME="OpenLoop demo",
-            GIT_COMMITTER_EMAIL="demo@openloop.invalid",
-            NO_PROXY="127.0.0.1,localhost",
-            no_proxy="127.0.0.1,localhost",
-            PI_OFFLINE="1",
-            PI_SKIP_VERSION_CHECK="1",
-        )
-        node = shutil.which("node")
-        if node and str(Path(node).parent) not in env.get("PATH", "").split(os.pathsep):
-            env["PATH"] = os.pathsep.join([str(Path(node).parent), env.get("PATH", "")])
-        for name in ("OPENLOOP_PROJECT", "OPENLOOP_RUN_ID", "OPENLOOP_TASK_ID", "NOTIFY_SOCKET"):
-            env.pop(name, None)
-        return env
-
-    def clock(self) -> str:
-        elapsed = int(time.monotonic() - self.started)
-        return f"{elapsed // 60}:{elapsed % 60:02d}"
-
-    def line(self, text: str) -> None:
-        with self._lock:  # the journal's thread prints too
-            self.say(f"[{self.clock()}  ${self.spent:.4f}] {text}")
-
-    def openloop(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [sys.executable, "-m", "openloop", *args],
-            env=self.env(),
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=300,
-        )
-        if check and proc.returncode != 0:
-            raise DemoError(
-                f"'openloop {' '.join(args)}' exited {proc.returncode}: "
-                f"{(proc.stderr or proc.stdout).strip()}"
-            )
-        return proc
-
-    def git(self, *args: str, check: bool = True) -> str:
-        proc = subprocess.run(
-            ["git", "-C", str(self.repo), *args],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        if check and proc.returncode != 0:
-            raise DemoError(f"git {' '.join(args)}: {proc.stderr.strip()}")
-        return proc.stdout
-
-
-def _prepare_dir(directory: Path | None) -> tuple[Path, bool]:
-    """(root, created by us)."""
-    if directory is None:
-        return Path(tempfile.mkdtemp(prefix="openloop-demo-")), True
-    directory = directory.expanduser().absolute()
-    if directory.exists() and any(directory.iterdir()):
-        raise InputError(f"--dir: {directory} is not empty (the demo needs a directory of its own)")
-    created = not directory.exists()
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory, created
-
-
-def _python_command() -> str:
-    return "python3" if shutil.which("python3") else sys.executable
-
-
 def build_sample(w: World) -> None:
     """The sample repository with its control plane and policy committed on main."""
     w.pi_home.mkdir(parents=True)
@@ -301,7 +87,7 @@ def build_sample(w: World) -> None:
     w.line(f"sample repository: {w.repo} (a tiny Python package, branch {script.BRANCH})")
 
     w.openloop("project", "add", w.alias, str(w.repo), "--init")
-    python = _python_command()
+    python = python_command()
     pfile = w.repo / ".openloop" / "project.json"
     data = json.loads(pfile.read_text())
     data["pi"].update(model=demo_model.MODEL, provider=demo_model.PROVIDER)
@@ -421,7 +207,7 @@ def run_units(w: World, du: demo_units.DemoUnits, pause: Callable[[], None]) -> 
         du.start()
         w.line(f"started {du.timer}: it fires {du.service} now and 2 s after each run ends")
         while True:
-            for record in _records(w):
+            for record in records(w):
                 if record.get("endedAt") and record.get("runId") not in reported:
                     reported.add(record["runId"])
                     _say_run(w, record, f"by {du.service}")
@@ -432,7 +218,7 @@ def run_units(w: World, du: demo_units.DemoUnits, pause: Callable[[], None]) -> 
                 if not heard():  # the journal says more, when it can be read
                     w.line(f"  {du.service}: {status}")
             idle = state.get("ActiveState") in ("inactive", "failed")
-            if idle and not any(t.get("status") in _OPEN for t in _ledger(w).values()):
+            if idle and not any(t.get("status") in _OPEN for t in ledger(w).values()):
                 break
             if state.get("ActiveState") == "failed":
                 raise DemoError(
@@ -454,130 +240,6 @@ def run_units(w: World, du: demo_units.DemoUnits, pause: Callable[[], None]) -> 
             )
 
 
-# --- checking the outcomes -------------------------------------------------------------
-
-
-def _ledger(w: World) -> dict[str, dict[str, Any]]:
-    data = json.loads((w.repo / ".openloop" / "tasks.json").read_text())
-    return {t["id"]: t for t in data["tasks"]}
-
-
-def _records(w: World) -> list[dict[str, Any]]:
-    runs = w.repo / ".openloop" / "runs"
-    found = [json.loads(p.read_text()) for p in runs.glob("*.json")]
-    return sorted(found, key=lambda r: r.get("startedAt") or "")
-
-
-def _on_main(w: World, path: str) -> str:
-    return w.git("show", f"{script.BRANCH}:{path}", check=False)
-
-
-def check_outcomes(w: World, model: demo_model.DemoModel | None) -> list[Outcome]:
-    tasks = _ledger(w)
-    records = _records(w)
-    ops = _on_main(w, "calc/ops.py")
-    log = w.git("log", "--format=%s", script.BRANCH)
-    outcomes = []
-
-    def by_task(task_id: str) -> list[dict[str, Any]]:
-        return [r for r in records if r.get("taskId") == task_id]
-
-    heals = [t for t in tasks.values() if t["id"].startswith(script.HEAL_PREFIX)]
-    heal = heals[0] if heals else {}
-    stats = _on_main(w, "calc/stats.py")
-    heal_runs = by_task(heal["id"]) if heal else []
-    first = records[0].get("taskId") if records else None
-    ok = (
-        len(heals) == 1
-        and heal.get("status") == "promoted"
-        and (heal.get("source") or {}).get("type") == "ci"
-        and any(r.get("role") == "ci-healer" for r in heal_runs)
-        and first == heal.get("id")
-        and "def mean" in stats
-        and "print(" not in stats
-    )
-    outcomes.append(
-        Outcome(
-            "broken default branch healed first",
-            ok,
-            f"{heal.get('id') or 'no healing task'} is {heal.get('status')} "
-            f"(role {', '.join(str(r.get('role')) for r in heal_runs) or 'none'}; the first run "
-            f"was {first}); calc/stats.py on {script.BRANCH} "
-            f"{'has no print()' if 'print(' not in stats else 'still prints'}",
-        )
-    )
-
-    sub = tasks.get("add-subtract", {})
-    ok = sub.get("status") == "promoted" and "def subtract" in ops
-    outcomes.append(
-        Outcome(
-            "low-risk task auto-merged",
-            ok,
-            f"add-subtract is {sub.get('status')}; subtract() "
-            f"{'is' if 'def subtract' in ops else 'is NOT'} on {script.BRANCH}",
-        )
-    )
-
-    div = tasks.get("add-safe-divide", {})
-    branch_ops = w.git("show", "openloop/add-safe-divide:calc/ops.py", check=False)
-    ok = div.get("status") == "review" and "def divide" in branch_ops and "def divide" not in ops
-    outcomes.append(
-        Outcome(
-            "medium-risk task left for review",
-            ok,
-            f"add-safe-divide is {div.get('status')}; divide() is "
-            f"{'on' if 'def divide' in branch_ops else 'NOT on'} openloop/add-safe-divide and "
-            f"{'NOT ' if 'def divide' not in ops else ''}on {script.BRANCH}",
-        )
-    )
-
-    dep = tasks.get("raise-production-workers", {})
-    dep_runs = by_task("raise-production-workers")
-    untouched = "workers = 2" in _on_main(w, "deploy/production.ini")
-    ok = (
-        dep.get("status") == "blocked"
-        and any(r.get("outcome") == "blocked-by-policy" for r in dep_runs)
-        and untouched
-    )
-    outcomes.append(
-        Outcome(
-            "denied path blocked by policy",
-            ok,
-            f"raise-production-workers is {dep.get('status')} "
-            f"({', '.join(r.get('outcome', '?') for r in dep_runs) or 'no run'}); "
-            f"deploy/production.ini on {script.BRANCH} "
-            f"{'unchanged' if untouched else 'CHANGED'}",
-        )
-    )
-
-    mul = tasks.get("add-multiply", {})
-    mul_runs = [r.get("outcome") for r in by_task("add-multiply")]
-    retried_with_failure = model is None or any(
-        s.task_id == "add-multiply" and s.retry and "print" in s.prompt for s in model.seen
-    )
-    ok = (
-        mul_runs[:1] == ["validation-failed"]
-        and mul_runs[-1:] == ["completed"]
-        and retried_with_failure
-        and mul.get("status") == "promoted"
-        and "def multiply" in ops
-        and 'print("multiply"' not in ops
-    )
-    outcomes.append(
-        Outcome(
-            "failed check retried, then passing",
-            ok,
-            f"add-multiply runs: {' -> '.join(mul_runs) or 'none'}; the retry's prompt "
-            f"{'carried' if retried_with_failure else 'did NOT carry'} the lint failure; "
-            f"task {mul.get('status')}",
-        )
-    )
-    if not any("openloop" in s.lower() or "subtract" in s.lower() for s in log.splitlines()):
-        outcomes[1].ok = False
-        outcomes[1].detail += f"; no merge in the history of {script.BRANCH}"
-    return outcomes
-
-
 # --- the whole demo -------------------------------------------------------------------------
 
 
@@ -596,15 +258,16 @@ def run_demo(
     end (their journal records stay); unless `keep`, so is the demo directory (emptied, for a
     `directory` that existed), whether the demo succeeded or not."""
     environ = dict(os.environ)
-    if problem := _node_problem(environ):
+    if problem := node_problem(environ):
         raise DemoError(f"{problem} (install it from nodejs.org or NodeSource)")
     no_units = "not asked for (--no-units)" if units is False else None
     no_units = no_units or demo_units.manager_problem(environ)
     if units and no_units:
         raise DemoError(f"--units: {no_units}")
-    root, created = _prepare_dir(directory)
+    root, created = prepare_dir(directory)
     started = time.monotonic()
     du: demo_units.DemoUnits | None = None
+    restore = _exit_on_signals()
     try:
         pi = ensure_pi(environ, say)
         alias = script.ALIAS if no_units else demo_units.new_alias()
@@ -630,7 +293,10 @@ def run_demo(
                 run_loop(w, pause)
             else:
                 du = _install_units(w, environ)
-                run_units(w, du, pause)
+                try:
+                    run_units(w, du, pause)
+                finally:
+                    du.remove()  # before the model goes: a run stopped now ends cleanly
             w.line("phase 4/4: check the outcomes in the ledger, run records and git history")
             outcomes = check_outcomes(w, model)
         result = DemoResult(root, keep, time.monotonic() - started, w.spent, outcomes)
@@ -639,8 +305,9 @@ def run_demo(
             report(w, result)
         return result
     finally:
+        restore()
         if du is not None:
-            du.remove()
+            du.remove()  # a no-op when done above
         if not keep:
             if created:
                 shutil.rmtree(root, ignore_errors=True)
@@ -652,6 +319,19 @@ def run_demo(
                         child.unlink(missing_ok=True)
 
 
+def _exit_on_signals() -> Callable[[], None]:
+    """SIGTERM and SIGHUP (a closed terminal) end the demo like Ctrl-C does, through its
+    clean-up: its units removed, its directory too unless --keep. Returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    old = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    return lambda: [signal.signal(sig, handler) for sig, handler in old.items()] and None
+
+
 def _install_units(w: World, environ: dict[str, str]) -> demo_units.DemoUnits:
     """The demo's own instance in the user's manager (see demo_units for what is written)."""
     from openloop.actions import service
@@ -660,6 +340,8 @@ def _install_units(w: World, environ: dict[str, str]) -> demo_units.DemoUnits:
     caller = Path(environ.get("HOME") or Path.home())
     config_home = environ.get("XDG_CONFIG_HOME") or str(caller / ".config")
     env = Environment.from_os({**w.env(), "XDG_CONFIG_HOME": config_home})
+    for gone in demo_units.remove_stale(env):
+        w.line(f"removed {gone}: left behind by a demo that was killed")
     du = demo_units.DemoUnits(env, w.alias, w.env())
     unit_dir = du.install(service.dropins_for(env, w.alias))
     w.line(

@@ -12,7 +12,8 @@ What it writes into the user's unit directory, and removes at the end:
   their API keys, the opt-in sandbox with its private /tmp, the command of another OpenLoop
   installation) and states the demo's; for the timer, a 2-second schedule;
 - `openloop-failure@openloop@<alias>.service.service.d/`: the same reset for its failure notice;
-- the templates themselves only when none are installed (and only those it wrote).
+- the templates themselves only when none are installed; removed again unless the user has
+  installed OpenLoop's units since, or another demo's instance still uses them.
 The user's templates, template drop-ins, timers and openloop.target are never touched: a demo
 never changes how the user's own projects run.
 """
@@ -20,6 +21,8 @@ never changes how the user's own projects run.
 from __future__ import annotations
 
 import json
+import os
+import re
 import secrets
 import shlex
 import shutil
@@ -93,12 +96,22 @@ def _quote_exec(command: list[str]) -> str:
     return shlex.join(arg.replace("%", "%%").replace("$", "$$") for arg in command)
 
 
+# The first line of each demo drop-in: whose it is, so that a later demo can remove the units
+# of one that was killed (SIGKILL leaves no chance to clean up).
+OWNER = "# Written by 'openloop demo' (pid {pid}) for its own instance; removed when it ends.\n"
+_OWNER = re.compile(r"^# Written by 'openloop demo' \(pid (\d+)\)")
+# In the timer's drop-in: the templates this demo wrote (none were installed), for a later
+# demo to remove them if it was killed.
+_TEMPLATES = re.compile(r"^# Templates it wrote: (.*)$", re.M)
+TEMPLATE_NAMES = ("openloop@.service", "openloop@.timer", "openloop-failure@.service")
+
+
 def service_override(demo_env: Mapping[str, str], path_dirs: list[str]) -> str:
     """The demo instance's last word on its service: its environment only, this installation's
     command, no sandbox (the demo lives under /tmp, which a private /tmp would hide)."""
     exe = _quote_exec(units.openloop_command())
     lines = [
-        "# Written by 'openloop demo' for its own instance; removed when the demo ends.\n",
+        OWNER.format(pid=os.getpid()),
         "[Service]\n",
         "Environment=\n",
         "EnvironmentFile=\n",
@@ -134,6 +147,7 @@ class DemoUnits:
     unit_environ: Mapping[str, str]  # what the units run with: the demo's isolated world
     written: list[Path] = field(default_factory=list)
     dirs: list[Path] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
 
     @property
     def service(self) -> str:
@@ -151,14 +165,18 @@ class DemoUnits:
         files[unit_dir / f"{self.service}.d" / DEMO_DROPIN] = service_override(
             self.unit_environ, path_dirs
         )
-        files[unit_dir / f"{self.timer}.d" / DEMO_DROPIN] = FAST_TIMER
         failure = f"openloop-failure@{self.service}.service.d"
         files[unit_dir / failure / DEMO_DROPIN] = failure_override(self.unit_environ, path_dirs)
         if units.packaged_units(self.env) is None:
-            templates = units.render_templates(units.openloop_command())
-            for name in ("openloop@.service", "openloop@.timer", "openloop-failure@.service"):
+            rendered = units.render_templates(units.openloop_command())
+            for name in TEMPLATE_NAMES:
                 if not (unit_dir / name).exists():
-                    files[unit_dir / name] = templates[name]
+                    files[unit_dir / name] = rendered[name]
+                    self.templates.append(name)
+        owner = OWNER.format(pid=os.getpid())
+        if self.templates:
+            owner += f"# Templates it wrote: {' '.join(self.templates)}\n"
+        files[unit_dir / f"{self.timer}.d" / DEMO_DROPIN] = owner + FAST_TIMER
         for path, text in files.items():
             if path.parent != unit_dir and path.parent not in self.dirs:
                 if path.parent.exists():
@@ -183,12 +201,16 @@ class DemoUnits:
 
     def remove(self) -> None:
         self.stop()
+        unit_dir = units.user_unit_dir(self.env)
         for path in self.written:
-            path.unlink(missing_ok=True)
+            if path.parent != unit_dir:  # templates: below, if still the demo's alone
+                path.unlink(missing_ok=True)
         for folder in self.dirs:
             shutil.rmtree(folder, ignore_errors=True)
+        _remove_templates(self.env, self.templates)
         self.written.clear()
         self.dirs.clear()
+        self.templates.clear()
         units.daemon_reload(self.env)
         units.systemctl(
             self.env,
@@ -198,6 +220,65 @@ class DemoUnits:
             f"openloop-failure@{self.service}.service",
             check=False,
         )
+
+
+def _remove_templates(env: Environment, names: list[str]) -> None:
+    """The templates a demo wrote because none were installed, unless someone relies on them
+    now: an install of the user's since (its environment drop-in) or another instance with
+    drop-ins (another demo running). Only an unchanged copy is removed."""
+    unit_dir = units.user_unit_dir(env)
+    if not names or (unit_dir / "openloop@.service.d" / units.ENV_DROPIN).exists():
+        return
+    if any(unit_dir.glob("openloop@?*.service.d")) or any(unit_dir.glob("openloop@?*.timer.d")):
+        return
+    rendered = units.render_templates(units.openloop_command())
+    for name in names:
+        path = unit_dir / name
+        if (
+            name in rendered
+            and path.is_file()
+            and path.read_text(encoding="utf-8") == rendered[name]
+        ):
+            path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(env: Environment) -> list[str]:
+    """The instances of earlier demos whose process is gone (killed before it could clean up):
+    timer and service stopped, their drop-in directories removed. Returns their names."""
+    unit_dir = units.user_unit_dir(env)
+    removed = []
+    for dropin in sorted(unit_dir.glob(f"openloop@demo-*.timer.d/{DEMO_DROPIN}")):
+        try:
+            text = dropin.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        found = _OWNER.match(text)
+        if found is None or _alive(int(found.group(1))):
+            continue
+        wrote = _TEMPLATES.search(text)
+        alias = dropin.parent.name.removeprefix("openloop@").removesuffix(".timer.d")
+        stale = DemoUnits(env, alias, {})
+        stale.dirs = [
+            unit_dir / f"{stale.timer}.d",
+            unit_dir / f"{stale.service}.d",
+            unit_dir / f"openloop-failure@{stale.service}.service.d",
+        ]
+        stale.templates = [
+            n for n in (wrote.group(1).split() if wrote else []) if n in TEMPLATE_NAMES
+        ]
+        stale.remove()
+        removed.append(stale.timer)
+    return removed
 
 
 @contextmanager

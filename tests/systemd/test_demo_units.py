@@ -5,21 +5,35 @@ journal, and the user's own OpenLoop units come out byte for byte as they were."
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 from pathlib import Path
+
+import pytest
 
 
 def _files(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.fixture
+def users_own_install(user_manager, openloop_exe, user_tmp_path):
+    """The user's own OpenLoop (a project named like the direct demo's, its units installed),
+    uninstalled again after the test."""
+    mine = {"OPENLOOP_HOME": str(user_tmp_path / "mine")}
+    yield mine
+    user_manager.run([str(openloop_exe), "service", "uninstall"], env=mine, timeout=300)
+
+
 def test_the_demo_runs_through_its_own_units_and_leaves_the_users_alone(
-    user_manager, openloop_exe, pi_for_units, user_tmp_path
+    user_manager, openloop_exe, pi_for_units, user_tmp_path, users_own_install
 ):
     um = user_manager
     # The user's own OpenLoop: a project named like the demo's, units installed.
     mine = {
-        "OPENLOOP_HOME": str(user_tmp_path / "mine"),
+        **users_own_install,
         "GIT_AUTHOR_NAME": "U",
         "GIT_AUTHOR_EMAIL": "u@example.invalid",
         "GIT_COMMITTER_NAME": "U",
@@ -92,3 +106,49 @@ def test_without_a_user_manager_the_demo_says_so_and_runs_iterations_directly(
     assert cp.returncode != 0
     assert "--units:" in cp.stderr and "user manager" in cp.stderr, cp.stderr
     assert not where.exists()
+
+
+def _start_demo(um, exe, pi, where: Path):
+    """The demo as the test user, in the background; returns the process once its timer runs,
+    with the output so far."""
+    proc = subprocess.Popen(
+        um.command(
+            [str(exe), "demo", "--ci", "--units", "--dir", str(where)], {"OPENLOOP_PI_BIN": str(pi)}
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "started openloop@demo-" in line:
+            return proc, "".join(seen)
+    proc.wait()
+    raise AssertionError("the demo ended before its timer started:\n" + "".join(seen))
+
+
+def test_a_killed_demo_leaves_nothing_running_for_long(
+    user_manager, openloop_exe, pi_for_units, user_tmp_path
+):
+    """SIGTERM ends the demo through its clean-up; after a SIGKILL, which allows none, the next
+    demo removes the orphaned instance first."""
+    um = user_manager
+    before = _files(um.unit_dir)
+
+    killed, out = _start_demo(um, openloop_exe, pi_for_units, user_tmp_path / "one")
+    orphan = re.search(r"started (openloop@demo-[0-9a-f]{6}\.timer)", out).group(1)
+    # As the test user (it owns the demo): setpriv's own pid is the demo's after its exec.
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert um.show(orphan, "ActiveState")["ActiveState"] == "active"  # left behind
+
+    second, out = _start_demo(um, openloop_exe, pi_for_units, user_tmp_path / "two")
+    assert f"removed {orphan}: left behind by a demo that was killed" in out
+    assert um.show(orphan, "ActiveState")["ActiveState"] == "inactive"
+    second.send_signal(signal.SIGTERM)
+    rest, _ = second.communicate(timeout=180)
+    assert second.returncode != 0
+    assert _files(um.unit_dir) == before, out + rest
+    assert not (user_tmp_path / "two").exists()  # no --keep: removed on SIGTERM too
