@@ -47,7 +47,7 @@ def running_iteration(
     alias = project.alias
     open_runs = runs.unfinished(project.plane.runs_dir)
     if held is None:  # no /proc/locks: fall back on the run record's pid being alive
-        holder = next((r.get("pid") for r in open_runs if _alive(r.get("pid"))), None)
+        holder = next((r.get("pid") for r in open_runs if pid_alive(r.get("pid"))), None)
     else:
         holder = locks.iteration_lock_holder(env, alias, held)
     if holder is None:
@@ -75,7 +75,8 @@ def running_iteration(
     }
 
 
-def _alive(pid: Any) -> bool:
+def pid_alive(pid: Any) -> bool:
+    """Whether a process with this pid exists (ours or another user's)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:

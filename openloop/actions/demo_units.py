@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openloop.actions.activity import pid_alive
 from openloop.adapters import units
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
@@ -242,16 +243,6 @@ def _remove_templates(env: Environment, names: list[str]) -> None:
             path.unlink()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale(env: Environment) -> list[str]:
     """The instances of earlier demos whose process is gone (killed before it could clean up):
     timer and service stopped, their drop-in directories removed. Returns their names."""
@@ -263,7 +254,7 @@ def remove_stale(env: Environment) -> list[str]:
         except OSError:
             continue
         found = _OWNER.match(text)
-        if found is None or _alive(int(found.group(1))):
+        if found is None or pid_alive(int(found.group(1))):
             continue
         wrote = _TEMPLATES.search(text)
         alias = dropin.parent.name.removeprefix("openloop@").removesuffix(".timer.d")
