@@ -92,21 +92,49 @@ def test_a_script_key_ending_in_a_star_matches_ids_by_prefix():
     assert script_for(scripts, None) is None
 
 
-def test_the_demos_units_reset_what_the_users_template_dropins_set():
-    """The user's own drop-ins on the openloop@ template (their OPENLOOP_HOME, their API keys'
-    environment file, the sandbox's private /tmp) must not reach the demo's instance: its
-    drop-in sorts after them and resets each list before stating its own."""
-    from openloop.actions import demo_units
-    from openloop.adapters import units
+def test_the_demos_units_are_standalone_and_check_that_the_demo_still_runs(tmp_path):
+    """Not an instance of the user's openloop@ template (whose drop-ins would apply): a name
+    with no '-' or '@', OpenLoop's unit text with the project filled in, the demo's
+    environment, and a first condition that stops the timer once the demo is gone."""
+    import os
 
-    text = demo_units.service_override({"OPENLOOP_HOME": "/d/o l", "HOME": "/d/h"}, ["/usr/bin"])
-    lines = text.splitlines()
-    assert demo_units.DEMO_DROPIN > max(units.DROPIN, units.ENV_DROPIN, units.SANDBOX_DROPIN)
-    for key in ("Environment", "EnvironmentFile", "ExecCondition", "ExecStart", "ExecStopPost"):
-        first = next(i for i, line in enumerate(lines) if line.startswith(f"{key}="))
-        assert lines[first] == f"{key}=", key  # the reset comes before any value
-    assert '"OPENLOOP_HOME=/d/o l"' in text and "PrivateTmp=no" in text
-    assert demo_units.FAST_TIMER.index("OnActiveSec=\n") < demo_units.FAST_TIMER.index("1s")
+    from openloop.actions import demo_units
+    from openloop.env import Environment
+
+    env = Environment.from_os(
+        {
+            "HOME": str(tmp_path),
+            "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+            "PATH": os.environ["PATH"],
+        }
+    )
+    world = {"OPENLOOP_HOME": "/d/o l", "HOME": "/d/h", "PI_CODING_AGENT_DIR": "/d/h/.pi/agent"}
+    du = demo_units.DemoUnits(env, "demo-abc123", world, tmp_path / "demo.lock")
+    unit_dir = tmp_path / "cfg/systemd/user"
+    made = du.files("[Service]\nRuntimeMaxSec=300\n")
+    files = {str(p.relative_to(unit_dir)): t for p, t in made.items()}
+    assert du.service == "openloop_demo_abc123.service" and "-" not in du.name
+    service, dropin = files[du.service], files[f"{du.service}.d/{demo_units.DROPIN}"]
+    assert "%i" not in service and "OnFailure=" not in service
+    assert "run-once --project demo-abc123" in service
+    lines = dropin.splitlines()
+    conditions = [line for line in lines if line.startswith("ExecCondition=")]
+    assert conditions[0] == "ExecCondition="  # the unit file's gate is replaced, not added to
+    assert "flock -n -E 0" in conditions[1] and str(tmp_path / "demo.lock") in conditions[1]
+    assert conditions[2].endswith("gate --project demo-abc123")
+    assert '"OPENLOOP_HOME=/d/o l"' in dropin and '"PI_CODING_AGENT_DIR=/d/h/.pi/agent"' in dropin
+    assert "EnvironmentFile" not in service + dropin  # no file of the user's is read
+    assert "RuntimeMaxSec=300" in dropin
+    assert "PartOf=" not in files[du.timer]
+    assert "OnActiveSec=1s" in files[f"{du.timer}.d/{demo_units.DROPIN}"]
+    assert sorted(files) == sorted(
+        [
+            du.service,
+            du.timer,
+            f"{du.service}.d/{demo_units.DROPIN}",
+            f"{du.timer}.d/{demo_units.DROPIN}",
+        ]
+    )
 
 
 def test_without_pi_and_npm_the_demo_says_what_to_run(tmp_path, monkeypatch):

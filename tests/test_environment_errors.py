@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from openloop.actions import service
+from openloop.actions import unit_hooks, unit_status
 from openloop.adapters.agent import AgentResult, make_adapter
 from openloop.adapters.environment import classify_provider_error
 from openloop.adapters.environment import retry_after_seconds as parse_retry
@@ -135,7 +135,7 @@ def test_pi_missing_costs_no_attempt_and_the_gate_waits_with_the_fix(ol, demo, n
     assert result.record["outcome"] == "environment-error"
 
     retry = hhmm(START + timedelta(minutes=5))
-    decision = service.gate(no_pi, "demo")
+    decision = unit_hooks.gate(no_pi, "demo")
     assert not decision.run
     assert decision.reason.startswith(f"{PI_MISSING_REASON}; retry at {retry}")
     skipped = once(no_pi)
@@ -143,7 +143,7 @@ def test_pi_missing_costs_no_attempt_and_the_gate_waits_with_the_fix(ol, demo, n
     assert only_task(demo).attempts == 0
 
     clock.advance(minutes=5)
-    assert service.gate(no_pi, "demo").run  # due again: the next run tries
+    assert unit_hooks.gate(no_pi, "demo").run  # due again: the next run tries
 
 
 def test_three_environment_failures_never_block_the_task(ol, demo, no_pi, clock):
@@ -185,10 +185,10 @@ def test_backoff_grows_and_a_working_agent_run_resets_it(ol, demo, no_pi, clock)
 def test_resume_retries_now(ol, demo, no_pi):
     add(ol, "Add hello")
     assert once(no_pi).outcome == Outcome.ENVIRONMENT_ERROR
-    assert not service.gate(no_pi, "demo").run
+    assert not unit_hooks.gate(no_pi, "demo").run
     result = ol("resume", "-p", "demo", environment=no_pi)
     assert result.code == 0 and "environment backoff ended" in result.out
-    assert service.gate(no_pi, "demo").run
+    assert unit_hooks.gate(no_pi, "demo").run
 
 
 def test_one_notification_for_three_failures_and_again_after_recovery(
@@ -233,7 +233,7 @@ def test_status_service_status_and_doctor_show_the_fix_and_the_retry_time(ol, de
     )
     assert waiting["fix"] == "install it or set OPENLOOP_PI_BIN"
 
-    [state] = service.status(no_pi)["projects"]
+    [state] = unit_status.status(no_pi)["projects"]
     assert state["environmentError"]["retryAtLocal"] == retry
 
     checks = {c["name"]: c for c in ol("doctor", "--json", environment=no_pi).json()}
@@ -293,7 +293,7 @@ def test_a_plain_model_error_still_costs_an_attempt(ol, demo, env, clock, tmp_pa
     assert result.outcome == Outcome.AGENT_ERROR
     assert only_task(demo).attempts == 1
     assert backoff.load(env, "demo") is None
-    assert service.gate(env, "demo").run
+    assert unit_hooks.gate(env, "demo").run
 
 
 # --- classifying what pi prints --------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from openloop.actions import service
+from openloop.actions import unit_hooks
 from openloop.loop import baseline, scheduler, validation
 from openloop.loop.outcomes import Outcome
 from openloop.state import baseline as cache
@@ -334,7 +334,7 @@ def test_idle_discovery_proposes_at_most_the_cap_and_never_twice(ol, project, en
     assert "discovery proposed 4" in results[0].reason
     # Proposals wait for a human: nothing runs them, and the gate has nothing to do.
     assert has_work(env) is None
-    assert not service.gate(env, "demo").run
+    assert not unit_hooks.gate(env, "demo").run
     # Accepted, one runs (as the repo-improver).
     tid = next(t.id for t in proposed if t.kind == "test")
     assert ol("task", "accept", "--task", tid).code == 0
@@ -378,13 +378,13 @@ def test_the_gate_lets_healing_and_discovery_through_and_skips_when_nothing_is_l
     it = scheduler._load(env, resolve(env, "demo"), None, None, scheduler.NullReporter(), None)
     scheduler.govern(it)
     assert baseline.ensure(it)["status"] == cache.FAILING
-    assert "a lint-fix task is due" in service.gate(env, "demo").reason
+    assert "a lint-fix task is due" in unit_hooks.gate(env, "demo").reason
     once(env, FakeAgent([write("src/calc.py", "ok = 1\n")]))  # healed and merged
     assert validations(env) == 1
     assert "not validated yet" in has_work(env)  # a new tip
     once(env, FakeAgent())  # validates it, discovery proposes
     assert has_work(env) is None
-    decision = service.gate(env, "demo")
+    decision = unit_hooks.gate(env, "demo")
     assert not decision.run and "no eligible task" in decision.reason
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from openloop.actions import service
+from openloop.actions import service, unit_hooks
 from openloop.loop import promotion, scheduler, validation
 from openloop.loop.outcomes import Outcome
 from openloop.state.project import resolve
@@ -129,7 +129,7 @@ def test_the_projects_validation_timeout_applies(ol, demo, env):
 def test_the_gate_skips_while_an_iteration_holds_the_project(ol, demo, env):
     add(ol, "Busy")
     with scheduler.iteration_lock(env, "demo"):
-        decision = service.gate(env, "demo")
+        decision = unit_hooks.gate(env, "demo")
     assert not decision.run and "running" in decision.reason
 
 
@@ -138,7 +138,7 @@ def test_one_broken_project_does_not_stop_the_foreground_loop(ol, demo, env, tmp
     assert ol("project", "add", "other", str(other), "--init").code == 0
     (other / ".openloop/tasks.json").write_text("{broken")
     lines = []
-    service.run_foreground(env, interval=0, iterations=1, echo=lines.append)
+    unit_hooks.run_foreground(env, interval=0, iterations=1, echo=lines.append)
     assert any(line.startswith("other: error:") for line in lines)
 
 

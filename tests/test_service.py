@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from openloop.actions import service
+from openloop.actions import service, unit_hooks
 from openloop.adapters import notifications, units
 from openloop.loop.outcomes import Outcome
 from openloop.state.config import GlobalConfig
@@ -86,18 +86,18 @@ def test_gate_skips_paused_idle_and_broke_projects_and_notifies_once(ol, demo, e
     ol("config", "set", "notifications.onQueueEmpty", f"echo $OPENLOOP_EVENT >> {log}")
     ol("config", "set", "notifications.onBudgetExhausted", f"echo $OPENLOOP_EVENT >> {log}")
     # A default branch never validated is work (healing, discovery): one iteration looks.
-    assert "not validated yet" in service.gate(env, "demo").reason
+    assert "not validated yet" in unit_hooks.gate(env, "demo").reason
     assert once(env, FakeAgent()).outcome == Outcome.IDLE
     for _ in range(3):
-        decision = service.gate(env, "demo")
+        decision = unit_hooks.gate(env, "demo")
         assert not decision.run and "no eligible task" in decision.reason
     add(ol, "Work")
-    assert service.gate(env, "demo").run
+    assert unit_hooks.gate(env, "demo").run
     ol("config", "set", "budgets.dailyCostUsd", "0")
     for _ in range(3):
-        assert "budget" in service.gate(env, "demo").reason
+        assert "budget" in unit_hooks.gate(env, "demo").reason
     assert log.read_text().split() == ["queue-empty", "budget-exhausted"]
-    assert service.last_gate(env, "demo")["run"] is False
+    assert unit_hooks.last_gate(env, "demo")["run"] is False
 
 
 def test_record_exit_records_a_systemd_timeout_on_the_task(ol, demo, env):
@@ -108,14 +108,14 @@ def test_record_exit_records_a_systemd_timeout_on_the_task(ol, demo, env):
     scheduler.select(it)
     attempt.start(it)
     attempt.prepare_worktree(it)  # ... and here systemd kills the unit
-    assert service.record_exit(env, "demo", {"SERVICE_RESULT": "exec-condition"}) is None
+    assert unit_hooks.record_exit(env, "demo", {"SERVICE_RESULT": "exec-condition"}) is None
     assert (
-        service.record_exit(
+        unit_hooks.record_exit(
             env, "demo", {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited", "EXIT_STATUS": "10"}
         )
         is None
     )
-    summary = service.record_exit(
+    summary = unit_hooks.record_exit(
         env, "demo", {"SERVICE_RESULT": "timeout", "EXIT_CODE": "killed", "EXIT_STATUS": "TERM"}
     )
     assert "timeout" in summary and tid in summary
@@ -144,7 +144,7 @@ def test_foreground_loop_runs_each_project_through_the_gate(ol, demo, env, monke
     set_project(demo, agent={"type": "custom", "command": "sh -c 'cat >/dev/null; echo x > f'"})
     ol("project", "trust", "demo")
     tid = add(ol, "Loop")
-    service.run_foreground(env, interval=0, iterations=2, echo=lines.append)
+    unit_hooks.run_foreground(env, interval=0, iterations=2, echo=lines.append)
     assert task_of(demo, tid).status == "review"
     assert lines[0] == "demo: completed: validated; kept for review"
     # Then idle with a healthy default branch: discovery proposes (no agent runs).
@@ -170,15 +170,15 @@ def test_doctor_reports_each_problem_with_a_fix(ol, demo, env):
 
 def test_a_gate_that_cannot_read_the_ledger_fails_with_255_not_a_skip(ol, demo, env):
     (demo / ".openloop/tasks.json").write_text("{broken")
-    with pytest.raises(service.GateFailure):
-        service.gate(env, "demo")
-    assert service.last_gate(env, "demo")["error"] is True
+    with pytest.raises(unit_hooks.GateFailure):
+        unit_hooks.gate(env, "demo")
+    assert unit_hooks.last_gate(env, "demo")["error"] is True
     gate = ol("gate", "-p", "demo")
     # ExecCondition: 1-254 all mean "skip"; only 255 fails the unit (and fires OnFailure=).
     assert gate.code == 255 and "tasks.json" in gate.err
     # record-exit sees the failed gate and leaves the (unreadable) ledger alone.
     environ = {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited", "EXIT_STATUS": "255"}
-    assert service.record_exit(env, "demo", environ) is None
+    assert unit_hooks.record_exit(env, "demo", environ) is None
 
 
 def test_a_failure_notifies_once_and_again_only_after_recovery(
@@ -190,18 +190,18 @@ def test_a_failure_notifies_once_and_again_only_after_recovery(
         units, "show", lambda env, unit, *p: {"Result": "exit-code", "ExecMainStatus": "1"}
     )
     for _ in range(3):
-        service.notify_unit_failure(env, "openloop@demo.service")
+        unit_hooks.notify_unit_failure(env, "openloop@demo.service")
     assert log.read_text().split() == ["demo"]
     # A skip or a good run means the project works again ...
-    service.record_exit(env, "demo", {"SERVICE_RESULT": "exec-condition"})
-    service.notify_unit_failure(env, "openloop@demo.service")
+    unit_hooks.record_exit(env, "demo", {"SERVICE_RESULT": "exec-condition"})
+    unit_hooks.notify_unit_failure(env, "openloop@demo.service")
     assert log.read_text().split() == ["demo", "demo"]
     # ... and a different failure is a new notice even without recovery.
     (demo / ".openloop/tasks.json").write_text("{broken")
-    with pytest.raises(service.GateFailure):
-        service.gate(env, "demo")
-    service.notify_unit_failure(env, "openloop@demo.service")
-    service.notify_unit_failure(env, "openloop@demo.service")
+    with pytest.raises(unit_hooks.GateFailure):
+        unit_hooks.gate(env, "demo")
+    unit_hooks.notify_unit_failure(env, "openloop@demo.service")
+    unit_hooks.notify_unit_failure(env, "openloop@demo.service")
     assert log.read_text().split() == ["demo", "demo", "demo"]
 
 
@@ -212,16 +212,16 @@ def test_the_host_cap_skips_in_the_gate_and_in_run_once(ol, demo, env):
 
     ol("config", "set", "runtime.maxConcurrentIterations", "2")
     add(ol, "Capped")
-    assert service.gate(env, "demo").run
+    assert unit_hooks.gate(env, "demo").run
     with iteration_slot(env, 2), iteration_slot(env, 2):
         assert slots_in_use(env, 2) == 2
-        decision = service.gate(env, "demo")
+        decision = unit_hooks.gate(env, "demo")
         assert not decision.run and "maxConcurrentIterations" in decision.reason
         agent = FakeAgent([write("c.py", "c = 1\n")])
         result = scheduler.run_once(env, "demo", adapter_factory=lambda kind: agent)
         assert result.outcome == Outcome.SKIPPED and agent.requests == []
     assert slots_in_use(env, 2) == 0
-    assert service.gate(env, "demo").run
+    assert unit_hooks.gate(env, "demo").run
 
 
 def test_record_exit_of_a_user_stop_that_killed_the_run_costs_no_attempt(ol, demo, env):
@@ -232,7 +232,7 @@ def test_record_exit_of_a_user_stop_that_killed_the_run_costs_no_attempt(ol, dem
     scheduler.select(it)
     attempt.start(it)
     environ = {"SERVICE_RESULT": "success", "EXIT_CODE": "killed", "EXIT_STATUS": "TERM"}
-    summary = service.record_exit(env, "demo", environ)
+    summary = unit_hooks.record_exit(env, "demo", environ)
     assert "stopped by the user" in summary
     task = task_of(demo, tid)
     assert (task.status, task.attempts) == ("ready", 0)

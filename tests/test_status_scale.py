@@ -8,7 +8,7 @@ import stat
 from dataclasses import replace
 from pathlib import Path
 
-from openloop.actions import dashboard, service
+from openloop.actions import dashboard, service, unit_status
 from openloop.adapters import units
 from openloop.state import registry as registry_module
 
@@ -101,7 +101,7 @@ def test_status_asks_systemd_twice_for_all_projects_and_reads_the_registry_once(
     log.write_text("")
     for alias in ("p0", "p1"):
         project = service.resolve(fake_env, alias)
-        alone = service.project_status(fake_env, project)
+        alone = unit_status.project_status(fake_env, project)
         assert (alone["running"], alone["nextRun"], alone["lastResult"]) == (
             rows[alias]["running"],
             rows[alias]["nextRun"],
@@ -113,7 +113,7 @@ def test_status_asks_systemd_twice_for_all_projects_and_reads_the_registry_once(
 def test_service_status_uses_the_snapshot_too(ol, env, tmp_path):
     _link(ol, env, tmp_path, 4)
     fake_env, log = _fake_systemctl(tmp_path, env)
-    data = service.status(fake_env)
+    data = unit_status.status(fake_env)
     assert [p["project"] for p in data["projects"]] == ["p0", "p1", "p2", "p3"]
     per_unit = [c for c in _calls(log) if c[0] in ("show", "list-timers") and "--all" in c]
     # One list-timers for every project; `show` once for the projects (+ the target).

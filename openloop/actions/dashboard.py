@@ -1,7 +1,7 @@
 """`openloop status`: one screen across projects, from the ledgers, budget and systemd.
 
 Cheap over hundreds of projects: the registry is read once, systemd is asked once for every
-unit (service.systemd_snapshot), and a project's own reads are only of what the screen shows.
+unit (unit_status.systemd_snapshot), and a project's own reads are only of what the screen shows.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from openloop.actions import activity
-from openloop.actions.service import budget_summary, last_gate
+from openloop.actions import activity, unit_status
+from openloop.actions.unit_hooks import last_gate
+from openloop.actions.unit_status import budget_summary
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
 from openloop.state import backoff, budget, pause, requests
@@ -27,9 +28,7 @@ def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
     held = activity.held_locks()
     snapshot = contextlib.nullcontext()
     if with_systemd:
-        from openloop.actions import service
-
-        snapshot = service.systemd_snapshot(env, [e.alias for e in entries])
+        snapshot = unit_status.systemd_snapshot(env, [e.alias for e in entries])
     with snapshot:
         rows = [_row(env, entry, gconf, held, with_systemd) for entry in entries]
     return {
@@ -58,9 +57,7 @@ def _row(env: Environment, entry: ProjectEntry, gconf, held, with_systemd: bool)
         )
         row["activity"] = _activity(env, project, gconf, held)
         if with_systemd:
-            from openloop.actions import service
-
-            state = service.project_status(env, project)
+            state = unit_status.project_status(env, project)
             row.update(
                 nextRun=state["nextRun"],
                 running=state["running"],

@@ -8,12 +8,12 @@ Everything lives in one directory of the demo's own (a temporary one unless `--d
 
 so the user's projects, configuration, journal filters and ~/.pi are never read or written.
 The scripted model (openloop.adapters.demo_model) listens on 127.0.0.1 while the demo runs.
-Iterations run through the real systemd units when a user manager is reachable (the demo's
-own instance, `openloop@demo-<random>`: see openloop.actions.demo_units), their records
-followed in the journal; otherwise `openloop run-once -p sample` is called directly, as the
-unit would, and the demo says so. It then checks the five outcomes (a healed default branch,
-an auto-merge, a review, a policy block, a retry after a failed check) in the ledger, the run
-records and the git history, and says which are missing.
+Iterations run through real systemd units when a user manager is reachable (OpenLoop's
+units under a name of the demo's, `openloop_demo_<random>`: see openloop.actions.demo_units),
+their records followed in the journal; otherwise `openloop run-once -p sample` is called
+directly, as the unit would, and the demo says so. It then checks the five outcomes (a healed
+default branch, an auto-merge, a review, a policy block, a retry after a failed check) in the
+ledger, the run records and the git history, and says which are missing.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +56,7 @@ class DemoResult:
     spent_usd: float
     outcomes: list[Outcome] = field(default_factory=list)
     via: str = "run-once"  # or "systemd"
+    unit: str | None = None  # the demo's service, when via systemd
 
     @property
     def ok(self) -> bool:
@@ -64,6 +66,7 @@ class DemoResult:
         return {
             "ok": self.ok,
             "via": self.via,
+            "unit": self.unit,
             "seconds": round(self.seconds, 1),
             "spentUsd": round(self.spent_usd, 6),
             "directory": str(self.root),
@@ -211,6 +214,9 @@ def run_units(w: World, du: demo_units.DemoUnits, pause: Callable[[], None]) -> 
                 if record.get("endedAt") and record.get("runId") not in reported:
                     reported.add(record["runId"])
                     _say_run(w, record, f"by {du.service}")
+                    if record.get("outcome") == "environment-error":
+                        # The project now backs off for minutes: waiting would look hung.
+                        raise DemoError(f"pi could not work here: {record.get('reason')}")
                     pause()
             state = du.state()
             if state.get("StatusText") and state["StatusText"] != status:
@@ -231,7 +237,6 @@ def run_units(w: World, du: demo_units.DemoUnits, pause: Callable[[], None]) -> 
                     f"journalctl --user -u {du.service}"
                 )
             time.sleep(0.5)
-        du.stop()
         time.sleep(0.5)  # the last records' way through journald
         if not heard():
             w.line(
@@ -261,7 +266,8 @@ def run_demo(
     if problem := node_problem(environ):
         raise DemoError(f"{problem} (install it from nodejs.org or NodeSource)")
     no_units = "not asked for (--no-units)" if units is False else None
-    no_units = no_units or demo_units.manager_problem(environ)
+    target = (directory.expanduser().absolute(),) if directory else (Path(tempfile.gettempdir()),)
+    no_units = no_units or demo_units.manager_problem(environ, target)
     if units and no_units:
         raise DemoError(f"--units: {no_units}")
     root, created = prepare_dir(directory)
@@ -292,8 +298,9 @@ def run_demo(
                 )
                 run_loop(w, pause)
             else:
-                du = _install_units(w, environ)
+                du = _demo_units(w, environ)
                 try:
+                    _install_units(w, du)
                     run_units(w, du, pause)
                 finally:
                     du.remove()  # before the model goes: a run stopped now ends cleanly
@@ -301,13 +308,14 @@ def run_demo(
             outcomes = check_outcomes(w, model)
         result = DemoResult(root, keep, time.monotonic() - started, w.spent, outcomes)
         result.via = "run-once" if du is None else "systemd"
+        result.unit = du.service if du else None
         if report:
             report(w, result)
         return result
     finally:
-        restore()
         if du is not None:
             du.remove()  # a no-op when done above
+        restore()
         if not keep:
             if created:
                 shutil.rmtree(root, ignore_errors=True)
@@ -332,9 +340,8 @@ def _exit_on_signals() -> Callable[[], None]:
     return lambda: [signal.signal(sig, handler) for sig, handler in old.items()] and None
 
 
-def _install_units(w: World, environ: dict[str, str]) -> demo_units.DemoUnits:
-    """The demo's own instance in the user's manager (see demo_units for what is written)."""
-    from openloop.actions import service
+def _demo_units(w: World, environ: dict[str, str]) -> demo_units.DemoUnits:
+    """The demo's units (see demo_units), after removing those of demos that were killed."""
     from openloop.env import Environment
 
     caller = Path(environ.get("HOME") or Path.home())
@@ -342,14 +349,22 @@ def _install_units(w: World, environ: dict[str, str]) -> demo_units.DemoUnits:
     env = Environment.from_os({**w.env(), "XDG_CONFIG_HOME": config_home})
     for gone in demo_units.remove_stale(env):
         w.line(f"removed {gone}: left behind by a demo that was killed")
-    du = demo_units.DemoUnits(env, w.alias, w.env())
-    unit_dir = du.install(service.dropins_for(env, w.alias))
+    return demo_units.DemoUnits(env, w.alias, w.env(), w.root / "demo.lock")
+
+
+def _install_units(w: World, du: demo_units.DemoUnits) -> None:
+    from openloop.adapters import units
+    from openloop.state.config import load_config
+    from openloop.state.project import resolve
+
+    project = resolve(du.env, w.alias)
+    limits = units.service_dropin(load_config(du.env), project.config(), project.repo, False)
+    unit_dir = du.install(limits)
     w.line(
-        f"phase 3/4: iterations through systemd: {du.timer} and {du.service}, the demo's own "
-        f"instance (drop-ins in {unit_dir}; your own units are not touched)"
+        f"phase 3/4: iterations through systemd: {du.timer} fires {du.service}, OpenLoop's own "
+        f"units under a name of the demo's (in {unit_dir}; your units are not touched)"
     )
     w.line(f"  see them: systemctl --user cat {du.service}; journalctl --user -u {du.service}")
-    return du
 
 
 def status_screen(w: World) -> str:

@@ -1,25 +1,25 @@
-"""The demo through the real systemd units: its own instance, never the user's units.
+"""The demo through real systemd units, standalone ones of its own: never the user's units.
 
-When a user manager is reachable, `openloop demo` schedules its sample project the way
-`openloop service install` + `service start -p` would: `openloop@<alias>.timer` fires
-`openloop@<alias>.service`, whose gate and run-once leave their records in the journal. The
-alias is the demo's own (`demo-<random>`), so no instance name of the user's can clash.
+When a user manager is reachable, `openloop demo` schedules its sample project with the units
+OpenLoop ships (units/openloop@.service and openloop@.timer, rendered as `service install`
+renders them, with the project filled in) under a name of its own, `openloop_demo_<random>`:
+the timer fires the service every 2 seconds after the last run, the service runs the same
+gate, run-once and record-exit, and their records go to the journal.
 
-What it writes into the user's unit directory, and removes at the end:
-- `openloop@<alias>.service.d/`, `openloop@<alias>.timer.d/`: the project's drop-ins (what
-  `service install` writes for any project) plus `90-openloop-demo.conf`, which resets every
-  setting the user's own template drop-ins may carry (Environment=, EnvironmentFile= with
-  their API keys, the opt-in sandbox with its private /tmp, the command of another OpenLoop
-  installation) and states the demo's; for the timer, a 2-second schedule;
-- `openloop-failure@openloop@<alias>.service.service.d/`: the same reset for its failure notice;
-- the templates themselves only when none are installed; removed again unless the user has
-  installed OpenLoop's units since, or another demo's instance still uses them.
-The user's templates, template drop-ins, timers and openloop.target are never touched: a demo
-never changes how the user's own projects run.
+Why not an instance of the user's `openloop@.service`: an instance gets every drop-in of its
+template, and the user's (`systemctl --user edit` writes `override.conf`, which sorts after
+anything the demo could write) may set their API keys, hooks, another OpenLoop's command or a
+sandbox. A name with no `-` and no `@` has no template and no prefix drop-ins: only the
+demo's files apply (and user-wide `service.d/` ones, which the user meant for every service).
+
+Each unit stops itself once the demo is gone: the service's first condition checks that the
+demo still holds its lock file, else stops the timer and skips. A later demo removes the
+files of one that was killed (SIGKILL leaves no chance to clean up).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -33,23 +33,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openloop.actions.activity import pid_alive
 from openloop.adapters import units
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
 
-DEMO_DROPIN = "90-openloop-demo.conf"
+PREFIX = "openloop_demo_"
+DROPIN = "50-openloop-demo.conf"
 # Seconds: the demo's timer fires a second after it starts and two seconds after each run.
+# An empty OnActiveSec= clears every trigger of the unit file before.
 FAST_TIMER = (
-    # An empty OnActiveSec= clears every trigger of the files before (a calendar too).
     "[Timer]\nOnActiveSec=\nOnActiveSec=1s\nOnUnitInactiveSec=2s\n"
-    "RandomizedDelaySec=0\nAccuracySec=100ms\nPersistent=no\n"
+    "RandomizedDelaySec=0\nAccuracySec=100ms\n"
 )
-# What the units see of the demo's environment (everything else comes from these files).
+# What the units see of the demo's environment (the manager passes its own too: a variable
+# set here wins over the manager's).
 CARRIED = (
     "HOME",
     "OPENLOOP_HOME",
     "OPENLOOP_PI_BIN",
+    "PI_CODING_AGENT_DIR",
     "XDG_CONFIG_HOME",
     "XDG_STATE_HOME",
     "XDG_DATA_HOME",
@@ -64,20 +66,27 @@ CARRIED = (
     "PI_OFFLINE",
     "PI_SKIP_VERSION_CHECK",
 )
-
-
-class UnitsUnavailable(OpenLoopError):
-    """No user manager the demo can use: it calls run-once directly instead."""
+_LOCK_LINE = re.compile(r"^# Demo lock: (.+)$", re.M)
+# Paths that go into unit files as they are: no quoting subtleties, no specifiers.
+_PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._+,:@/ -]*$")
 
 
 def new_alias() -> str:
     return f"demo-{secrets.token_hex(3)}"
 
 
-def manager_problem(environ: Mapping[str, str]) -> str | None:
+def unit_name(alias: str) -> str:
+    return PREFIX + alias.removeprefix("demo-")
+
+
+def manager_problem(environ: Mapping[str, str], paths: tuple[Path, ...] = ()) -> str | None:
     """Why the demo cannot run through systemd here (None: it can)."""
-    if shutil.which("systemctl", path=environ.get("PATH")) is None:
-        return "systemctl is not installed"
+    for tool in ("systemctl", "flock"):
+        if shutil.which(tool, path=environ.get("PATH")) is None:
+            return f"{tool} is not installed"
+    for path in (*paths, Path(units.openloop_command()[0])):
+        if not _PLAIN_PATH.match(str(path)):
+            return f"{str(path)!r} has characters that unit files would take apart"
     env = Environment.from_os(environ)
     try:
         proc = units.systemctl(env, "show-environment", check=False, timeout=10)
@@ -93,99 +102,86 @@ def manager_problem(environ: Mapping[str, str]) -> str | None:
     return None
 
 
-def _quote_exec(command: list[str]) -> str:
+def _exec(command: list[str]) -> str:
+    """A command line for a unit file: words quoted as systemd reads them, `%` and `$` kept."""
     return shlex.join(arg.replace("%", "%%").replace("$", "$$") for arg in command)
-
-
-# The first line of each demo drop-in: whose it is, so that a later demo can remove the units
-# of one that was killed (SIGKILL leaves no chance to clean up).
-OWNER = "# Written by 'openloop demo' (pid {pid}) for its own instance; removed when it ends.\n"
-_OWNER = re.compile(r"^# Written by 'openloop demo' \(pid (\d+)\)")
-# In the timer's drop-in: the templates this demo wrote (none were installed), for a later
-# demo to remove them if it was killed.
-_TEMPLATES = re.compile(r"^# Templates it wrote: (.*)$", re.M)
-TEMPLATE_NAMES = ("openloop@.service", "openloop@.timer", "openloop-failure@.service")
-
-
-def service_override(demo_env: Mapping[str, str], path_dirs: list[str]) -> str:
-    """The demo instance's last word on its service: its environment only, this installation's
-    command, no sandbox (the demo lives under /tmp, which a private /tmp would hide)."""
-    exe = _quote_exec(units.openloop_command())
-    lines = [
-        OWNER.format(pid=os.getpid()),
-        "[Service]\n",
-        "Environment=\n",
-        "EnvironmentFile=\n",
-        f"Environment={units.quote_env('PATH', ':'.join(path_dirs))}\n",
-    ]
-    for key in CARRIED:
-        if demo_env.get(key):
-            lines.append(f"Environment={units.quote_env(key, demo_env[key])}\n")
-    lines += [
-        "ExecCondition=\n",
-        f"ExecCondition={exe} gate --project %i\n",
-        "ExecStart=\n",
-        f"ExecStart={exe} run-once --project %i --quiet\n",
-        "ExecStopPost=\n",
-        f"ExecStopPost={exe} record-exit --project %i\n",
-        "PrivateTmp=no\nProtectSystem=no\nProtectHome=no\nPrivateUsers=no\nReadWritePaths=\n",
-    ]
-    return "".join(lines)
-
-
-def failure_override(demo_env: Mapping[str, str], path_dirs: list[str]) -> str:
-    exe = _quote_exec(units.openloop_command())
-    text = service_override(demo_env, path_dirs).split("ExecCondition=\n")[0]
-    return text + f"ExecStart=\nExecStart={exe} notify-failure --unit %i\n"
 
 
 @dataclass
 class DemoUnits:
-    """The demo's instance in the user's manager; `remove()` undoes every file it wrote."""
+    """The demo's timer and service; `remove()` undoes every file it wrote, also after an
+    install that was cut short."""
 
-    env: Environment  # for systemctl: the demo's, with the manager's XDG_CONFIG_HOME
+    env: Environment  # for systemctl: the manager's unit directory
     alias: str
     unit_environ: Mapping[str, str]  # what the units run with: the demo's isolated world
+    lock: Path
+    name: str = ""
     written: list[Path] = field(default_factory=list)
-    dirs: list[Path] = field(default_factory=list)
-    templates: list[str] = field(default_factory=list)
+    _fd: int | None = None
+
+    def __post_init__(self) -> None:
+        self.name = self.name or unit_name(self.alias)
 
     @property
     def service(self) -> str:
-        return units.instance(self.alias, "service")
+        return f"{self.name}.service"
 
     @property
     def timer(self) -> str:
-        return units.instance(self.alias, "timer")
+        return f"{self.name}.timer"
 
-    def install(self, project_dropins: dict[Path, str]) -> Path:
-        """Writes the instance's drop-ins (and the templates if none are installed), reloads."""
+    def files(self, limits: str) -> dict[Path, str]:
+        """The unit files: OpenLoop's shipped units with the project filled in, without the
+        failure notice (the demo watches the unit itself) and openloop.target; drop-ins with
+        the project's limits, the demo's environment and its lock check, and the fast timer."""
         unit_dir = units.user_unit_dir(self.env)
-        path_dirs = units.tool_path(self.env)
-        files = dict(project_dropins)
-        files[unit_dir / f"{self.service}.d" / DEMO_DROPIN] = service_override(
-            self.unit_environ, path_dirs
+        exe = units.openloop_command()
+        rendered = units.render_templates(exe)
+        owner = f"# Written by 'openloop demo'; removed when it ends.\n# Demo lock: {self.lock}\n"
+        service = rendered["openloop@.service"].replace("%i", self.alias)
+        service = re.sub(r"^OnFailure=.*\n", "", service, flags=re.M)
+        timer = rendered["openloop@.timer"].replace("%i", self.alias)
+        timer = re.sub(r"^PartOf=.*\n", "", timer, flags=re.M)
+        env_lines = [f"Environment={units.quote_env('PATH', ':'.join(units.tool_path(self.env)))}"]
+        env_lines += [
+            f"Environment={units.quote_env(key, self.unit_environ[key])}"
+            for key in CARRIED
+            if self.unit_environ.get(key)
+        ]
+        # Skip (and stop the timer) unless the demo still holds its lock: a demo killed with
+        # SIGKILL leaves no timer working on for it.
+        guard = (
+            'ExecCondition=/bin/sh -c \'flock -n -E 0 "$$0" false && exit 0; '
+            'systemctl --user stop --no-block "$$1"; exit 1\' '
+            f"{_exec([str(self.lock), self.timer])}"
         )
-        failure = f"openloop-failure@{self.service}.service.d"
-        files[unit_dir / failure / DEMO_DROPIN] = failure_override(self.unit_environ, path_dirs)
-        if units.packaged_units(self.env) is None:
-            rendered = units.render_templates(units.openloop_command())
-            for name in TEMPLATE_NAMES:
-                if not (unit_dir / name).exists():
-                    files[unit_dir / name] = rendered[name]
-                    self.templates.append(name)
-        owner = OWNER.format(pid=os.getpid())
-        if self.templates:
-            owner += f"# Templates it wrote: {' '.join(self.templates)}\n"
-        files[unit_dir / f"{self.timer}.d" / DEMO_DROPIN] = owner + FAST_TIMER
-        for path, text in files.items():
-            if path.parent != unit_dir and path.parent not in self.dirs:
-                if path.parent.exists():
-                    raise UnitsUnavailable(f"{path.parent} exists already: not the demo's")
-                self.dirs.append(path.parent)
+        gate = f"ExecCondition={_exec(exe)} gate --project {self.alias}"
+        dropin = "\n".join(
+            [owner.rstrip("\n"), limits.rstrip("\n"), *env_lines, "ExecCondition=", guard, gate]
+        )
+        return {
+            unit_dir / self.service: owner + service,
+            unit_dir / self.timer: owner + timer,
+            unit_dir / f"{self.service}.d" / DROPIN: dropin + "\n",
+            unit_dir / f"{self.timer}.d" / DROPIN: owner + FAST_TIMER,
+        }
+
+    def hold(self) -> None:
+        """Takes the lock the units check; held until remove() (SIGKILL releases it)."""
+        self._fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def install(self, limits: str) -> Path:
+        if self._fd is None:
+            self.hold()
+        unit_dir = units.user_unit_dir(self.env)
+        for path, text in self.files(limits).items():
+            if path.exists():
+                raise OpenLoopError(f"{path} exists already: not the demo's")
+            self.written.append(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             units.write_if_changed(path, text)
-            self.written.append(path)
         units.daemon_reload(self.env)
         return unit_dir
 
@@ -195,77 +191,67 @@ class DemoUnits:
     def state(self) -> dict[str, str]:
         return units.show(self.env, self.service, "ActiveState", "StatusText", "Result")
 
-    def stop(self) -> None:
-        """The timer, then a running iteration (which records itself as interrupted)."""
-        units.systemctl(self.env, "stop", self.timer, check=False)
-        units.systemctl(self.env, "stop", self.service, check=False, timeout=120)
-
     def remove(self) -> None:
-        self.stop()
-        unit_dir = units.user_unit_dir(self.env)
-        for path in self.written:
-            if path.parent != unit_dir:  # templates: below, if still the demo's alone
+        """The timer stopped, a running iteration stopped (it records itself as interrupted),
+        the files removed, the lock released. Never raises: it runs on the way out."""
+        if self.written:
+            for args in (("stop", self.timer), ("stop", self.service)):
+                try:
+                    units.systemctl(self.env, *args, check=False, timeout=150)
+                except OpenLoopError:
+                    pass
+            for path in self.written:
                 path.unlink(missing_ok=True)
-        for folder in self.dirs:
-            shutil.rmtree(folder, ignore_errors=True)
-        _remove_templates(self.env, self.templates)
-        self.written.clear()
-        self.dirs.clear()
-        self.templates.clear()
-        units.daemon_reload(self.env)
-        units.systemctl(
-            self.env,
-            "reset-failed",
-            self.service,
-            self.timer,
-            f"openloop-failure@{self.service}.service",
-            check=False,
-        )
+                if path.parent.name.endswith(".d"):
+                    shutil.rmtree(path.parent, ignore_errors=True)
+            self.written.clear()
+            try:
+                units.daemon_reload(self.env)
+                units.systemctl(self.env, "reset-failed", self.service, self.timer, check=False)
+            except OpenLoopError:
+                pass
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
-def _remove_templates(env: Environment, names: list[str]) -> None:
-    """The templates a demo wrote because none were installed, unless someone relies on them
-    now: an install of the user's since (its environment drop-in) or another instance with
-    drop-ins (another demo running). Only an unchanged copy is removed."""
-    unit_dir = units.user_unit_dir(env)
-    if not names or (unit_dir / "openloop@.service.d" / units.ENV_DROPIN).exists():
-        return
-    if any(unit_dir.glob("openloop@?*.service.d")) or any(unit_dir.glob("openloop@?*.timer.d")):
-        return
-    rendered = units.render_templates(units.openloop_command())
-    for name in names:
-        path = unit_dir / name
-        if (
-            name in rendered
-            and path.is_file()
-            and path.read_text(encoding="utf-8") == rendered[name]
-        ):
-            path.unlink()
+def _abandoned(lock: Path) -> bool:
+    """Whether the demo that holds `lock` is gone (no file, or nobody holds it)."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def remove_stale(env: Environment) -> list[str]:
-    """The instances of earlier demos whose process is gone (killed before it could clean up):
-    timer and service stopped, their drop-in directories removed. Returns their names."""
+    """The units of earlier demos that were killed before they could clean up: stopped and
+    removed. Returns their names."""
     unit_dir = units.user_unit_dir(env)
     removed = []
-    for dropin in sorted(unit_dir.glob(f"openloop@demo-*.timer.d/{DEMO_DROPIN}")):
+    for timer in sorted(unit_dir.glob(f"{PREFIX}*.timer")):
         try:
-            text = dropin.read_text(encoding="utf-8")
+            found = _LOCK_LINE.search(timer.read_text(encoding="utf-8"))
         except OSError:
             continue
-        found = _OWNER.match(text)
-        if found is None or pid_alive(int(found.group(1))):
+        if found is None or not _abandoned(Path(found.group(1))):
             continue
-        wrote = _TEMPLATES.search(text)
-        alias = dropin.parent.name.removeprefix("openloop@").removesuffix(".timer.d")
-        stale = DemoUnits(env, alias, {})
-        stale.dirs = [
-            unit_dir / f"{stale.timer}.d",
-            unit_dir / f"{stale.service}.d",
-            unit_dir / f"openloop-failure@{stale.service}.service.d",
-        ]
-        stale.templates = [
-            n for n in (wrote.group(1).split() if wrote else []) if n in TEMPLATE_NAMES
+        stale = DemoUnits(env, "", {}, Path(found.group(1)), name=timer.name[: -len(".timer")])
+        stale.written = [
+            path
+            for path in (
+                unit_dir / stale.service,
+                timer,
+                unit_dir / f"{stale.service}.d" / DROPIN,
+                unit_dir / f"{stale.timer}.d" / DROPIN,
+            )
+            if path.exists()
         ]
         stale.remove()
         removed.append(stale.timer)

@@ -53,6 +53,9 @@ class World:
             XDG_STATE_HOME=str(self.pi_home / ".local" / "state"),
             XDG_DATA_HOME=str(self.pi_home / ".local" / "share"),
             OPENLOOP_PI_BIN=str(self.pi),
+            # pi reads its models and writes its sessions here: the demo's, whatever the
+            # caller (or the user manager) points it at.
+            PI_CODING_AGENT_DIR=str(self.pi_home / ".pi" / "agent"),
             GIT_CONFIG_GLOBAL=str(self.pi_home / ".gitconfig"),
             GIT_CONFIG_NOSYSTEM="1",
             GIT_AUTHOR_NAME="OpenLoop demo",

@@ -61,12 +61,13 @@ def demo_cmd(directory: Path | None, keep: bool, ci: bool, units: bool | None) -
       - a change fails the lint check and is retried with the failure in the prompt, then merges;
       - a medium-risk task is validated and left for review (promotion show/apply/reject);
       - a task touching a path the committed policy denies is blocked.
-    With a reachable user manager, the iterations run through systemd: the demo's own
-    openloop@demo-XXXXXX.timer fires openloop@demo-XXXXXX.service every few seconds and the
-    demo follows its journal; your own units are never changed, and the demo's are removed at
-    the end. Without one, it calls 'openloop run-once' directly, as the unit would, and says
-    so. Then it checks the five outcomes in the ledger and the git history, shows the status
-    screen, and removes the demo directory unless --keep.
+    With a reachable user manager, the iterations run through systemd: OpenLoop's units under
+    a name of the demo's (openloop_demo_XXXXXX.timer fires openloop_demo_XXXXXX.service every
+    few seconds) and the demo follows their journal; your own units and drop-ins are never
+    used or changed, and the demo's are removed at the end. Without one, it calls 'openloop
+    run-once' directly, as the unit would, and says so. Then it checks the five outcomes in
+    the ledger and the git history, shows the status screen, and removes the demo directory
+    unless --keep.
     """
     from openloop.actions import demo
 
@@ -113,7 +114,7 @@ def _report(w, result, keep: bool) -> None:
         click.echo(demo.journal_tail(w).rstrip() or "(no records: 'openloop doctor' says why)")
         click.echo(
             f"  the demo's units are removed; their records stay: "
-            f"journalctl --user -u openloop@{w.alias}.service"
+            f"journalctl --user -u {result.unit}"
         )
     click.echo("\n== waiting for review: add-safe-divide (medium-risk) ==")
     click.echo(demo.review_summary(w, "add-safe-divide").rstrip())

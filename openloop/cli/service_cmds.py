@@ -6,7 +6,7 @@ import os
 
 import click
 
-from openloop.actions import pause, service
+from openloop.actions import pause, service, unit_hooks, unit_status
 from openloop.adapters import units
 from openloop.cli.options import examples, json_option, project_option
 from openloop.cli.output import info, print_json, print_table
@@ -166,7 +166,7 @@ def status_cmd(env, alias, as_json: bool) -> None:
     """Per project: timer state, next and last run, the last result, live STATUS text."""
     from openloop.state import backoff
 
-    data = service.status_of(env, alias) if alias else service.status(env)
+    data = unit_status.status_of(env, alias) if alias else unit_status.status(env)
     if as_json:
         print_json(data)
         return
@@ -227,7 +227,7 @@ def run_cmd(env, interval, iterations) -> None:
     A thin loop over run-once: same gate, same locks, no pid files. Stop with Ctrl+C.
     """
     click.echo("Running OpenLoop schedules in the foreground; Ctrl+C to stop.", err=True)
-    service.run_foreground(
+    unit_hooks.run_foreground(
         env, interval=interval, iterations=iterations, echo=lambda line: click.echo(line)
     )
 
@@ -258,12 +258,12 @@ def gate_cmd(env, project) -> int:
     from openloop.adapters import journal
 
     try:
-        decision = service.gate(env, project)
-    except service.GateFailure as exc:
+        decision = unit_hooks.gate(env, project)
+    except unit_hooks.GateFailure as exc:
         journal.send(str(exc), priority=journal.ERR, event="gate-failed", project=project)
         if not journal.running_under_systemd():
             click.echo(f"openloop: error: {exc}", err=True)
-        return service.GateFailure.exit_code
+        return unit_hooks.GateFailure.exit_code
     if not decision.run:
         # One record per skip: the structured one. Under systemd, stdout is the journal too,
         # so the plain line is for a shell only.
@@ -281,7 +281,7 @@ def record_exit_cmd(env, project) -> int:
     """ExecStopPost of openloop@.service: record a run systemd killed or the user stopped."""
     from openloop.adapters import journal
 
-    summary = service.record_exit(env, project, dict(os.environ))
+    summary = unit_hooks.record_exit(env, project, dict(os.environ))
     if summary:
         journal.send(f"{project}: {summary}", priority=4, event="iteration-killed", project=project)
         if not journal.running_under_systemd():
@@ -294,5 +294,5 @@ def record_exit_cmd(env, project) -> int:
 @click.pass_obj
 def notify_failure_cmd(env, unit) -> int:
     """OnFailure= handler: OpenLoop itself failed in UNIT (once per distinct failure)."""
-    service.notify_unit_failure(env, unit)
+    unit_hooks.notify_unit_failure(env, unit)
     return 0

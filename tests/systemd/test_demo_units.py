@@ -1,6 +1,7 @@
-"""`openloop demo` through the real units: with a user manager it schedules its own instance
-(openloop@demo-XXXXXX), the timer fires the iterations, their records are followed in the
-journal, and the user's own OpenLoop units come out byte for byte as they were."""
+"""`openloop demo` through the real units: with a user manager it schedules OpenLoop's units
+under a name of its own (openloop_demo_XXXXXX), the timer fires the iterations, their records
+are followed in the journal, and the user's own OpenLoop units, drop-ins (also an
+override.conf with secrets and hooks) and pi directory come out as they were."""
 
 from __future__ import annotations
 
@@ -51,22 +52,37 @@ def test_the_demo_runs_through_its_own_units_and_leaves_the_users_alone(
     for args in (["project", "add", "sample", str(repo), "--init"], ["service", "install"]):
         cp = um.run([str(openloop_exe), *args], env=mine, timeout=120)
         assert cp.returncode == 0, cp.stderr
+    # What `systemctl --user edit openloop@.service` would leave: it sorts after any drop-in
+    # of the demo's, so the demo must not be an instance of this template at all.
+    hook = um.home / "hook.log"
+    um.write_unit(
+        "openloop@.service.d/override.conf",
+        "[Service]\nEnvironment=OPENAI_API_KEY=sk-user-secret\n"
+        f"ExecStartPre=/bin/sh -c 'echo ran-for-%n >> {hook}'\n",
+    )
+    # The manager's own environment points pi at the user's directory.
+    users_pi = um.home / "users-pi"
+    um.systemctl("set-environment", f"PI_CODING_AGENT_DIR={users_pi}")
+    um.daemon_reload()
     before = _files(um.unit_dir)
     assert any("OPENLOOP_HOME" in text for text in before.values())
 
     where = user_tmp_path / "demo"
-    cp = um.run(
-        [str(openloop_exe), "demo", "--ci", "--units", "--keep", "--dir", str(where)],
-        env={"OPENLOOP_PI_BIN": str(pi_for_units)},
-        timeout=600,
-    )
+    try:
+        cp = um.run(
+            [str(openloop_exe), "demo", "--ci", "--units", "--keep", "--dir", str(where)],
+            env={"OPENLOOP_PI_BIN": str(pi_for_units)},
+            timeout=600,
+        )
+    finally:
+        um.systemctl("unset-environment", "PI_CODING_AGENT_DIR")
     out = cp.stdout + cp.stderr
     print(out)  # shown with -s, and on failure
     assert cp.returncode == 0, out[-6000:]
     assert "iterations by systemd" in cp.stdout
     assert cp.stdout.count("\nok      ") == 5, out[-4000:]
-    alias = re.search(r"openloop@(demo-[0-9a-f]{6})\.timer", cp.stdout).group(1)
-    service = f"openloop@{alias}.service"
+    name = re.search(r"(openloop_demo_[0-9a-f]{6})\.timer", cp.stdout).group(1)
+    alias, service = name.replace("openloop_demo_", "demo-"), f"{name}.service"
 
     # The journal's records, followed while the demo ran and read back by `openloop logs`.
     assert "  journal: " in cp.stdout
@@ -81,12 +97,13 @@ def test_the_demo_runs_through_its_own_units_and_leaves_the_users_alone(
     unit_pids = {r.get("_PID") for r in records}
     assert runs and all(str(r["pid"]) in unit_pids for r in runs), (runs, unit_pids)
 
-    # The user's units are exactly as they were; the demo's instance is gone.
+    # The user's units are exactly as they were; the demo's are gone; no drop-in of the
+    # user's ran or reached it; pi never touched the user's directory.
     assert _files(um.unit_dir) == before
-    # (An instance of an installed template always loads: its own drop-ins are what is gone.)
-    left = um.show(service, "DropInPaths", "ActiveState")
-    assert alias not in left["DropInPaths"] and left["ActiveState"] == "inactive", left
-    assert um.show(f"openloop@{alias}.timer", "ActiveState")["ActiveState"] == "inactive"
+    assert um.show(service, "LoadState")["LoadState"] == "not-found"
+    assert um.show(f"{name}.timer", "LoadState")["LoadState"] == "not-found"
+    assert not hook.exists()
+    assert not users_pi.exists()
     # Nothing of the demo still runs (the scripted model is gone with it).
     ps = um.run(["ps", "-u", str(um.uid), "-o", "args="]).stdout
     assert str(where) not in ps
@@ -123,7 +140,7 @@ def _start_demo(um, exe, pi, where: Path):
     seen = []
     for line in proc.stdout:
         seen.append(line)
-        if "started openloop@demo-" in line:
+        if "started openloop_demo_" in line:
             return proc, "".join(seen)
     proc.wait()
     raise AssertionError("the demo ended before its timer started:\n" + "".join(seen))
@@ -138,11 +155,17 @@ def test_a_killed_demo_leaves_nothing_running_for_long(
     before = _files(um.unit_dir)
 
     killed, out = _start_demo(um, openloop_exe, pi_for_units, user_tmp_path / "one")
-    orphan = re.search(r"started (openloop@demo-[0-9a-f]{6}\.timer)", out).group(1)
-    # As the test user (it owns the demo): setpriv's own pid is the demo's after its exec.
+    orphan = re.search(r"started (openloop_demo_[0-9a-f]{6}\.timer)", out).group(1)
+    # setpriv's own pid is the demo's after its exec.
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait(timeout=30)
-    assert um.show(orphan, "ActiveState")["ActiveState"] == "active"  # left behind
+    # The orphan's next run finds the demo's lock free: it stops its own timer and skips.
+    um.wait_for(
+        lambda: um.show(orphan, "ActiveState")["ActiveState"] == "inactive",
+        timeout=240,
+        what="the orphaned timer to stop itself",
+    )
+    assert (um.unit_dir / orphan).exists()  # its files wait for the next demo
 
     second, out = _start_demo(um, openloop_exe, pi_for_units, user_tmp_path / "two")
     assert f"removed {orphan}: left behind by a demo that was killed" in out
