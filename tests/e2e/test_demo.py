@@ -34,6 +34,8 @@ def _demo(tmp_path: Path, pi_bin: str, *args: str) -> tuple[subprocess.Completed
     env.update(
         HOME=str(user_home),
         OPENLOOP_PI_BIN=pi_bin,
+        # pi would read and write here: the demo must point it at its own directory.
+        PI_CODING_AGENT_DIR=str(user_home / ".pi" / "agent"),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     )
     proc = subprocess.run(
