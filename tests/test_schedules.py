@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from openloop.actions import service
+from openloop.adapters import manager as user_manager_mod
 from openloop.adapters import units
 from openloop.state.config import GlobalConfig
 from openloop.state.projectconfig import ProjectConfig
@@ -115,8 +116,8 @@ class FakeManager:
 @pytest.fixture
 def manager(monkeypatch):
     fake = FakeManager()
-    monkeypatch.setattr(units, "systemctl", fake)
-    monkeypatch.setattr(units, "check_unit_dir_seen", lambda env: None)
+    monkeypatch.setattr(user_manager_mod, "systemctl", fake)
+    monkeypatch.setattr(user_manager_mod, "check_unit_dir_seen", lambda env: None)
     return fake
 
 

@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from openloop.actions import service, unit_hooks
-from openloop.adapters import notifications, units
+from openloop.adapters import manager, notifications, units
 from openloop.loop.outcomes import Outcome
 from openloop.state.config import GlobalConfig
 from openloop.state.project import resolve
@@ -187,7 +187,7 @@ def test_a_failure_notifies_once_and_again_only_after_recovery(
     log = tmp_path / "failed.log"
     ol("config", "set", "notifications.onTaskFailed", f"echo $OPENLOOP_PROJECT >> {log}")
     monkeypatch.setattr(
-        units, "show", lambda env, unit, *p: {"Result": "exit-code", "ExecMainStatus": "1"}
+        manager, "show", lambda env, unit, *p: {"Result": "exit-code", "ExecMainStatus": "1"}
     )
     for _ in range(3):
         unit_hooks.notify_unit_failure(env, "openloop@demo.service")
@@ -242,7 +242,7 @@ def test_record_exit_of_a_user_stop_that_killed_the_run_costs_no_attempt(ol, dem
 
 def test_doctor_sees_stopped_timers_and_stale_drop_ins(ol, demo, env, monkeypatch):
     monkeypatch.setattr(service, "installed", lambda env: True)
-    monkeypatch.setattr(units, "scheduled_timers", lambda env: {})
+    monkeypatch.setattr(manager, "scheduled_timers", lambda env: {})
     checks = {c["name"]: c for c in ol("doctor", "--json").json()}
     assert not checks["timers"]["ok"] and checks["timers"]["fix"] == "openloop service start"
     assert not checks["drop-ins"]["ok"] and "demo" in checks["drop-ins"]["detail"]
@@ -250,7 +250,7 @@ def test_doctor_sees_stopped_timers_and_stale_drop_ins(ol, demo, env, monkeypatc
     for path, text in service.dropins_for(env, "demo").items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    monkeypatch.setattr(units, "scheduled_timers", lambda env: {"openloop@demo.timer": 1})
+    monkeypatch.setattr(manager, "scheduled_timers", lambda env: {"openloop@demo.timer": 1})
     checks = {c["name"]: c for c in ol("doctor", "--json").json()}
     assert checks["timers"]["ok"] and "drop-ins" not in checks
     # A project.json edit since: the drop-in no longer says what the project asks for.

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from openloop.actions import dashboard, service, unit_status
-from openloop.adapters import units
+from openloop.adapters import manager
 from openloop.state import registry as registry_module
 
 FAKE = r"""#!/usr/bin/env python3
@@ -123,7 +123,7 @@ def test_service_status_uses_the_snapshot_too(ol, env, tmp_path):
 
 def test_show_many_maps_blocks_to_units(env, tmp_path):
     fake_env, _ = _fake_systemctl(tmp_path, env)
-    found = units.show_many(fake_env, ["a.service", "b.timer"], "ActiveState")
+    found = manager.show_many(fake_env, ["a.service", "b.timer"], "ActiveState")
     assert found == {
         "a.service": {"ActiveState": "inactive"},
         "b.timer": {"ActiveState": "inactive"},

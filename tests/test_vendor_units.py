@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from openloop.actions import doctor, service
-from openloop.adapters import journal, units
+from openloop.adapters import journal, manager, units
 from openloop.resources import data_dir
 from tests.test_service import demo  # noqa: F401  (fixture)
 
@@ -78,7 +78,7 @@ def test_uninstall_leaves_vendor_units_alone(ol, demo, env, vendor, monkeypatch)
         calls.append(args)
         return subprocess.CompletedProcess(["systemctl", *args], 0, "", "")
 
-    monkeypatch.setattr(units, "systemctl", systemctl)
+    monkeypatch.setattr(manager, "systemctl", systemctl)
     service.install(env, reload=False)
     before = _snapshot(vendor)
     service.uninstall(env)

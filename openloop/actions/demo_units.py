@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openloop.adapters import units
+from openloop.adapters import manager, units
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
 
@@ -89,14 +89,14 @@ def manager_problem(environ: Mapping[str, str], paths: tuple[Path, ...] = ()) ->
             return f"{str(path)!r} has characters that unit files would take apart"
     env = Environment.from_os(environ)
     try:
-        proc = units.systemctl(env, "show-environment", check=False, timeout=10)
+        proc = manager.systemctl(env, "show-environment", check=False, timeout=10)
     except OpenLoopError as exc:
         return str(exc)
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
         return f"no user manager reachable ({detail[-1] if detail else proc.returncode})"
     try:
-        units.check_unit_dir_seen(env)
+        manager.check_unit_dir_seen(env)
     except OpenLoopError as exc:
         return str(exc)
     return None
@@ -182,14 +182,14 @@ class DemoUnits:
             self.written.append(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             units.write_if_changed(path, text)
-        units.daemon_reload(self.env)
+        manager.daemon_reload(self.env)
         return unit_dir
 
     def start(self) -> None:
-        units.systemctl(self.env, "start", self.timer)
+        manager.systemctl(self.env, "start", self.timer)
 
     def state(self) -> dict[str, str]:
-        return units.show(self.env, self.service, "ActiveState", "StatusText", "Result")
+        return manager.show(self.env, self.service, "ActiveState", "StatusText", "Result")
 
     def remove(self) -> None:
         """The timer stopped, a running iteration stopped (it records itself as interrupted),
@@ -197,7 +197,7 @@ class DemoUnits:
         if self.written:
             for args in (("stop", self.timer), ("stop", self.service)):
                 try:
-                    units.systemctl(self.env, *args, check=False, timeout=150)
+                    manager.systemctl(self.env, *args, check=False, timeout=150)
                 except OpenLoopError:
                     pass
             for path in self.written:
@@ -206,8 +206,8 @@ class DemoUnits:
                     shutil.rmtree(path.parent, ignore_errors=True)
             self.written.clear()
             try:
-                units.daemon_reload(self.env)
-                units.systemctl(self.env, "reset-failed", self.service, self.timer, check=False)
+                manager.daemon_reload(self.env)
+                manager.systemctl(self.env, "reset-failed", self.service, self.timer, check=False)
             except OpenLoopError:
                 pass
         if self._fd is not None:

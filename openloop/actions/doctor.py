@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from openloop.adapters import units
+from openloop.adapters import manager, units
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
 from openloop.state import backoff, budget, trust
@@ -107,7 +107,7 @@ def check_git_identity(env: Environment) -> Check:
 
 def check_manager(env: Environment) -> Check:
     try:
-        units.systemctl(env, "show-environment")
+        manager.systemctl(env, "show-environment")
     except OpenLoopError as exc:
         return Check(
             "user manager",
@@ -182,7 +182,7 @@ def check_schedule(env: Environment) -> list[Check]:
     checks = []
     aliases = [e.alias for e in load_registry(env).projects]
     try:
-        running = units.scheduled_timers(env)
+        running = manager.scheduled_timers(env)
     except OpenLoopError:
         running = None
     if running is not None and aliases:

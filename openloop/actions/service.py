@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openloop.adapters import units
+from openloop.adapters import manager, units
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
 from openloop.state.config import load_config
@@ -26,7 +26,7 @@ def install(
     """Write the units and drop-ins. `sandbox=None` keeps whatever the last install chose."""
     unit_dir = units.user_unit_dir(env)
     if reload:
-        units.check_unit_dir_seen(env)
+        manager.check_unit_dir_seen(env)
     if sandbox is None:
         sandbox = sandboxed(env)
     report = units.InstallReport(
@@ -45,7 +45,7 @@ def install(
     files[unit_dir / "openloop-failure@.service.d" / units.ENV_DROPIN] = env_dropin
     if sandbox:
         if reload:
-            units.probe_sandbox(env)  # refuse before writing anything if it cannot work here
+            manager.probe_sandbox(env)  # refuse before writing anything if it cannot work here
         files[service_d / units.SANDBOX_DROPIN] = units.sandbox_dropin(env)
     else:
         (service_d / units.SANDBOX_DROPIN).unlink(missing_ok=True)
@@ -60,7 +60,7 @@ def install(
         )
     _ensure_environment_file(env)
     if reload:
-        units.daemon_reload(env)
+        manager.daemon_reload(env)
     return report
 
 
@@ -119,7 +119,7 @@ def uninstall(env: Environment, progress=None) -> list[str]:
     unit_dir = units.user_unit_dir(env)
     stop(env, progress=progress, disable=False)
     timers = _all_timers(env)
-    units.in_batches(
+    manager.in_batches(
         env,
         "disable",
         ["openloop.target", *timers],
@@ -139,8 +139,8 @@ def uninstall(env: Environment, progress=None) -> list[str]:
                 removed.append(str(path.relative_to(unit_dir)))
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
-    units.daemon_reload(env)
-    units.systemctl(env, "reset-failed", "openloop@*", "openloop-failure@*", check=False)
+    manager.daemon_reload(env)
+    manager.systemctl(env, "reset-failed", "openloop@*", "openloop-failure@*", check=False)
     return removed
 
 
@@ -148,7 +148,7 @@ def _all_timers(env: Environment) -> list[str]:
     """Linked projects' timers, plus any other openloop@ timer the manager has loaded or that
     is enabled (a project unlinked, or linked from another OPENLOOP_HOME)."""
     names = {units.instance(e.alias, "timer") for e in load_registry(env).projects}
-    names |= {n for n in units.loaded_units(env, "openloop@*.timer")}
+    names |= {n for n in manager.loaded_units(env, "openloop@*.timer")}
     wants = units.user_unit_dir(env) / "openloop.target.wants"
     if wants.is_dir():
         names |= {p.name for p in wants.iterdir() if p.name.startswith("openloop@")}
@@ -161,18 +161,18 @@ def project_linked(env: Environment, alias: str) -> bool:
         return False
     for path, text in _dropins_for(env, alias, sandbox=sandboxed(env)).items():
         units.write_if_changed(path, text)
-    units.daemon_reload(env)
+    manager.daemon_reload(env)
     if _target_active(env):
-        units.systemctl(env, "enable", "--now", units.instance(alias, "timer"))
+        manager.systemctl(env, "enable", "--now", units.instance(alias, "timer"))
     return True
 
 
 def project_unlinked(env: Environment, alias: str) -> None:
     if not installed(env):
         return
-    units.systemctl(env, "disable", "--now", units.instance(alias, "timer"), check=False)
+    manager.systemctl(env, "disable", "--now", units.instance(alias, "timer"), check=False)
     units.remove_project_dropins(units.user_unit_dir(env), alias)
-    units.daemon_reload(env)
+    manager.daemon_reload(env)
 
 
 # --- start / stop -------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ def _progress(progress, what: str):
         return None
 
     def report(done: int, total: int) -> None:
-        if total > units.BATCH:
+        if total > manager.BATCH:
             progress(f"{what}: {done}/{total}")
 
     return report
@@ -223,19 +223,19 @@ def start(env: Environment, progress=None) -> ScheduleReport:
     if not installed(env):
         install(env)
     timers = [units.instance(e.alias, "timer") for e in load_registry(env).projects]
-    problems = units.in_batches(
+    problems = manager.in_batches(
         env,
         "enable",
         ["openloop.target", *timers],
         flags=("--no-reload",),
         progress=_progress(progress, "enabling timers"),
     )
-    units.daemon_reload(env)
-    problems += units.in_batches(env, "start", ["openloop.target"], flags=("--no-block",))
+    manager.daemon_reload(env)
+    problems += manager.in_batches(env, "start", ["openloop.target"], flags=("--no-block",))
     # The target pulls in the timers it wants; starting by name the ones that are not running
     # yet catches any it did not start.
     waiting = _not_active(env, timers)
-    problems += units.in_batches(
+    problems += manager.in_batches(
         env,
         "start",
         waiting,
@@ -243,14 +243,14 @@ def start(env: Environment, progress=None) -> ScheduleReport:
         progress=_progress(progress, "starting timers"),
     )
     _wait_until(lambda: not _not_active(env, timers))
-    scheduled = units.scheduled_timers(env)
+    scheduled = manager.scheduled_timers(env)
     missing = set(timers) - set(scheduled)
     if missing:
         problems.append(f"not scheduled after start: {_names(missing)}")
     extra = set(scheduled) - set(timers)
     if extra:
         problems.append(f"scheduled but not linked here (openloop project list): {_names(extra)}")
-    if units.unit_file_state(env, "openloop.target") != "enabled":
+    if manager.unit_file_state(env, "openloop.target") != "enabled":
         problems.append("openloop.target is not enabled: the timers will not start at login")
     return ScheduleReport("start", len(timers), len(scheduled), problems, time.monotonic() - began)
 
@@ -263,24 +263,24 @@ def stop(env: Environment, progress=None, *, disable: bool = True) -> ScheduleRe
     if not installed(env):
         return None
     began = time.monotonic()
-    loaded = units.loaded_units(env, "openloop@*.timer")
+    loaded = manager.loaded_units(env, "openloop@*.timer")
     timers = sorted(n for n, state in loaded.items() if state.active != "inactive")
-    problems = units.in_batches(
+    problems = manager.in_batches(
         env,
         "stop",
         timers,
         flags=("--no-block",),
         progress=_progress(progress, "stopping timers"),
     )
-    problems += units.in_batches(env, "stop", ["openloop.target"], flags=("--no-block",))
-    _wait_until(lambda: not units.scheduled_timers(env))
+    problems += manager.in_batches(env, "stop", ["openloop.target"], flags=("--no-block",))
+    _wait_until(lambda: not manager.scheduled_timers(env))
     running = _running_services(env)
     if running:
         if progress is not None:
             progress(f"stopping {len(running)} running iteration(s)")
         # --no-block: an iteration may take TimeoutStopSec to end; we wait below, for all of
         # them at once, instead of in one systemctl call that outlives its own timeout.
-        problems += units.in_batches(env, "stop", running, flags=("--no-block",))
+        problems += manager.in_batches(env, "stop", running, flags=("--no-block",))
         deadline = time.monotonic() + STOP_WAIT_SECONDS
         while running and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -288,11 +288,11 @@ def stop(env: Environment, progress=None, *, disable: bool = True) -> ScheduleRe
         if running:
             problems.append(f"still running after {STOP_WAIT_SECONDS:.0f}s: {_names(running)}")
     if disable:
-        problems += units.in_batches(env, "disable", ["openloop.target"])
-    scheduled = units.scheduled_timers(env)
+        problems += manager.in_batches(env, "disable", ["openloop.target"])
+    scheduled = manager.scheduled_timers(env)
     if scheduled:
         problems.append(f"still scheduled after stop: {_names(set(scheduled))}")
-    if disable and units.unit_file_state(env, "openloop.target") == "enabled":
+    if disable and manager.unit_file_state(env, "openloop.target") == "enabled":
         problems.append("openloop.target is still enabled: the timers would start at login")
     return ScheduleReport("stop", 0, len(scheduled), problems, time.monotonic() - began)
 
@@ -308,16 +308,16 @@ def start_project(env: Environment, alias: str) -> ScheduleReport:
     else:
         for path, text in dropins.items():
             units.write_if_changed(path, text)
-        units.daemon_reload(env)
+        manager.daemon_reload(env)
     timer = units.instance(project.alias, "timer")
-    problems = units.in_batches(env, "enable", [timer], flags=("--no-reload",))
-    problems += units.in_batches(env, "start", [timer], flags=("--no-block",))
+    problems = manager.in_batches(env, "enable", [timer], flags=("--no-reload",))
+    problems += manager.in_batches(env, "start", [timer], flags=("--no-block",))
     _wait_until(lambda: not _not_active(env, [timer]))
-    scheduled = units.scheduled_timers(env)
+    scheduled = manager.scheduled_timers(env)
     if timer not in scheduled:
         problems.append(f"not scheduled after start: {timer}")
     report = ScheduleReport("start", 1, int(timer in scheduled), problems, 0.0)
-    if units.unit_file_state(env, "openloop.target") != "enabled":
+    if manager.unit_file_state(env, "openloop.target") != "enabled":
         report.notes.append(
             "openloop.target is not enabled: this timer runs until you log out "
             "('openloop service start' enables every project's)"
@@ -336,23 +336,23 @@ def stop_project(env: Environment, alias: str) -> ScheduleReport | None:
     project = resolve(env, alias)
     timer = units.instance(project.alias, "timer")
     svc = units.instance(project.alias, "service")
-    problems = units.in_batches(env, "stop", [timer], flags=("--no-block",))
-    _wait_until(lambda: timer not in units.scheduled_timers(env))
+    problems = manager.in_batches(env, "stop", [timer], flags=("--no-block",))
+    _wait_until(lambda: timer not in manager.scheduled_timers(env))
     if svc in _running_services(env):
-        problems += units.in_batches(env, "stop", [svc], flags=("--no-block",))
+        problems += manager.in_batches(env, "stop", [svc], flags=("--no-block",))
         deadline = time.monotonic() + STOP_WAIT_SECONDS
         while svc in _running_services(env) and time.monotonic() < deadline:
             time.sleep(0.2)
         if svc in _running_services(env):
             problems.append(f"still running after {STOP_WAIT_SECONDS:.0f}s: {svc}")
-    problems += units.in_batches(env, "disable", [timer])
-    if timer in units.scheduled_timers(env):
+    problems += manager.in_batches(env, "disable", [timer])
+    if timer in manager.scheduled_timers(env):
         problems.append(f"still scheduled after stop: {timer}")
     return ScheduleReport("stop", 0, 0, problems, time.monotonic() - began)
 
 
 def _not_active(env: Environment, names: list[str]) -> list[str]:
-    loaded = units.loaded_units(env, "openloop@*.timer")
+    loaded = manager.loaded_units(env, "openloop@*.timer")
     return [n for n in names if n not in loaded or loaded[n].active != "active"]
 
 
@@ -371,10 +371,10 @@ def _wait_until(done, seconds: float = 30.0) -> bool:
 def _running_services(env: Environment) -> list[str]:
     return sorted(
         name
-        for name, state in units.loaded_units(env, "openloop@*.service").items()
+        for name, state in manager.loaded_units(env, "openloop@*.service").items()
         if state.active in ("active", "activating", "deactivating", "reloading")
     )
 
 
 def _target_active(env: Environment) -> bool:
-    return units.show(env, "openloop.target", "ActiveState").get("ActiveState") == "active"
+    return manager.show(env, "openloop.target", "ActiveState").get("ActiveState") == "active"

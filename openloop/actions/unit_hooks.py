@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openloop.adapters import notifications, units
+from openloop.adapters import manager, notifications
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
 from openloop.state import budget
@@ -200,7 +200,7 @@ def notify_unit_failure(env: Environment, unit: str) -> bool:
     import hashlib
 
     alias = unit.removeprefix("openloop@").removesuffix(".service")
-    props = units.show(env, unit, "Result", "ExecMainStatus", "ExecMainCode")
+    props = manager.show(env, unit, "Result", "ExecMainStatus", "ExecMainCode")
     result = props.get("Result")
     if result in ("timeout", "watchdog"):
         return False  # a hung task, already recorded and notified by record-exit: not a crash

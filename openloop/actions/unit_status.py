@@ -9,7 +9,7 @@ from typing import Any
 
 from openloop.actions.service import installed
 from openloop.actions.unit_hooks import last_gate
-from openloop.adapters import units
+from openloop.adapters import manager, units
 from openloop.env import Environment
 from openloop.state import backoff, budget, pause, runs
 from openloop.state.config import GlobalConfig, load_config
@@ -35,9 +35,9 @@ RESULTS = {
 
 def project_status(env: Environment, project: Project) -> dict[str, Any]:
     alias = project.alias
-    timer = units.show(env, units.instance(alias, "timer"), "ActiveState", "UnitFileState")
-    next_run, last_trigger = units.timer_times(env, units.instance(alias, "timer"))
-    svc = units.show(
+    timer = manager.show(env, units.instance(alias, "timer"), "ActiveState", "UnitFileState")
+    next_run, last_trigger = manager.timer_times(env, units.instance(alias, "timer"))
+    svc = manager.show(
         env,
         units.instance(alias, "service"),
         "ActiveState",
@@ -118,7 +118,7 @@ def systemd_snapshot(env: Environment, aliases: list[str]):
     """A context in which project_status of these projects asks systemd nothing more: two
     systemctl calls for all of them instead of three per project."""
     names = [units.instance(a, kind) for a in aliases for kind in ("timer", "service")]
-    return units.snapshot(env, names, *STATUS_PROPERTIES)
+    return manager.snapshot(env, names, *STATUS_PROPERTIES)
 
 
 def _gate_failed(exec_condition: str) -> bool:
@@ -162,7 +162,7 @@ def status(env: Environment) -> dict[str, Any]:
                 projects.append({"project": entry.alias, "error": str(exc)})
     return {
         "installed": installed(env),
-        "target": units.show(env, "openloop.target", "ActiveState").get("ActiveState"),
+        "target": manager.show(env, "openloop.target", "ActiveState").get("ActiveState"),
         "paused": pause.global_pause(env),
         "budget": budget_summary(day, gconf),
         "linger": units.linger_enabled(env),
@@ -175,7 +175,7 @@ def status_of(env: Environment, alias: str) -> dict[str, Any]:
     project = resolve(env, alias)
     return {
         "installed": installed(env),
-        "target": units.show(env, "openloop.target", "ActiveState").get("ActiveState"),
+        "target": manager.show(env, "openloop.target", "ActiveState").get("ActiveState"),
         "paused": pause.global_pause(env),
         "budget": budget_summary(budget.today(env), load_config(env)),
         "linger": units.linger_enabled(env),
