@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from openloop.adapters import journal
+from openloop.adapters import journal, journal_read
 from openloop.errors import InputError, MissingFeatureError
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)  # 13:00 in Berlin
@@ -91,7 +91,7 @@ def _fields(data: bytes) -> dict[str, str]:
     ],
 )
 def test_parse_since(berlin, text, expected):
-    got = journal.parse_since(text, NOW)
+    got = journal_read.parse_since(text, NOW)
     assert got == expected
     assert got.tzinfo is not None
 
@@ -103,15 +103,15 @@ def test_parse_since(berlin, text, expected):
 )  # fmt: skip
 def test_parse_since_rejects_anything_else(text):
     with pytest.raises(InputError, match=r"^--since: .* is not a duration"):
-        journal.parse_since(text, NOW)
+        journal_read.parse_since(text, NOW)
 
 
 def test_parse_since_keeps_a_naive_now_naive(berlin):
     naive = datetime(2026, 11, 25, 13, 0)
-    assert journal.parse_since("today", naive) == datetime(2026, 11, 25)
-    assert journal.parse_since("2026-11-25T10:00", naive) == datetime(2026, 11, 25, 10, 0)
-    assert journal.parse_since("2026-11-25T10:00Z", naive) == datetime(2026, 11, 25, 11, 0)
-    assert journal.parse_since("1h", naive) == datetime(2026, 11, 25, 12, 0)
+    assert journal_read.parse_since("today", naive) == datetime(2026, 11, 25)
+    assert journal_read.parse_since("2026-11-25T10:00", naive) == datetime(2026, 11, 25, 10, 0)
+    assert journal_read.parse_since("2026-11-25T10:00Z", naive) == datetime(2026, 11, 25, 11, 0)
+    assert journal_read.parse_since("1h", naive) == datetime(2026, 11, 25, 12, 0)
 
 
 # ------------------------------------------------------------------------ records, redaction
@@ -311,7 +311,7 @@ JOURNALCTL_OUTPUT = "\n".join([
 
 
 def test_journalctl_json_lines_become_entries(berlin):
-    entries = journal.parse_json_lines(JOURNALCTL_OUTPUT)
+    entries = journal_read.parse_json_lines(JOURNALCTL_OUTPUT)
     assert [e.message for e in entries][:4] == [
         "hello from the unit",
         "started",
@@ -333,7 +333,7 @@ def test_journalctl_json_lines_become_entries(berlin):
 def test_journalctl_binary_repeated_and_null_values():
     line = json.dumps({"__REALTIME_TIMESTAMP": str(T0), "MESSAGE": list(b"caf\xc3\xa9 \xff"),
                        "TAG": ["a", "b"], "GONE": None})  # fmt: skip
-    (entry,) = journal.parse_json_lines(line)
+    (entry,) = journal_read.parse_json_lines(line)
     assert entry.message == "café \ufffd"
     assert entry.fields["TAG"] == "b"
     assert "GONE" not in entry.fields
@@ -355,8 +355,8 @@ def fake_journalctl(monkeypatch):
         return JOURNALCTL_OUTPUT
 
     monkeypatch.setattr(journal, "_sd", None)
-    monkeypatch.setattr(journal.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(journal, "_run", run)
+    monkeypatch.setattr(journal_read.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(journal_read, "_run", run)
     return calls
 
 
@@ -365,7 +365,7 @@ def _messages(entries):
 
 
 def test_read_a_project_matches_its_unit_or_its_field(fake_journalctl):
-    entries = journal.read(project="web")
+    entries = journal_read.read(project="web")
     assert _messages(entries) == ["hello from the unit", "started", "from the CLI",
                                   "Started openloop@web.service."]  # fmt: skip
     uid = f"_UID={os.getuid()}"
@@ -377,43 +377,43 @@ def test_read_a_project_matches_its_unit_or_its_field(fake_journalctl):
 
 
 def test_read_filters_by_task_run_event_since_and_limit(fake_journalctl):
-    assert _messages(journal.read(project="web", task="t-2")) == ["from the CLI"]
+    assert _messages(journal_read.read(project="web", task="t-2")) == ["from the CLI"]
     assert fake_journalctl[-1][-3:] == ["OPENLOOP_PROJECT=web", f"_UID={os.getuid()}",
                                         "OPENLOOP_TASK=t-2"]  # fmt: skip
-    assert _messages(journal.read(project="web", run="r-1")) == ["started"]
-    assert _messages(journal.read(project="web", event_only=True)) == ["started"]
-    assert _messages(journal.read(project="web", limit=2)) == [
+    assert _messages(journal_read.read(project="web", run="r-1")) == ["started"]
+    assert _messages(journal_read.read(project="web", event_only=True)) == ["started"]
+    assert _messages(journal_read.read(project="web", limit=2)) == [
         "from the CLI", "Started openloop@web.service."]  # fmt: skip
-    assert journal.read(project="web", limit=0) == []
+    assert journal_read.read(project="web", limit=0) == []
     since = datetime.fromtimestamp((T0 + 3_000_000) / 1e6, UTC)
-    assert _messages(journal.read(project="web", since=since)) == [
+    assert _messages(journal_read.read(project="web", since=since)) == [
         "from the CLI", "Started openloop@web.service."]  # fmt: skip
     assert f"--since=@{since.timestamp():.6f}" in fake_journalctl[-1]
 
 
 def test_read_all_projects_lists_the_units_and_projects_the_journal_holds(fake_journalctl):
-    entries = journal.read()
+    entries = journal_read.read()
     assert _messages(entries) == ["hello from the unit", "started", "from the CLI",
                                   "Started openloop@web.service.", "other project"]  # fmt: skip
     query = fake_journalctl[-1]
     assert "_SYSTEMD_USER_UNIT=openloop@web.service" in query
     assert "OPENLOOP_PROJECT=api" in query and "SYSLOG_IDENTIFIER=openloop" in query
     assert not any("pipewire" in a or "init.scope" in a for a in query)
-    assert _messages(journal.read(unit_prefix="nothing@")) == [
+    assert _messages(journal_read.read(unit_prefix="nothing@")) == [
         "started", "from the CLI", "other project"]  # fmt: skip
 
 
 def test_reading_without_systemd_python_or_journalctl_says_what_is_missing(monkeypatch):
     monkeypatch.setattr(journal, "_sd", None)
-    monkeypatch.setattr(journal.shutil, "which", lambda name: None)
+    monkeypatch.setattr(journal_read.shutil, "which", lambda name: None)
     with pytest.raises(MissingFeatureError, match="systemd-python .* or journalctl"):
-        journal.read(project="web")
+        journal_read.read(project="web")
 
 
 # ------------------------------------------------------------------------------- for humans
 
 
-def _entry(when: datetime, **kw) -> journal.Entry:
+def _entry(when: datetime, **kw) -> journal_read.Entry:
     base = dict(
         time=when,
         message="hello",
@@ -425,17 +425,17 @@ def _entry(when: datetime, **kw) -> journal.Entry:
         event=None,
         fields={"MESSAGE": "hello", "_PID": "1", "DETAIL": "d"},
     )
-    return journal.Entry(**{**base, **kw})  # type: ignore[arg-type]
+    return journal_read.Entry(**{**base, **kw})  # type: ignore[arg-type]
 
 
 def test_format_entry(berlin):
     today = datetime(2026, 11, 25, 9, 5, 7, tzinfo=UTC)  # 10:05:07 in Berlin
-    assert journal.format_entry(_entry(today), now=NOW) == "10:05:07 web [t-1] hello"
-    bare = journal.format_entry(_entry(today), with_project=False, now=NOW)
+    assert journal_read.format_entry(_entry(today), now=NOW) == "10:05:07 web [t-1] hello"
+    bare = journal_read.format_entry(_entry(today), with_project=False, now=NOW)
     assert bare == "10:05:07 [t-1] hello"
     earlier = _entry(today - timedelta(days=1), task=None, message="line\n")
-    assert journal.format_entry(earlier, now=NOW) == "2026-11-24 10:05:07 web line"
-    assert journal.format_entry(_entry(today, project=None), now=NOW) == "10:05:07 [t-1] hello"
+    assert journal_read.format_entry(earlier, now=NOW) == "2026-11-24 10:05:07 web line"
+    assert journal_read.format_entry(_entry(today, project=None), now=NOW) == "10:05:07 [t-1] hello"
 
 
 def test_entry_to_json_leaves_out_journald_fields():
@@ -453,9 +453,9 @@ def test_entry_to_json_leaves_out_journald_fields():
             "DETAIL": "d",
         },
     )
-    assert journal.entry_to_json(e) == {
+    assert journal_read.entry_to_json(e) == {
         "time": "2026-11-25T09:00:00+00:00", "priority": 6, "message": "hello", "unit": None,
         "project": "web", "task": "t-1", "role": "builder", "run": "r-1", "event": "x",
         "fields": {"OPENLOOP_ROLE": "builder", "DETAIL": "d"},
     }  # fmt: skip
-    json.dumps(journal.entry_to_json(e))
+    json.dumps(journal_read.entry_to_json(e))

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from openloop import env as envmod
-from openloop.adapters import journal
+from openloop.adapters import journal, journal_read
 from tests.test_journal import NOW, _no_real_journal, _rec, berlin, sink  # noqa: F401
 
 
@@ -62,18 +62,18 @@ def canned(monkeypatch):
         return OUTPUT
 
     monkeypatch.setattr(journal, "_sd", None)
-    monkeypatch.setattr(journal.shutil, "which", lambda name, *a, **k: f"/usr/bin/{name}")
-    monkeypatch.setattr(journal, "_run", run)
+    monkeypatch.setattr(journal_read.shutil, "which", lambda name, *a, **k: f"/usr/bin/{name}")
+    monkeypatch.setattr(journal_read, "_run", run)
 
 
 def test_reading_keeps_this_homes_records_only(canned):
-    got = [e.message for e in journal.read(home=MINE, aliases=["web"])]
+    got = [e.message for e in journal_read.read(home=MINE, aliases=["web"])]
     assert got == ["mine, tagged", "old version, linked alias", "unit output",
                    "global pause, tagged"]  # fmt: skip
-    got = [e.message for e in journal.read(project="web", home=MINE, aliases=["web"])]
+    got = [e.message for e in journal_read.read(project="web", home=MINE, aliases=["web"])]
     assert got == ["mine, tagged", "old version, linked alias", "unit output"]
     # Without a home (library callers): everything, as before.
-    assert len(journal.read()) == 6
+    assert len(journal_read.read()) == 6
 
 
 def test_the_cli_filters_on_its_home_and_notes_untagged_records_once(ol, env, canned, monkeypatch):
@@ -109,10 +109,10 @@ def test_the_cli_filters_on_its_home_and_notes_untagged_records_once(ol, env, ca
     ],
 )
 def test_since_relative_and_absolute(berlin, text, expected):  # noqa: F811
-    assert journal.parse_since(text, NOW) == expected
+    assert journal_read.parse_since(text, NOW) == expected
 
 
 @pytest.mark.parametrize("text", ["-1h ago", "--1h", "1 hour", "h30m", "-", "ago"])
 def test_since_still_refuses_what_it_cannot_read(text):
     with pytest.raises(Exception, match="is not a duration"):
-        journal.parse_since(text, NOW)
+        journal_read.parse_since(text, NOW)

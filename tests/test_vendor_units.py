@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from openloop.actions import doctor, service
-from openloop.adapters import journal, manager, units
+from openloop.adapters import journal, journal_read, manager, units
 from openloop.resources import data_dir
 from tests.test_service import demo  # noqa: F401  (fixture)
 
@@ -128,7 +128,7 @@ def test_doctor_points_at_a_pi_that_is_not_on_path(env, tmp_path, monkeypatch):
 @pytest.fixture
 def no_journal_reader(monkeypatch):
     monkeypatch.setattr(journal, "_sd", None)
-    monkeypatch.setattr(journal.shutil, "which", lambda name, *a, **kw: None)
+    monkeypatch.setattr(journal_read.shutil, "which", lambda name, *a, **kw: None)
 
 
 @pytest.mark.parametrize(

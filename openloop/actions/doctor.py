@@ -224,10 +224,10 @@ def check_schedule(env: Environment) -> list[Check]:
 
 
 def check_journal() -> Check:
-    from openloop.adapters import journal
+    from openloop.adapters import journal_read
 
     try:
-        journal.read(limit=1)
+        journal_read.read(limit=1)
     except OpenLoopError as exc:
         return Check("journal", False, str(exc), "install systemd-python or journalctl")
     return Check("journal", True, "readable")

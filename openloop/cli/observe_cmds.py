@@ -87,14 +87,14 @@ def watch_cmd(env, interval: float) -> None:
 @click.pass_obj
 def logs_cmd(env, project, task_id, run_id, since, lines, follow, as_json) -> None:
     """Read OpenLoop's journal records (the iterations' output and OpenLoop's own)."""
-    from openloop.adapters import journal
+    from openloop.adapters import journal_read
     from openloop.state.project import resolve
 
     alias = resolve(env, project).alias if project else None
-    since_dt = journal.parse_since(since, env.now()) if since else None
+    since_dt = journal_read.parse_since(since, env.now()) if since else None
     home = _home(env)
     if not follow:
-        entries = journal.read(
+        entries = journal_read.read(
             project=alias, task=task_id, run=run_id, since=since_dt, limit=lines, **home
         )
         _emit(entries, as_json, with_project=alias is None)
@@ -102,7 +102,7 @@ def logs_cmd(env, project, task_id, run_id, since, lines, follow, as_json) -> No
     # follow() yields the backlog and then new records, with nothing lost between the two.
     noted = [False]
     try:
-        for entry in journal.follow(
+        for entry in journal_read.follow(
             project=alias, task=task_id, run=run_id, since=since_dt, limit=lines, **home
         ):
             _emit([entry], as_json, with_project=alias is None, noted=noted)
@@ -132,14 +132,14 @@ def _home(env) -> dict:
 @click.pass_obj
 def events_cmd(env, project, since, limit, as_json) -> None:
     """The audit trail: iterations started and finished, promotions, skips, pauses, budget."""
-    from openloop.adapters import journal
+    from openloop.adapters import journal_read
     from openloop.state.project import resolve
 
     alias = resolve(env, project).alias if project else None
-    entries = journal.read(
+    entries = journal_read.read(
         project=alias,
         event_only=True,
-        since=journal.parse_since(since, env.now()),
+        since=journal_read.parse_since(since, env.now()),
         limit=limit,
         **_home(env),
     )
@@ -150,10 +150,10 @@ def events_cmd(env, project, since, limit, as_json) -> None:
 
 
 def _emit(entries, as_json: bool, with_project: bool, noted: list[bool] | None = None) -> None:
-    from openloop.adapters import journal
+    from openloop.adapters import journal_read
 
     noted = [False] if noted is None else noted
-    if not noted[0] and any(journal.untagged_record(e) for e in entries):
+    if not noted[0] and any(journal_read.untagged_record(e) for e in entries):
         noted[0] = True  # once per command
         click.echo(
             "note: some records carry no OpenLoop home id (written by an older OpenLoop): "
@@ -161,11 +161,11 @@ def _emit(entries, as_json: bool, with_project: bool, noted: list[bool] | None =
             err=True,
         )
     if as_json:
-        print_json([journal.entry_to_json(e) for e in entries])
+        print_json([journal_read.entry_to_json(e) for e in entries])
         return
     for entry in entries:
         # One record, one line: an agent's output or a task title cannot drive the terminal.
-        click.echo(escape(journal.format_entry(entry, with_project=with_project)))
+        click.echo(escape(journal_read.format_entry(entry, with_project=with_project)))
 
 
 @click.command("doctor", epilog=examples("openloop doctor", "openloop doctor --json"))

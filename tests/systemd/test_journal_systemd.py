@@ -25,7 +25,7 @@ PYTHON = Path(sys.executable)
 BIG_LEN = 300_000
 SEND = f"""
 import json, sys
-from openloop.adapters import journal
+from openloop.adapters import journal, journal_read
 opts = json.loads(sys.argv[1])
 if opts["no_sd"]:
     journal._sd = None  # the native-protocol writer
@@ -37,20 +37,20 @@ print(json.dumps([journal.send(m, **big(kw)) for m, kw in opts["sends"]]))
 READ = """
 import json, sys
 from datetime import datetime
-from openloop.adapters import journal
+from openloop.adapters import journal, journal_read
 opts = json.loads(sys.argv[1])
 if opts.pop("no_sd"):
     journal._sd = None  # the journalctl reader
 if opts.get("since"):
     opts["since"] = datetime.fromisoformat(opts["since"])
-print(json.dumps([journal.entry_to_json(e) for e in journal.read(**opts)]))
+print(json.dumps([journal_read.entry_to_json(e) for e in journal_read.read(**opts)]))
 """
 
 # argv[1]: JSON {"no_sd": bool, "project": p, "limit": n}. Follows in a thread, then sends two
 # records; prints the messages seen and how long each took to arrive.
 FOLLOW = """
 import json, sys, threading, time
-from openloop.adapters import journal
+from openloop.adapters import journal, journal_read
 opts = json.loads(sys.argv[1])
 if opts["no_sd"]:
     journal._sd = None
@@ -58,7 +58,7 @@ p = opts["project"]
 stop, ready, got = threading.Event(), threading.Event(), []
 def consume():
     ready.set()
-    for e in journal.follow(project=p, limit=opts["limit"], stop=stop, poll=0.2):
+    for e in journal_read.follow(project=p, limit=opts["limit"], stop=stop, poll=0.2):
         got.append((e.message, time.monotonic()))
         if len(got) == opts["limit"] + 2:
             stop.set()
@@ -79,7 +79,7 @@ print(json.dumps({"messages": [m for m, _ in got], "latency": [round(w - sent, 3
 # ExecStart of openloop@jtest.service: a structured record, an IterationLog line, plain stdout.
 UNIT_SCRIPT = """
 import sys, time
-from openloop.adapters import journal
+from openloop.adapters import journal, journal_read
 tok = sys.argv[1]
 journal.send("structured " + tok, event="unit-test", project="jtest", run="run-" + tok)
 log = journal.IterationLog(project="jtest", run="run-" + tok, task="t-9")
@@ -239,12 +239,12 @@ def test_follow_yields_the_backlog_then_new_records_and_stops(user_manager, pyth
 # argv[1]: JSON {"no_sd": bool}. Follows until Ctrl-C, as `openloop logs -f` does.
 INTERRUPTED = """
 import json, sys
-from openloop.adapters import journal
+from openloop.adapters import journal, journal_read
 if json.loads(sys.argv[1])["no_sd"]:
     journal._sd = None
 print("following", flush=True)
 try:
-    for e in journal.follow(project="nobody-writes-here"):
+    for e in journal_read.follow(project="nobody-writes-here"):
         pass
 except KeyboardInterrupt:
     print("interrupted", flush=True)
