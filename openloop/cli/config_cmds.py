@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from openloop.cli import render
+from openloop.cli import render, screens
 from openloop.cli.options import examples, format_options, show_options
 from openloop.cli.output import info, print_json, want_json
 from openloop.state import config as cfg
@@ -42,7 +42,7 @@ def show_cmd(env, fmt) -> None:
     if want_json(fmt, env.stdout_isatty):
         print_json(data)
         return
-    render.config_screen(data, render.use_color(env)).echo()
+    screens.config_screen(data, render.use_color(env)).echo()
 
 
 class _SetCommand(click.Command):
@@ -227,7 +227,7 @@ def project_show_cmd(env, alias: str, fmt) -> None:
     if want_json(fmt, env.stdout_isatty):
         print_json(data)
         return
-    render.project_config_screen(data, render.use_color(env)).echo()
+    screens.project_config_screen(data, render.use_color(env)).echo()
 
 
 @config.command(

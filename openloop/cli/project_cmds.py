@@ -213,9 +213,9 @@ def show_cmd(env, alias: str, fmt) -> None:
     if want_json(fmt, env.stdout_isatty):
         print_json(data)
         return
-    from openloop.cli import render
+    from openloop.cli import render, screens
 
-    render.project_screen(data, env.now(), render.use_color(env)).echo()
+    screens.project_screen(data, env.now(), render.use_color(env)).echo()
 
 
 @project.command(

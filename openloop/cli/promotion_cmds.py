@@ -90,7 +90,7 @@ def show_cmd(env, project, task_id, with_diff, fmt) -> int:
     --diff, or 'openloop promotion diff'.
     """
     from openloop.actions import review
-    from openloop.cli import render
+    from openloop.cli import render, screens
 
     proj = resolve(env, project)
     request = review.promotion_view(proj, task_id)
@@ -98,7 +98,7 @@ def show_cmd(env, project, task_id, with_diff, fmt) -> int:
         print_json(request)
         return 0
     color = render.use_color(env)
-    render.promotion_screen(request, proj.alias, env.now(), color).echo()
+    screens.promotion_screen(request, proj.alias, env.now(), color).echo()
     if not with_diff:
         return 0
     click.echo()

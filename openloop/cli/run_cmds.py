@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from openloop.cli import render
+from openloop.cli import render, screens
 from openloop.cli.options import examples, project_option
 from openloop.cli.output import print_json
 from openloop.cli.render import color_option
@@ -68,7 +68,7 @@ def run_once_cmd(env, project, model, provider, dry_run, as_json, quiet) -> int:
         if as_json or not env.stdout_isatty:
             print_json(plan)
         else:
-            render.plan_screen(plan, project, render.use_color(env)).echo()
+            screens.plan_screen(plan, project, render.use_color(env)).echo()
         return 0
     result = scheduler.run_once(
         env, project, model=model, provider=provider, reporter=_reporter(quiet, project)

@@ -246,13 +246,13 @@ def show_cmd(env, project, task_id, fmt) -> None:
     A readable screen on a terminal; JSON when piped or with --json.
     """
     from openloop.actions import review
-    from openloop.cli import render
+    from openloop.cli import render, screens
 
     data = review.task_view(resolve(env, project), task_id)
     if want_json(fmt, env.stdout_isatty):
         print_json(data)
         return
-    render.task_screen(data, env.now(), render.use_color(env)).echo()
+    screens.task_screen(data, env.now(), render.use_color(env)).echo()
 
 
 @task.command(
