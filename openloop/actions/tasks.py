@@ -56,9 +56,9 @@ def _ids_with_records(project: Project) -> set[str]:
 def _withdraw_promotion(project: Project, task_id: str, now: str, reason: str) -> None:
     """A task that leaves review by hand takes its open promotion request with it, so nothing
     merges it later."""
-    from openloop.loop import promotion
+    from openloop.loop import pending
 
-    promotion.withdraw(project, task_id, now, reason)
+    pending.withdraw(project, task_id, now, reason)
 
 
 def _check_dependencies(ledger: TaskLedger, depends_on: list[str], own_id: str | None) -> None:

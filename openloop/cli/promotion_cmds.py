@@ -13,7 +13,7 @@ from openloop.cli.options import (
 )
 from openloop.cli.output import print_json, print_table, want_json
 from openloop.cli.render import color_option as render_color_option
-from openloop.loop import promotion
+from openloop.loop import pending, promotion
 from openloop.state.ledger import check_task_id
 from openloop.state.project import resolve
 
@@ -171,7 +171,7 @@ def apply_cmd(env, project, task_id, no_validate) -> None:
     proj = resolve(env, project)
     check_task_id(task_id)
     with iteration_lock(env, proj.alias):
-        result = promotion.apply(env, proj, task_id, validate=not no_validate)
+        result = pending.apply(env, proj, task_id, validate=not no_validate)
     click.echo(f"Applied {task_id}: {result.reason} ({result.head[:12]})")
 
 
@@ -197,7 +197,7 @@ def reject_cmd(env, project, task_id, reason, retry, delete_branch) -> None:
     proj = resolve(env, project)
     check_task_id(task_id)
     with iteration_lock(env, proj.alias):
-        status = promotion.reject(
+        status = pending.reject(
             env, proj, task_id, reason=reason, retry=retry, delete_branch=delete_branch
         )
     click.echo(f"Rejected {task_id}; task is now {status}")

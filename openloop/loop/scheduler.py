@@ -22,7 +22,7 @@ from openloop.adapters import gitops, workspace
 from openloop.adapters.supervise import TRANSCRIPT
 from openloop.env import Environment
 from openloop.errors import ConfigError, GitError
-from openloop.loop import baseline, governance, interrupt, modes, promotion, prompts
+from openloop.loop import baseline, governance, interrupt, modes, pending, promotion, prompts
 from openloop.loop.attempt import build_prompt, execute, execute_adhoc, stop_point
 from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
 from openloop.loop.outcomes import Outcome
@@ -144,7 +144,7 @@ def run_once(
                 raise Stop(Outcome.SKIPPED, no_slot)
             repair(it)
             archive_finished_tasks(it)
-            promotion.retry_deferred(it)
+            pending.retry_deferred(it)
             prepare_modes(it)
             select(it)
             precheck(it)
