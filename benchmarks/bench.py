@@ -9,8 +9,10 @@ for people to read.
 
 Figures: start-up (--help); task list --json and task add at 10,000 tasks; status over 200
 linked projects (through the user manager when one is reachable); run-once overhead with a
-no-op agent and no checks; ledger throughput with 8 concurrent writers; and the archive's
-effect: task add and run-once with a year of history (a task finished every 15 minutes).
+no-op agent and no checks; a whole iteration with the real pi (pinned in .tools/, or
+$OPENLOOP_PI_BIN) against a scripted model on 127.0.0.1; ledger throughput with 8 concurrent
+writers; and the archive's effect: task add and run-once with a year of history (a task
+finished every 15 minutes).
 """
 
 from __future__ import annotations
@@ -51,13 +53,17 @@ class Tree:
         return {
             **environ,
             "PYTHONPATH": str(self.source),
-            "OPENLOOP_HOME": str(self.root / home),
+            # Beside the repositories, never inside one (it holds the budget and locks).
+            "OPENLOOP_HOME": str(self.home(home)),
             "XDG_CONFIG_HOME": str(self.root / "xdg"),
             "GIT_AUTHOR_NAME": "b",
             "GIT_AUTHOR_EMAIL": "b@b",
             "GIT_COMMITTER_NAME": "b",
             "GIT_COMMITTER_EMAIL": "b@b",
         }
+
+    def home(self, name: str) -> Path:
+        return self.root / "homes" / name
 
     def argv(self, *args: str) -> list[str]:
         # -P: `-m` would otherwise put the current directory first on the path, ahead of
@@ -146,10 +152,11 @@ class Figure:
 
 def timed(argv: list[str], env: dict[str, str], ok=(0,)) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.run(argv, env=env, capture_output=True)
     took = time.perf_counter() - start
     if proc.returncode not in ok:
-        raise SystemExit(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr.decode()}")
+        said = (proc.stderr or proc.stdout).decode(errors="replace")[-2000:]
+        raise SystemExit(f"{' '.join(argv)}: exit {proc.returncode}: {said}")
     return took
 
 
@@ -181,7 +188,7 @@ def status_200(tree: Tree, projects: int = 200) -> Callable[[], float]:
     first = make_repo(tree.root / "s000", env)
     link(tree, "s000", first, home="status")
     tree.ol("task", "add", "-p", "s000", "--title", "Work", home="status")
-    registry_file = tree.root / "status" / "projects.json"
+    registry_file = tree.home("status") / "projects.json"
     registry = json.loads(registry_file.read_text())
     template = registry["projects"][0]
     for i in range(1, projects):
@@ -209,6 +216,59 @@ def run_once(tree: Tree, runs: int, history: list[dict] | None = None, name="onc
     home = _run_once_project(tree, name, history, runs)
     argv = tree.argv("run-once", "-p", home, "-q")
     return lambda: timed(argv, tree.env(home))
+
+
+def find_pi() -> Path | None:
+    """$OPENLOOP_PI_BIN, else the pinned pi scripts/install-pi.sh puts in .tools/."""
+    if os.environ.get("OPENLOOP_PI_BIN"):
+        return Path(os.environ["OPENLOOP_PI_BIN"])
+    pinned = HERE.parent / ".tools" / "pi" / "node_modules" / ".bin" / "pi"
+    return pinned if os.access(pinned, os.X_OK) else None
+
+
+_MODEL: list = []  # the scripted model, started once and shared by both trees
+
+
+def iteration_pi(tree: Tree, runs: int) -> Callable[[], float]:
+    """A whole iteration with the real pi against a scripted model on 127.0.0.1 (OpenLoop's
+    demo model, stdlib only): two model turns (a bash tool call that changes a file, then the
+    final reply), then collect, judge and hand over. No checks configured."""
+    sys.path.insert(0, str(HERE.parent))
+    from openloop.adapters import demo_model as dm
+
+    pi = find_pi()
+    if pi is None:
+        raise SystemExit("no pi: set OPENLOOP_PI_BIN or run scripts/install-pi.sh")
+    if not _MODEL:
+        step = dm.Call("bash", {"command": "date +%s%N > out.txt"})
+        script = dm.TaskScript(first=(dm.Turn((step,)), dm.Turn(text="Wrote out.txt.")))
+        _MODEL.append(dm.DemoModel({"*": script}))
+    model = _MODEL[0]
+    name = "pi"
+    repo = make_repo(tree.root / name, tree.env(name))
+    link(tree, name, repo, home=name)
+    config = json.loads((repo / ".openloop/project.json").read_text())
+    config["agent"] = {"type": "pi"}
+    config["pi"] = {"model": dm.MODEL, "provider": dm.PROVIDER}
+    (repo / ".openloop/project.json").write_text(json.dumps(config))
+    tree.ol("project", "trust", name, home=name)
+    for i in range(runs + 2):
+        tree.ol("task", "add", "-p", name, "--title", f"bench {i}", home=name)
+    pi_home = tree.root / "pi-home"
+    agent_dir = dm.write_pi_config(pi_home, model.url)
+    env = {
+        **tree.env(name),
+        "OPENLOOP_PI_BIN": str(pi),
+        "PI_CODING_AGENT_DIR": str(agent_dir),
+        "PI_OFFLINE": "1",
+        "PI_SKIP_VERSION_CHECK": "1",
+        "NO_PROXY": "127.0.0.1",
+        "no_proxy": "127.0.0.1",
+    }
+    argv = tree.argv("run-once", "-p", name, "-q")
+    if os.environ.get("BENCH_DEBUG"):
+        argv = tree.argv("run-once", "-p", name, "--json")
+    return lambda: timed(argv, env)
 
 
 def year_task_add(tree: Tree) -> Callable[[], float]:
@@ -305,6 +365,7 @@ def main() -> None:
             status_200,
         ),
         Figure("run-once, no-op agent, no checks", lambda t: run_once(t, runs)),
+        Figure("iteration, real pi, scripted two-step task", lambda t: iteration_pi(t, runs)),
         Figure("ledger, 8 concurrent writers", lambda t: writers_8(t, per_writer), "tasks/s"),
         Figure("task add, a year of history", year_task_add),
         Figure(
