@@ -149,8 +149,9 @@ def prepare_worktree(it: Iteration) -> None:
     it.reporter.phase("worktree", task=it.task.id)
     # Read before any code of the agent's runs: its commits are recorded under this identity.
     it.identity = workspace.identity(repo)
+    it.gitdir = workspace.common_dir(repo)
     it.start_commit = _start_commit(it)
-    workspace.make_workspace(repo, it.worktree, it.start_commit, it.branch)
+    workspace.make_workspace(repo, it.worktree, it.start_commit, it.branch, it.gitdir)
 
 
 def _start_commit(it: Iteration) -> str:
@@ -295,15 +296,14 @@ def collect(it: Iteration) -> None:
         f"Task: {it.task.id}\nRun: {it.run_id}\nAttempt: {it.attempt}\n"
     )
     start = it.start_commit or it.base_commit
-    head = workspace.record(repo, it.worktree, start, message, it.identity or {})
+    head = workspace.record(repo, it.worktree, start, message, it.identity or {}, it.gitdir)
     branch_ref = f"refs/heads/{it.branch}"
     old = gitops.rev_parse(repo, branch_ref) if gitops.ref_exists(repo, branch_ref) else None
     if not workspace.set_branch(repo, it.branch, head, old):
         raise Stop(Outcome.AGENT_ERROR, f"branch {it.branch} moved while recording the result")
     it.head_commit = head
-    raw = gitops.name_status(repo, it.base_commit, it.head_commit)
+    raw, it.lines_changed = gitops.diff_summary(repo, it.base_commit, it.head_commit)
     it.changes = [Change(status, path, old) for status, path, old in raw]
-    it.lines_changed = gitops.lines_changed(repo, it.base_commit, it.head_commit)
     it.diff_hash = gitops.diff_hash(repo, it.base_commit, it.head_commit) if raw else None
 
 
@@ -357,10 +357,7 @@ def judge(it: Iteration) -> tuple[Outcome, str]:
         validations_passed=validation.all_passed(it.checks),
         symlinks=gitops.changed_symlinks(it.project.repo, it.base_commit, it.head_commit),
         # The checks cannot vouch for a change to the files they run (base tree: what was approved).
-        command_files=checkfiles.command_files(
-            trust.repo_commands(it.pconf),
-            lambda path: gitops.is_file_at(it.project.repo, it.base_commit, path),
-        ),
+        command_files=_command_files(it),
     )
     it.decision = {
         "risk": verdict.risk,
@@ -381,6 +378,19 @@ def judge(it: Iteration) -> tuple[Outcome, str]:
     excused = "".join(f"; {e['reason']}" for e in it.excused)
     return Outcome.COMPLETED, f"validated{excused}; " + (
         "auto-merge allowed by policy" if it.decision["autoMergeAllowed"] else "kept for review"
+    )
+
+
+def _command_files(it: Iteration) -> dict[str, str]:
+    """checkfiles.command_files against the base tree (what was approved), with every path it
+    asks about looked up in one git call: a first pass only collects the questions."""
+    commands, repo, base = trust.repo_commands(it.pconf), it.project.repo, it.base_commit
+    asked: list[str] = []
+    checkfiles.command_files(commands, lambda path: asked.append(path) or False)
+    known = gitops.files_at(repo, base, asked)
+    return checkfiles.command_files(
+        commands,
+        lambda path: path in known if path in asked else gitops.is_file_at(repo, base, path),
     )
 
 
