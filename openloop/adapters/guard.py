@@ -23,6 +23,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISDIR, S_ISLNK
 
 from openloop.adapters.gitrun import Together, checked, git
 from openloop.adapters.workspace import ZERO
@@ -327,15 +328,18 @@ def _git_state(gitdir: Path) -> list[Path]:
 
 
 def _fingerprint(path: Path) -> str | None:
+    # One lstat answers what is_symlink, is_dir and stat would (for what is not a link, stat
+    # and lstat agree); an error any of them would meet, lstat meets first.
     try:
-        if path.is_symlink():
+        stat = os.lstat(path)
+        if S_ISLNK(stat.st_mode):
             return "link:" + os.readlink(path)
-        if path.is_dir():
+        if S_ISDIR(stat.st_mode):
             return "dir"
-        stat = path.stat()
         if stat.st_size > HASH_LIMIT:
             return f"big:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_mode:o}"
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        with open(path, "rb") as file:
+            digest = hashlib.sha256(file.read()).hexdigest()
         return f"{stat.st_mode:o}:{digest}"
     except FileNotFoundError:
         return None

@@ -7,7 +7,7 @@ and calls `execute`.
 from __future__ import annotations
 
 from openloop.adapters import agent as agents
-from openloop.adapters import gitops, guard, workspace
+from openloop.adapters import gitops, guard, supervise, workspace
 from openloop.env import iso
 from openloop.loop import (
     baseline,
@@ -252,6 +252,7 @@ def run_agent(it: Iteration) -> None:
     assert it.worktree is not None and it.run_dir is not None and it.prompt is not None
     assert it.run_id is not None
     adapter = it.adapter_factory(it.pconf.agent.type)
+    supervise.probe_soon()  # runs beside the snapshot below
     # The day's budget, shared live with every other running iteration: this run publishes its
     # spend as the agent reports it and is stopped at once when the day's total reaches a
     # ceiling (its own calls or another project's). finish() charges the final cost.
