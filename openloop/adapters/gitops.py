@@ -12,7 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from openloop.adapters.gitrun import NO_PROGRAMS, QUIET_ENV, SAFE_ARGS, git
+from openloop.adapters.gitrun import NO_PROGRAMS, QUIET_ENV, SAFE_ARGS, Together, checked, git
 from openloop.errors import GitError, InputError
 
 
@@ -148,15 +148,27 @@ def lines_changed(repo: Path, base: str, head: str) -> int:
     return total
 
 
-def diff_summary(repo: Path, base: str, head: str) -> tuple[list[tuple[str, str, str | None]], int]:
-    """name_status and lines_changed from one diff: --raw gives the statuses and paths that
-    --name-status gives, --numstat (which follows it) the same counts."""
-    try:
-        raw = git(
-            repo, "diff", "--raw", "--numstat", "-z", "-M", "--no-abbrev", *NO_PROGRAMS, base, head
-        ).stdout
-    except UnicodeDecodeError:  # a path that is not UTF-8: fail as the separate calls fail
-        return name_status(repo, base, head), lines_changed(repo, base, head)
+def diff_summary(
+    repo: Path, base: str, head: str
+) -> tuple[list[tuple[str, str, str | None]], int, str | None]:
+    """name_status, lines_changed and diff_hash (None when nothing changed) of base..head, from
+    two diffs run side by side: --raw gives the statuses and paths --name-status gives, the
+    --numstat that follows it the same counts."""
+    summary = ("diff", "--raw", "--numstat", "-z", "-M", "--no-abbrev", *NO_PROGRAMS, base, head)
+    with Together(repo, summary, _patch_args(base, head)) as asked:
+        try:
+            raw = checked(asked.result(0), summary).stdout
+        except UnicodeDecodeError:  # a path that is not UTF-8: fail as the separate calls fail
+            name_status(repo, base, head)
+            raise
+        changes, total = _parse_summary(raw)
+        if not changes:
+            return changes, total, None
+        digest = _patch_hash(checked(asked.result(1), _patch_args(base, head)).stdout)
+    return changes, total, digest
+
+
+def _parse_summary(raw: str) -> tuple[list[tuple[str, str, str | None]], int]:
     parts = raw.split("\0")
     changes: list[tuple[str, str, str | None]] = []
     total, i = 0, 0
@@ -178,9 +190,16 @@ def diff_summary(repo: Path, base: str, head: str) -> tuple[list[tuple[str, str,
 
 
 def diff_hash(repo: Path, base: str, head: str) -> str:
+    return _patch_hash(git(repo, *_patch_args(base, head)).stdout)
+
+
+def _patch_args(base: str, head: str) -> tuple[str, ...]:
+    return ("diff", "--binary", "-M", *NO_PROGRAMS, base, head)
+
+
+def _patch_hash(patch: str) -> str:
     import hashlib
 
-    patch = git(repo, "diff", "--binary", "-M", *NO_PROGRAMS, base, head).stdout
     return hashlib.sha256(patch.encode()).hexdigest()
 
 

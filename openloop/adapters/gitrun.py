@@ -61,6 +61,9 @@ class Together:
     def results(self) -> list[subprocess.CompletedProcess[str]]:
         return [call.result(check=False) for call in self.started]
 
+    def result(self, index: int) -> subprocess.CompletedProcess[str]:
+        return self.started[index].result(check=False)
+
     def __enter__(self) -> Together:
         return self
 

@@ -19,15 +19,32 @@ import tempfile
 from pathlib import Path
 
 from openloop.adapters.gitops import git, out, tree_of
+from openloop.adapters.gitrun import Together, checked
 from openloop.errors import GitError
 
 ZERO = "0" * 40
 
 
+_COMMON_DIR = ("rev-parse", "--git-common-dir")
+# One call for both: the last value of each wins, as with `git config user.name`.
+_IDENTITY = ("config", "-z", "--get-regexp", r"^user\.(name|email)$")
+
+
 def common_dir(repo: Path) -> Path:
     """The user's git directory (shared by all its worktrees), absolute."""
-    path = Path(out(repo, "rev-parse", "--git-common-dir"))
+    return _absolute(repo, out(repo, *_COMMON_DIR))
+
+
+def _absolute(repo: Path, answer: str) -> Path:
+    path = Path(answer)
     return (path if path.is_absolute() else repo / path).resolve()
+
+
+def identity_and_gitdir(repo: Path) -> tuple[dict[str, str], Path]:
+    """identity(repo) and common_dir(repo), asked side by side."""
+    with Together(repo, _IDENTITY, _COMMON_DIR) as asked:
+        listing, answer = asked.results()
+    return _identity(listing.stdout), _absolute(repo, checked(answer, _COMMON_DIR).stdout.strip())
 
 
 def make_workspace(
@@ -58,11 +75,30 @@ def remove_workspace(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def prune_old_worktrees(repo: Path) -> None:
+    """`git worktree prune`, for the worktrees OpenLoop versions before the separate workspaces
+    made. Not run where it has provably nothing to prune: a plain repository (its git directory
+    is `.git` there, no GIT_DIR or GIT_COMMON_DIR set) that has no `worktrees` folder."""
+    dotgit = repo / ".git"
+    if (
+        not any(name in os.environ for name in ("GIT_DIR", "GIT_COMMON_DIR"))
+        and dotgit.is_dir()
+        and not dotgit.is_symlink()
+        and (dotgit / "HEAD").is_file()
+        and not os.path.lexists(dotgit / "commondir")
+        and not os.path.lexists(dotgit / "worktrees")
+    ):
+        return
+    git(repo, "worktree", "prune", check=False)
+
+
 def identity(repo: Path) -> dict[str, str]:
     """Author and committer for OpenLoop's commits: the user's own identity from their config
     (read before the agent runs), else OpenLoop's."""
-    # One call for both: the last value of each wins, as with `git config user.name`.
-    listing = git(repo, "config", "-z", "--get-regexp", r"^user\.(name|email)$", check=False).stdout
+    return _identity(git(repo, *_IDENTITY, check=False).stdout)
+
+
+def _identity(listing: str) -> dict[str, str]:
     values = dict(item.partition("\n")[::2] for item in listing.split("\0") if item)
     name = values.get("user.name", "").strip() or "OpenLoop"
     email = values.get("user.email", "").strip() or "openloop@localhost"

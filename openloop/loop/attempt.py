@@ -148,8 +148,7 @@ def prepare_worktree(it: Iteration) -> None:
         raise Stop(Outcome.BLOCKED_BY_POLICY, f"task id {it.task.id!r} is not a safe path")
     it.reporter.phase("worktree", task=it.task.id)
     # Read before any code of the agent's runs: its commits are recorded under this identity.
-    it.identity = workspace.identity(repo)
-    it.gitdir = workspace.common_dir(repo)
+    it.identity, it.gitdir = workspace.identity_and_gitdir(repo)
     it.start_commit = _start_commit(it)
     workspace.make_workspace(repo, it.worktree, it.start_commit, it.branch, it.gitdir)
 
@@ -303,9 +302,8 @@ def collect(it: Iteration) -> None:
     if not workspace.set_branch(repo, it.branch, head, old):
         raise Stop(Outcome.AGENT_ERROR, f"branch {it.branch} moved while recording the result")
     it.head_commit = head
-    raw, it.lines_changed = gitops.diff_summary(repo, it.base_commit, it.head_commit)
+    raw, it.lines_changed, it.diff_hash = gitops.diff_summary(repo, it.base_commit, it.head_commit)
     it.changes = [Change(status, path, old) for status, path, old in raw]
-    it.diff_hash = gitops.diff_hash(repo, it.base_commit, it.head_commit) if raw else None
 
 
 # --- judging the attempt ------------------------------------------------------------------------
