@@ -6,11 +6,10 @@ Every call runs with hooks and program-running settings switched off (see gitops
 from __future__ import annotations
 
 import os
-import select
 import subprocess
-import time
 from pathlib import Path
 
+from openloop.adapters.popen import Popen
 from openloop.errors import GitError
 
 # Our own commits must not depend on the user's signing setup or hooks prompting for input.
@@ -100,7 +99,7 @@ class _Call:
         self.args, self.input, self.timeout = args, input, timeout
         self.argv = ["git", "-C", str(repo), *SAFE_ARGS, *args]
         try:
-            self.proc: _Popen | None = _Popen(
+            self.proc: Popen | None = Popen(
                 self.argv,
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -135,25 +134,3 @@ class _Call:
         if self.proc is not None:
             with self.proc:
                 self.proc.kill()
-
-
-class _Popen(subprocess.Popen):
-    """A Popen whose wait with a timeout sleeps on a pidfd until the process exits.
-
-    Popen's own wait(timeout) polls with sleeps of 1, 2, 4... ms, and git closing its output
-    usually comes a moment before it can be reaped: about half of all calls slept a
-    millisecond or more for nothing, on ~40 calls an iteration. The timeout is kept exactly."""
-
-    def wait(self, timeout: float | None = None) -> int:
-        if timeout is not None and self.returncode is None:
-            deadline = time.monotonic() + timeout
-            try:
-                pidfd = os.pidfd_open(self.pid)
-            except (AttributeError, OSError):  # no pidfd here, or already reaped
-                return super().wait(timeout)
-            try:
-                select.select([pidfd], [], [], timeout)
-            finally:
-                os.close(pidfd)
-            timeout = max(0.0, deadline - time.monotonic())
-        return super().wait(timeout)

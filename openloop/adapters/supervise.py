@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from openloop.adapters.popen import Popen
+
 if TYPE_CHECKING:
     from openloop.adapters.supervise import AgentRequest
 
@@ -113,7 +115,7 @@ def probe_soon() -> None:
     prefix = [unshare or "unshare", *user, "--pid", "--fork", "--kill-child", "--"]
     started = time.monotonic()
     try:
-        proc: subprocess.Popen | None = subprocess.Popen(
+        proc: subprocess.Popen | None = Popen(
             [*prefix, "/bin/sh", "-c", "exit 0"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -204,7 +206,7 @@ def supervise(
     ):
         command = contained(argv, env)
         _ready_for_children()
-        proc = subprocess.Popen(
+        proc = Popen(
             command,
             preexec_fn=die_with_parent if command is not argv else None,
             cwd=request.cwd,
