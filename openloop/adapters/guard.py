@@ -131,7 +131,9 @@ def take(repo: Path, env: dict[str, str] | None = None) -> Snapshot:
     with Together(repo, _WHERE, _STATUS, _CONFIG, _REFS) as asked:
         # Read while git works. What fails here is raised after git's own errors, as before.
         try:
-            ours, failed = (_control_files(repo), _tasks(repo / LEDGER), _records(repo)), None
+            looked: dict[Path, tuple[str | None, bytes | None]] = {}
+            control = _control_files(repo, looked)
+            ours, failed = (control, _tasks(repo / LEDGER), _records(repo, looked)), None
         except Exception as exc:  # noqa: BLE001 - re-raised below
             ours, failed = None, exc
         where, status_call, config_call, refs_call = asked.results()
@@ -165,34 +167,44 @@ def take(repo: Path, env: dict[str, str] | None = None) -> Snapshot:
     )
 
 
-def _control_files(repo: Path) -> dict[str, str | None]:
+def _control_files(
+    repo: Path, looked: dict[Path, tuple[str | None, bytes | None]]
+) -> dict[str, str | None]:
     files: dict[str, str | None] = {}
+    prefix = _prefix(repo)
     for top in GOVERNANCE_DIRS:
         for path in _walk(repo / top, skip=repo / RUN_ARTIFACTS):
-            rel = path.relative_to(repo).as_posix()
+            rel = str(path)[len(prefix) :]
             if rel == LEDGER or (
                 rel.startswith(RUN_ARTIFACTS) and "/" in rel[len(RUN_ARTIFACTS) :]
             ):
                 continue
-            if Path(rel).name.startswith(".") and rel.endswith((".lock", ".tmp")):
+            if rel.rpartition("/")[2].startswith(".") and rel.endswith((".lock", ".tmp")):
                 continue  # OpenLoop's lock files and atomic-write temporaries
-            files[f"control file {rel}"] = _fingerprint(path)
+            looked[path] = _look(path)
+            files[f"control file {rel}"] = looked[path][0]
     return files
 
 
-def _records(repo: Path) -> dict[str, bytes | None]:
+def _records(
+    repo: Path, looked: dict[Path, tuple[str | None, bytes | None]] | None = None
+) -> dict[str, bytes | None]:
+    """OpenLoop's record files and their content (None: a link, unreadable, or too big).
+    `looked`: what this snapshot read already (the records are control files too)."""
     found: dict[str, bytes | None] = {}
     paths = [p for d in RECORD_DIRS for p in _walk(repo / d)]
     runs = repo / RUN_ARTIFACTS
     paths += sorted(runs.glob("*.json")) if runs.is_dir() else []
+    prefix = _prefix(repo)
     for path in paths:
-        rel = path.relative_to(repo).as_posix()
-        try:
-            data = path.read_bytes() if not path.is_symlink() else None
-        except OSError:
-            data = None
-        found[rel] = data if data is None or len(data) <= RECORD_LIMIT else None
+        seen = (looked or {}).get(path)
+        found[str(path)[len(prefix) :]] = (seen or _look(path))[1]
     return found
+
+
+def _prefix(repo: Path) -> str:
+    """What precedes a path's repository-relative form in str(repo / rel)."""
+    return "" if str(repo) == "." else str(repo).rstrip("/") + "/"
 
 
 def restore_records(repo: Path, before: Snapshot) -> list[str]:
@@ -328,23 +340,30 @@ def _git_state(gitdir: Path) -> list[Path]:
 
 
 def _fingerprint(path: Path) -> str | None:
+    return _look(path)[0]
+
+
+def _look(path: Path) -> tuple[str | None, bytes | None]:
+    """The file's fingerprint (None: it does not exist) and, for a record, its content: None
+    for a link, a folder, what cannot be read, and what is bigger than RECORD_LIMIT."""
     # One lstat answers what is_symlink, is_dir and stat would (for what is not a link, stat
     # and lstat agree); an error any of them would meet, lstat meets first.
     try:
         stat = os.lstat(path)
         if S_ISLNK(stat.st_mode):
-            return "link:" + os.readlink(path)
+            return "link:" + os.readlink(path), None
         if S_ISDIR(stat.st_mode):
-            return "dir"
+            return "dir", None
         if stat.st_size > HASH_LIMIT:
-            return f"big:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_mode:o}"
+            return f"big:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_mode:o}", None
         with open(path, "rb") as file:
-            digest = hashlib.sha256(file.read()).hexdigest()
-        return f"{stat.st_mode:o}:{digest}"
+            data = file.read()
+        digest = hashlib.sha256(data).hexdigest()
+        return f"{stat.st_mode:o}:{digest}", data if len(data) <= RECORD_LIMIT else None
     except FileNotFoundError:
-        return None
+        return None, None
     except OSError as exc:
-        return f"unreadable:{exc.errno}"
+        return f"unreadable:{exc.errno}", None
 
 
 def _read(path: Path) -> str:
