@@ -7,7 +7,6 @@ from dataclasses import dataclass, replace
 
 from openloop.env import Environment
 from openloop.errors import InputError, OpenLoopError, StateError
-from openloop.loop import modes
 from openloop.state.ledger import (
     RUNNING,
     TERMINAL,
@@ -197,6 +196,9 @@ def _planning(project: Project):
 
 def accept_task(env: Environment, project: Project, task_id: str, reason: str | None) -> Task:
     """A proposal of discovery (idle mode) accepted by a human: it joins the queue."""
+    # Here only: the loop's modules (policy, yaml, pathspec) would slow down every `task add`.
+    from openloop.loop import modes
+
     _check_id_and_reason(task_id, reason)
     now = env.now_iso()
     with edit_ledger(project.plane.ledger_file, now) as ledger:

@@ -12,57 +12,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from openloop.adapters.gitrun import NO_PROGRAMS, QUIET_ENV, SAFE_ARGS, Together, checked, git
 from openloop.errors import GitError, InputError
-
-# Our own commits must not depend on the user's signing setup or hooks prompting for input.
-_QUIET_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
-# Settings that make git run a program or read from one: forced off on every call, whatever a
-# repository's config (or a planted global one) says. Diffs also pass --no-ext-diff and
-# --no-textconv. Filter drivers named by .gitattributes stay the user's own config: a change to
-# .gitattributes is protected by policy, and a changed config is caught by the run's guard.
-SAFE_CONFIG = (
-    "core.hooksPath=/dev/null",
-    "core.fsmonitor=false",
-    "core.untrackedCache=false",
-    "commit.gpgsign=false",
-    "tag.gpgsign=false",
-    "protocol.ext.allow=never",
-)
-_SAFE_ARGS = tuple(arg for item in SAFE_CONFIG for arg in ("-c", item))
-NO_PROGRAMS = ("--no-ext-diff", "--no-textconv")
-
-
-def git(
-    repo: Path,
-    *args: str,
-    check: bool = True,
-    input: str | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 120,
-    errors: str = "strict",
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **_QUIET_ENV, **(env or {})}
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(repo), *_SAFE_ARGS, *args],
-            capture_output=True,
-            text=True,
-            errors=errors,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            env=full_env,
-            timeout=timeout,
-        )
-    except FileNotFoundError:
-        raise GitError("git is not installed or not on PATH") from None
-    except subprocess.TimeoutExpired:
-        raise GitError(f"git {' '.join(args[:2])} timed out after {timeout:.0f}s") from None
-    if check and proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise GitError(
-            f"git {' '.join(args[:3])} failed: {detail[-1] if detail else proc.returncode}"
-        )
-    return proc
 
 
 def out(repo: Path, *args: str) -> str:
@@ -197,10 +148,58 @@ def lines_changed(repo: Path, base: str, head: str) -> int:
     return total
 
 
+def diff_summary(
+    repo: Path, base: str, head: str
+) -> tuple[list[tuple[str, str, str | None]], int, str | None]:
+    """name_status, lines_changed and diff_hash (None when nothing changed) of base..head, from
+    two diffs run side by side: --raw gives the statuses and paths --name-status gives, the
+    --numstat that follows it the same counts."""
+    summary = ("diff", "--raw", "--numstat", "-z", "-M", "--no-abbrev", *NO_PROGRAMS, base, head)
+    with Together(repo, summary, _patch_args(base, head)) as asked:
+        try:
+            raw = checked(asked.result(0), summary).stdout
+        except UnicodeDecodeError:  # a path that is not UTF-8: fail as the separate calls fail
+            name_status(repo, base, head)
+            raise
+        changes, total = _parse_summary(raw)
+        if not changes:
+            return changes, total, None
+        digest = _patch_hash(checked(asked.result(1), _patch_args(base, head)).stdout)
+    return changes, total, digest
+
+
+def _parse_summary(raw: str) -> tuple[list[tuple[str, str, str | None]], int]:
+    parts = raw.split("\0")
+    changes: list[tuple[str, str, str | None]] = []
+    total, i = 0, 0
+    while i < len(parts) - 1:
+        if parts[i].startswith(":"):  # ":<modes> <blobs> <status>", then one or two paths
+            letter = parts[i].split()[-1][:1]
+            if letter in ("R", "C"):
+                changes.append((letter, parts[i + 2], parts[i + 1]))
+                i += 3
+            else:
+                changes.append((letter, parts[i + 1], None))
+                i += 2
+            continue
+        # "<added>\t<deleted>\t<path>", or "...\t" then two paths for a rename or copy
+        added, deleted, path = parts[i].split("\t", 2)
+        total += (int(added) if added.isdigit() else 0) + (int(deleted) if deleted.isdigit() else 0)
+        i += 1 if path else 3
+    return changes, total
+
+
 def diff_hash(repo: Path, base: str, head: str) -> str:
+    return _patch_hash(git(repo, *_patch_args(base, head)).stdout)
+
+
+def _patch_args(base: str, head: str) -> tuple[str, ...]:
+    return ("diff", "--binary", "-M", *NO_PROGRAMS, base, head)
+
+
+def _patch_hash(patch: str) -> str:
     import hashlib
 
-    patch = git(repo, "diff", "--binary", "-M", *NO_PROGRAMS, base, head).stdout
     return hashlib.sha256(patch.encode()).hexdigest()
 
 
@@ -284,13 +283,43 @@ def delete_branch(repo: Path, branch: str) -> None:
     git(repo, "branch", "-D", branch, check=False)
 
 
+# Answers about a commit named by its full object id never change (the id is a hash of the
+# content): they are kept for the process, where an iteration asks some twice (the policy at the
+# base commit, the base commit's tree). Answers that come from a failed git call are not kept.
+_FIXED: dict[tuple[str, ...], str | None] = {}
+_FIXED_LIMIT = 256
+
+
+def _object_id(name: str) -> bool:
+    return len(name) in (40, 64) and all(c in "0123456789abcdef" for c in name)
+
+
+def _keep(key: tuple[str, ...], value: str | None) -> str | None:
+    if _object_id(key[1]):
+        if len(_FIXED) >= _FIXED_LIMIT:
+            _FIXED.clear()
+        _FIXED[key] = value
+    return value
+
+
+def tree_of(repo: Path, commit: str) -> str:
+    key = (str(repo), commit, "^{tree}")
+    if key in _FIXED:
+        return _FIXED[key]  # type: ignore[return-value]
+    return _keep(key, out(repo, "rev-parse", f"{commit}^{{tree}}"))  # type: ignore[return-value]
+
+
 def regular_file_at(repo: Path, commit: str, path: str, limit: int = 200_000) -> str | None:
     """The text of `path` in `commit` if it is a regular file there (not a link), else None."""
-    listing = git(repo, "ls-tree", commit, "--", path, check=False).stdout.split(maxsplit=3)
+    key = (str(repo), commit, path, str(limit))
+    if key in _FIXED:
+        return _FIXED[key]
+    proc = git(repo, "ls-tree", commit, "--", path, check=False)
+    listing = proc.stdout.split(maxsplit=3)
     if len(listing) < 4 or listing[0] not in ("100644", "100755") or listing[1] != "blob":
-        return None
+        return _keep(key, None) if proc.returncode == 0 else None
     blob = git(repo, "cat-file", "blob", listing[2], check=False)
-    return blob.stdout[:limit] if blob.returncode == 0 else None
+    return _keep(key, blob.stdout[:limit]) if blob.returncode == 0 else None
 
 
 def is_file_at(repo: Path, commit: str, path: str) -> bool:
@@ -303,20 +332,38 @@ def is_file_at(repo: Path, commit: str, path: str) -> bool:
     return False
 
 
+def files_at(repo: Path, commit: str, paths: list[str]) -> set[str]:
+    """The `paths` that are files in `commit`'s tree: is_file_at for all of them in one git call
+    (ls-tree lists the union of what each path alone lists). A path ls-tree refuses (outside
+    the repository, say) fails the whole call: then each path is asked alone, as before."""
+    wanted = list(dict.fromkeys(paths))
+    if not wanted:
+        return set()
+    proc = git(repo, "ls-tree", "-z", commit, "--", *wanted, check=False)
+    if proc.returncode != 0:
+        return {path for path in wanted if is_file_at(repo, commit, path)}
+    found = set()
+    for entry in proc.stdout.split("\0"):
+        meta, _, name = entry.partition("\t")
+        if meta.split(" ")[1:2] == ["blob"]:
+            found.add(name)
+    return found.intersection(wanted)
+
+
 def show_diff(
     repo: Path, base: str, head: str, *, color: str | None = None, stat: bool = False
 ) -> int:
     """`git diff base head` for a person: stdout is inherited, so git picks its own pager and
     colours (the user's pager settings apply). The content is the agent's: hooks, external diff
     drivers and textconv filters are off, as on every other call."""
-    args = ["git", "-C", str(repo), *_SAFE_ARGS, "diff", *NO_PROGRAMS, "-M"]
+    args = ["git", "-C", str(repo), *SAFE_ARGS, "diff", *NO_PROGRAMS, "-M"]
     if color in ("always", "never"):
         args.append(f"--color={color}")
     if stat:
         args.append("--stat")
     try:
         return subprocess.run(
-            [*args, base, head, "--"], env={**os.environ, **_QUIET_ENV}, check=False
+            [*args, base, head, "--"], env={**os.environ, **QUIET_ENV}, check=False
         ).returncode
     except FileNotFoundError:
         raise GitError("git is not installed or not on PATH") from None

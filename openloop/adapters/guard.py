@@ -23,8 +23,9 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISDIR, S_ISLNK
 
-from openloop.adapters.gitops import git
+from openloop.adapters.gitrun import Together, checked, git
 from openloop.adapters.workspace import ZERO
 from openloop.errors import GitError
 from openloop.state.storage import atomic_write_text, locked
@@ -98,75 +99,112 @@ def _short(value: str | None) -> str:
     return value[:12] if value else "(none)"
 
 
+# What a snapshot asks git, all at once (the four run side by side): the git directory and
+# HEAD's file (one rev-parse, the same answers as common_dir() and --git-path HEAD apart), the
+# checkout's status, the config files git reads, every ref.
+_WHERE = ("rev-parse", "--path-format=absolute", "--git-common-dir", "--git-path", "HEAD")
+_STATUS = (
+    "-c",
+    "core.excludesFile=/dev/null",
+    "status",
+    "--porcelain=v1",
+    "-z",
+    "--untracked-files=all",
+    "--ignored=matching",
+)
+_CONFIG = ("config", "--list", "--show-origin", "-z")
+_REFS = ("for-each-ref", "--format=%(refname) %(objectname)")
+
+
 def refs(repo: Path) -> dict[str, str]:
     """Every ref and its value. Taken apart from the rest: it works whatever else the agent
     broke (an unreadable index fails `git status`, never `for-each-ref`)."""
-    listing = git(repo, "for-each-ref", "--format=%(refname) %(objectname)").stdout
+    return _parse_refs(git(repo, *_REFS).stdout)
+
+
+def _parse_refs(listing: str) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in listing.splitlines() if " " in line)
 
 
 def take(repo: Path, env: dict[str, str] | None = None) -> Snapshot:
     environ = env or dict(os.environ)
-    # One rev-parse for both (the same answers as common_dir() and --git-path HEAD apart).
-    answer = git(
-        repo, "rev-parse", "--path-format=absolute", "--git-common-dir", "--git-path", "HEAD"
-    ).stdout.splitlines()
+    with Together(repo, _WHERE, _STATUS, _CONFIG, _REFS) as asked:
+        # Read while git works. What fails here is raised after git's own errors, as before.
+        try:
+            looked: dict[Path, tuple[str | None, bytes | None]] = {}
+            control = _control_files(repo, looked)
+            ours, failed = (control, _tasks(repo / LEDGER), _records(repo, looked)), None
+        except Exception as exc:  # noqa: BLE001 - re-raised below
+            ours, failed = None, exc
+        where, status_call, config_call, refs_call = asked.results()
+    answer = checked(where, _WHERE).stdout.splitlines()
     if len(answer) != 2:
         raise GitError(f"git rev-parse in {repo}: unexpected output {answer!r}")
     gitdir, head_path = Path(answer[0]).resolve(), Path(answer[1])
-    status = git(
-        repo,
-        "-c",
-        "core.excludesFile=/dev/null",
-        "status",
-        "--porcelain=v1",
-        "-z",
-        "--untracked-files=all",
-        "--ignored=matching",
-    ).stdout
-    files: dict[str, str] = {}
+    status = checked(status_call, _STATUS).stdout
+    if failed is not None:
+        raise failed
+    assert ours is not None
+    control, tasks, records = ours
+    files: dict[str, str | None] = {}
     for entry in status.split("\0"):
         # Dirty or untracked files already listed: their content must not change either.
         # Ignored ones ("!!") count by name only: build output may be huge.
         if len(entry) > 3 and not entry.startswith("!!"):
             files[f"checkout file {entry[3:]}"] = _fingerprint(repo / entry[3:])
-    for top in GOVERNANCE_DIRS:
-        for path in _walk(repo / top):
-            rel = path.relative_to(repo).as_posix()
-            if rel == LEDGER or (
-                rel.startswith(RUN_ARTIFACTS) and "/" in rel[len(RUN_ARTIFACTS) :]
-            ):
-                continue
-            if Path(rel).name.startswith(".") and rel.endswith((".lock", ".tmp")):
-                continue  # OpenLoop's lock files and atomic-write temporaries
-            files[f"control file {rel}"] = _fingerprint(path)
-    for path in _git_settings(repo, gitdir, environ):
+    files.update(control)
+    for path in _git_settings(repo, gitdir, environ, config_call.stdout):
         files[f"git setting {path}"] = _fingerprint(path)
     for path in _git_state(gitdir):
         files[f"git state {path}"] = _fingerprint(path)
     return Snapshot(
-        refs(repo),
+        _parse_refs(checked(refs_call, _REFS).stdout),
         _read(head_path),
         status,
         {k: v for k, v in files.items() if v is not None},
-        _tasks(repo / LEDGER),
-        _records(repo),
+        tasks,
+        records,
     )
 
 
-def _records(repo: Path) -> dict[str, bytes | None]:
+def _control_files(
+    repo: Path, looked: dict[Path, tuple[str | None, bytes | None]]
+) -> dict[str, str | None]:
+    files: dict[str, str | None] = {}
+    prefix = _prefix(repo)
+    for top in GOVERNANCE_DIRS:
+        for path in _walk(repo / top, skip=repo / RUN_ARTIFACTS):
+            rel = str(path)[len(prefix) :]
+            if rel == LEDGER or (
+                rel.startswith(RUN_ARTIFACTS) and "/" in rel[len(RUN_ARTIFACTS) :]
+            ):
+                continue
+            if rel.rpartition("/")[2].startswith(".") and rel.endswith((".lock", ".tmp")):
+                continue  # OpenLoop's lock files and atomic-write temporaries
+            looked[path] = _look(path)
+            files[f"control file {rel}"] = looked[path][0]
+    return files
+
+
+def _records(
+    repo: Path, looked: dict[Path, tuple[str | None, bytes | None]] | None = None
+) -> dict[str, bytes | None]:
+    """OpenLoop's record files and their content (None: a link, unreadable, or too big).
+    `looked`: what this snapshot read already (the records are control files too)."""
     found: dict[str, bytes | None] = {}
     paths = [p for d in RECORD_DIRS for p in _walk(repo / d)]
     runs = repo / RUN_ARTIFACTS
     paths += sorted(runs.glob("*.json")) if runs.is_dir() else []
+    prefix = _prefix(repo)
     for path in paths:
-        rel = path.relative_to(repo).as_posix()
-        try:
-            data = path.read_bytes() if not path.is_symlink() else None
-        except OSError:
-            data = None
-        found[rel] = data if data is None or len(data) <= RECORD_LIMIT else None
+        seen = (looked or {}).get(path)
+        found[str(path)[len(prefix) :]] = (seen or _look(path))[1]
     return found
+
+
+def _prefix(repo: Path) -> str:
+    """What precedes a path's repository-relative form in str(repo / rel)."""
+    return "" if str(repo) == "." else str(repo).rstrip("/") + "/"
 
 
 def restore_records(repo: Path, before: Snapshot) -> list[str]:
@@ -254,7 +292,9 @@ def _tasks(path: Path) -> dict[str, str] | None:
     return {str(t.get("id")): json.dumps(t, sort_keys=True) for t in tasks if isinstance(t, dict)}
 
 
-def _walk(top: Path):
+def _walk(top: Path, skip: Path | None = None):
+    """Every file and link under `top`; nothing below the folders inside `skip` (the runs'
+    own folders: all they hold is skipped by the caller anyway, and they are many)."""
     if top.is_symlink() or not top.exists():
         if top.is_symlink():
             yield top
@@ -265,9 +305,11 @@ def _walk(top: Path):
     for root, dirs, names in os.walk(top):
         for name in sorted(names + [d for d in dirs if (Path(root) / d).is_symlink()]):
             yield Path(root) / name
+        if skip is not None and Path(root) == skip:
+            dirs.clear()
 
 
-def _git_settings(repo: Path, gitdir: Path, env: dict[str, str]) -> list[Path]:
+def _git_settings(repo: Path, gitdir: Path, env: dict[str, str], origins: str) -> list[Path]:
     """The files from which git learns to run programs or what to ignore: every config file
     git reads (includes too), hooks, info/ (attributes, exclude), alternates, and the user's
     global attributes and ignore files."""
@@ -275,7 +317,6 @@ def _git_settings(repo: Path, gitdir: Path, env: dict[str, str]) -> list[Path]:
     worktree_gitdir = repo / ".git"
     if worktree_gitdir.is_file():  # the checkout is itself a worktree: its own config.worktree
         paths.append(worktree_gitdir)
-    origins = git(repo, "config", "--list", "--show-origin", "-z", check=False).stdout
     for item in origins.split("\0"):
         if item.startswith("file:"):
             paths.append(Path(item.removeprefix("file:")))
@@ -299,20 +340,30 @@ def _git_state(gitdir: Path) -> list[Path]:
 
 
 def _fingerprint(path: Path) -> str | None:
+    return _look(path)[0]
+
+
+def _look(path: Path) -> tuple[str | None, bytes | None]:
+    """The file's fingerprint (None: it does not exist) and, for a record, its content: None
+    for a link, a folder, what cannot be read, and what is bigger than RECORD_LIMIT."""
+    # One lstat answers what is_symlink, is_dir and stat would (for what is not a link, stat
+    # and lstat agree); an error any of them would meet, lstat meets first.
     try:
-        if path.is_symlink():
-            return "link:" + os.readlink(path)
-        if path.is_dir():
-            return "dir"
-        stat = path.stat()
+        stat = os.lstat(path)
+        if S_ISLNK(stat.st_mode):
+            return "link:" + os.readlink(path), None
+        if S_ISDIR(stat.st_mode):
+            return "dir", None
         if stat.st_size > HASH_LIMIT:
-            return f"big:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_mode:o}"
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        return f"{stat.st_mode:o}:{digest}"
+            return f"big:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_mode:o}", None
+        with open(path, "rb") as file:
+            data = file.read()
+        digest = hashlib.sha256(data).hexdigest()
+        return f"{stat.st_mode:o}:{digest}", data if len(data) <= RECORD_LIMIT else None
     except FileNotFoundError:
-        return None
+        return None, None
     except OSError as exc:
-        return f"unreadable:{exc.errno}"
+        return f"unreadable:{exc.errno}", None
 
 
 def _read(path: Path) -> str:

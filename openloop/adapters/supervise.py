@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from openloop.adapters.popen import Popen
+
 if TYPE_CHECKING:
     from openloop.adapters.supervise import AgentRequest
 
@@ -83,23 +85,45 @@ def pid_namespace_prefix() -> list[str] | None:
     if os.environ.get("OPENLOOP_PID_NAMESPACE") == "0":  # opt out (debugging, or to compare)
         return None
     if not _PIDNS:
-        user = [] if os.geteuid() == 0 else ["--user", "--map-current-user"]
-        unshare = shutil.which("unshare") or shutil.which("unshare", path="/usr/bin:/bin")
-        prefix = [unshare or "unshare", *user, "--pid", "--fork", "--kill-child", "--"]
+        probe_soon()
+        prefix, started, proc = _PROBE.pop()
         try:
-            ok = (
-                subprocess.run(
-                    [*prefix, "/bin/sh", "-c", "exit 0"],
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    timeout=10,
-                ).returncode
-                == 0
-            )
+            if proc is None:
+                raise OSError("the probe did not start")
+            ok = proc.wait(timeout=max(0.0, started + 10 - time.monotonic())) == 0
         except (OSError, subprocess.TimeoutExpired):
             ok = False
+        finally:
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                proc.wait()
         _PIDNS.append(prefix if ok else None)
     return _PIDNS[0]
+
+
+# The probe, started ahead of need: (prefix, start time, process or None when it failed to start).
+_PROBE: list[tuple[list[str], float, subprocess.Popen | None]] = []
+
+
+def probe_soon() -> None:
+    """Start pid_namespace_prefix's probe now, so that it runs while the caller goes on (an
+    iteration takes its snapshot meanwhile); pid_namespace_prefix() waits for its answer."""
+    if _PIDNS or _PROBE or os.environ.get("OPENLOOP_PID_NAMESPACE") == "0":
+        return
+    user = [] if os.geteuid() == 0 else ["--user", "--map-current-user"]
+    unshare = shutil.which("unshare") or shutil.which("unshare", path="/usr/bin:/bin")
+    prefix = [unshare or "unshare", *user, "--pid", "--fork", "--kill-child", "--"]
+    started = time.monotonic()
+    try:
+        proc: subprocess.Popen | None = Popen(
+            [*prefix, "/bin/sh", "-c", "exit 0"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    except OSError:
+        proc = None
+    _PROBE.append((prefix, started, proc))
 
 
 # The namespace's first process: runs the command in the background (so the command is not PID
@@ -182,7 +206,7 @@ def supervise(
     ):
         command = contained(argv, env)
         _ready_for_children()
-        proc = subprocess.Popen(
+        proc = Popen(
             command,
             preexec_fn=die_with_parent if command is not argv else None,
             cwd=request.cwd,

@@ -18,33 +18,52 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from openloop.adapters.gitops import git, out
+from openloop.adapters.gitops import git, out, tree_of
+from openloop.adapters.gitrun import Together, checked
 from openloop.errors import GitError
 
 ZERO = "0" * 40
 
 
+_COMMON_DIR = ("rev-parse", "--git-common-dir")
+# One call for both: the last value of each wins, as with `git config user.name`.
+_IDENTITY = ("config", "-z", "--get-regexp", r"^user\.(name|email)$")
+
+
 def common_dir(repo: Path) -> Path:
     """The user's git directory (shared by all its worktrees), absolute."""
-    path = Path(out(repo, "rev-parse", "--git-common-dir"))
+    return _absolute(repo, out(repo, *_COMMON_DIR))
+
+
+def _absolute(repo: Path, answer: str) -> Path:
+    path = Path(answer)
     return (path if path.is_absolute() else repo / path).resolve()
 
 
-def make_workspace(repo: Path, path: Path, commit: str, branch: str | None = None) -> None:
+def identity_and_gitdir(repo: Path) -> tuple[dict[str, str], Path]:
+    """identity(repo) and common_dir(repo), asked side by side."""
+    with Together(repo, _IDENTITY, _COMMON_DIR) as asked:
+        listing, answer = asked.results()
+    return _identity(listing.stdout), _absolute(repo, checked(answer, _COMMON_DIR).stdout.strip())
+
+
+def make_workspace(
+    repo: Path, path: Path, commit: str, branch: str | None = None, gitdir: Path | None = None
+) -> None:
     """A fresh repository at `path` with `commit` checked out (on `branch`, or detached).
+    `gitdir` is common_dir(repo) when the caller has it already.
 
     Whatever was at `path` is removed first: a leftover from a killed run, or something the
     agent placed there in advance, must not seed the new attempt."""
     remove_workspace(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    git(path.parent, "init", "--quiet", "--template=", str(path))
+    # Born on the branch: `reset` below creates it at `commit` (no update-ref, no symbolic-ref).
+    on_branch = ("--initial-branch", branch) if branch else ()
+    git(path.parent, "init", "--quiet", "--template=", *on_branch, str(path))
     objects = path / ".git" / "objects" / "info"
     objects.mkdir(parents=True, exist_ok=True)
-    (objects / "alternates").write_text(f"{common_dir(repo) / 'objects'}\n")
-    if branch:
-        git(path, "update-ref", f"refs/heads/{branch}", commit)
-        git(path, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
-    else:
+    (objects / "alternates").write_text(f"{(gitdir or common_dir(repo)) / 'objects'}\n")
+    if not branch:
         git(path, "update-ref", "--no-deref", "HEAD", commit)
     git(path, "reset", "--quiet", "--hard", commit)
 
@@ -56,11 +75,33 @@ def remove_workspace(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def prune_old_worktrees(repo: Path) -> None:
+    """`git worktree prune`, for the worktrees OpenLoop versions before the separate workspaces
+    made. Not run where it has provably nothing to prune: a plain repository (its git directory
+    is `.git` there, no GIT_DIR or GIT_COMMON_DIR set) that has no `worktrees` folder."""
+    dotgit = repo / ".git"
+    if (
+        not any(name in os.environ for name in ("GIT_DIR", "GIT_COMMON_DIR"))
+        and dotgit.is_dir()
+        and not dotgit.is_symlink()
+        and (dotgit / "HEAD").is_file()
+        and not os.path.lexists(dotgit / "commondir")
+        and not os.path.lexists(dotgit / "worktrees")
+    ):
+        return
+    git(repo, "worktree", "prune", check=False)
+
+
 def identity(repo: Path) -> dict[str, str]:
     """Author and committer for OpenLoop's commits: the user's own identity from their config
     (read before the agent runs), else OpenLoop's."""
-    name = git(repo, "config", "user.name", check=False).stdout.strip() or "OpenLoop"
-    email = git(repo, "config", "user.email", check=False).stdout.strip() or "openloop@localhost"
+    return _identity(git(repo, *_IDENTITY, check=False).stdout)
+
+
+def _identity(listing: str) -> dict[str, str]:
+    values = dict(item.partition("\n")[::2] for item in listing.split("\0") if item)
+    name = values.get("user.name", "").strip() or "OpenLoop"
+    email = values.get("user.email", "").strip() or "openloop@localhost"
     return {
         "GIT_AUTHOR_NAME": name,
         "GIT_AUTHOR_EMAIL": email,
@@ -69,18 +110,26 @@ def identity(repo: Path) -> dict[str, str]:
     }
 
 
-def record(repo: Path, workspace: Path, base: str, message: str, who: dict[str, str]) -> str:
+def record(
+    repo: Path,
+    workspace: Path,
+    base: str,
+    message: str,
+    who: dict[str, str],
+    gitdir: Path | None = None,
+) -> str:
     """Commit the files of `workspace` as a child of `base`, in the user's repository, using a
     private index: the agent's refs, index, config and hooks play no part. Returns the commit
-    (equal to `base` when nothing changed)."""
-    gitdir = common_dir(repo)
+    (equal to `base` when nothing changed). `gitdir`: common_dir(repo), read before the agent
+    ran, when the caller has it."""
+    gitdir = gitdir or common_dir(repo)
     with tempfile.TemporaryDirectory(prefix="openloop-index-") as tmp:
         env = {"GIT_INDEX_FILE": os.path.join(tmp, "index"), **who}
         where = ("--git-dir", str(gitdir), "--work-tree", str(workspace))
         git(repo, *where, "read-tree", base, env=env)
         git(repo, *where, "add", "--all", "--", ".", env=env)
         tree = git(repo, *where, "write-tree", env=env).stdout.strip()
-    if tree == out(repo, "rev-parse", f"{base}^{{tree}}"):
+    if tree == tree_of(repo, base):
         return base
     return git(repo, "commit-tree", tree, "-p", base, input=message, env=who).stdout.strip()
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from openloop.actions import tasks
+# openloop.actions.tasks is imported by the commands that change tasks: it brings the loop's
+# modules, which `task list` and `task show` on a large ledger do not need.
 from openloop.cli.options import (
     examples,
     format_options,
@@ -132,6 +133,8 @@ def _add_options(func):
 
 
 def _add(env, project, as_json, description, description_file, **fields) -> None:
+    from openloop.actions import tasks
+
     proj = resolve(env, project)
     spec = tasks.NewTask(
         description=_read_description(description, description_file),
@@ -277,6 +280,8 @@ def show_cmd(env, project, task_id, fmt) -> None:
 @click.pass_obj
 def update_cmd(env, project, task_id, scope, clear_scope, depends_on, **fields) -> None:
     """Change a task's fields; status changes go through the state machine."""
+    from openloop.actions import tasks
+
     if scope and clear_scope:
         raise InputError("--scope and --clear-scope: give one, not both")
     changes = tasks.TaskChanges(
@@ -298,6 +303,8 @@ def update_cmd(env, project, task_id, scope, clear_scope, depends_on, **fields) 
 @click.pass_obj
 def cancel_cmd(env, project, task_id, reason) -> None:
     """Cancel a task that is not running."""
+    from openloop.actions import tasks
+
     done = tasks.cancel_task(env, resolve(env, project), task_id, reason)
     click.echo(f"Cancelled task {done.id}")
 
@@ -309,6 +316,8 @@ def cancel_cmd(env, project, task_id, reason) -> None:
 @click.pass_obj
 def retry_cmd(env, project, task_id, reason) -> None:
     """Send a blocked or failed task back to 'ready' with its attempts reset."""
+    from openloop.actions import tasks
+
     done = tasks.retry_task(env, resolve(env, project), task_id, reason)
     click.echo(f"Task {done.id} is ready again (attempts reset)")
 
@@ -319,6 +328,8 @@ def retry_cmd(env, project, task_id, reason) -> None:
 @click.pass_obj
 def remove_cmd(env, project, task_id) -> None:
     """Delete a task from the ledger (not while it runs)."""
+    from openloop.actions import tasks
+
     proj = resolve(env, project)
     tasks.remove_task(env, proj, task_id)
     click.echo(f"Removed task {task_id} from {proj.alias}")
@@ -333,6 +344,8 @@ def recover_cmd(env, project) -> None:
     Refuses while an iteration of the project is running. Every iteration does this by itself
     first, so this is only needed to tidy up by hand.
     """
+    from openloop.actions import tasks
+
     proj = resolve(env, project)
     require_initialized(proj)
     moved = tasks.recover_tasks(env, proj)
@@ -349,5 +362,7 @@ def recover_cmd(env, project) -> None:
 @click.pass_obj
 def accept_cmd(env, project, task_id, reason) -> None:
     """Accept a proposal made by discovery (idle mode): it becomes 'ready'."""
+    from openloop.actions import tasks
+
     done = tasks.accept_task(env, resolve(env, project), task_id, reason)
     click.echo(f"Accepted task {done.id} (ready)")

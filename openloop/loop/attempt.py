@@ -7,7 +7,7 @@ and calls `execute`.
 from __future__ import annotations
 
 from openloop.adapters import agent as agents
-from openloop.adapters import gitops, guard, workspace
+from openloop.adapters import gitops, guard, supervise, workspace
 from openloop.env import iso
 from openloop.loop import (
     baseline,
@@ -148,9 +148,9 @@ def prepare_worktree(it: Iteration) -> None:
         raise Stop(Outcome.BLOCKED_BY_POLICY, f"task id {it.task.id!r} is not a safe path")
     it.reporter.phase("worktree", task=it.task.id)
     # Read before any code of the agent's runs: its commits are recorded under this identity.
-    it.identity = workspace.identity(repo)
+    it.identity, it.gitdir = workspace.identity_and_gitdir(repo)
     it.start_commit = _start_commit(it)
-    workspace.make_workspace(repo, it.worktree, it.start_commit, it.branch)
+    workspace.make_workspace(repo, it.worktree, it.start_commit, it.branch, it.gitdir)
 
 
 def _start_commit(it: Iteration) -> str:
@@ -251,6 +251,7 @@ def run_agent(it: Iteration) -> None:
     assert it.worktree is not None and it.run_dir is not None and it.prompt is not None
     assert it.run_id is not None
     adapter = it.adapter_factory(it.pconf.agent.type)
+    supervise.probe_soon()  # runs beside the snapshot below
     # The day's budget, shared live with every other running iteration: this run publishes its
     # spend as the agent reports it and is stopped at once when the day's total reaches a
     # ceiling (its own calls or another project's). finish() charges the final cost.
@@ -295,16 +296,14 @@ def collect(it: Iteration) -> None:
         f"Task: {it.task.id}\nRun: {it.run_id}\nAttempt: {it.attempt}\n"
     )
     start = it.start_commit or it.base_commit
-    head = workspace.record(repo, it.worktree, start, message, it.identity or {})
+    head = workspace.record(repo, it.worktree, start, message, it.identity or {}, it.gitdir)
     branch_ref = f"refs/heads/{it.branch}"
     old = gitops.rev_parse(repo, branch_ref) if gitops.ref_exists(repo, branch_ref) else None
     if not workspace.set_branch(repo, it.branch, head, old):
         raise Stop(Outcome.AGENT_ERROR, f"branch {it.branch} moved while recording the result")
     it.head_commit = head
-    raw = gitops.name_status(repo, it.base_commit, it.head_commit)
+    raw, it.lines_changed, it.diff_hash = gitops.diff_summary(repo, it.base_commit, it.head_commit)
     it.changes = [Change(status, path, old) for status, path, old in raw]
-    it.lines_changed = gitops.lines_changed(repo, it.base_commit, it.head_commit)
-    it.diff_hash = gitops.diff_hash(repo, it.base_commit, it.head_commit) if raw else None
 
 
 # --- judging the attempt ------------------------------------------------------------------------
@@ -357,10 +356,7 @@ def judge(it: Iteration) -> tuple[Outcome, str]:
         validations_passed=validation.all_passed(it.checks),
         symlinks=gitops.changed_symlinks(it.project.repo, it.base_commit, it.head_commit),
         # The checks cannot vouch for a change to the files they run (base tree: what was approved).
-        command_files=checkfiles.command_files(
-            trust.repo_commands(it.pconf),
-            lambda path: gitops.is_file_at(it.project.repo, it.base_commit, path),
-        ),
+        command_files=_command_files(it),
     )
     it.decision = {
         "risk": verdict.risk,
@@ -381,6 +377,19 @@ def judge(it: Iteration) -> tuple[Outcome, str]:
     excused = "".join(f"; {e['reason']}" for e in it.excused)
     return Outcome.COMPLETED, f"validated{excused}; " + (
         "auto-merge allowed by policy" if it.decision["autoMergeAllowed"] else "kept for review"
+    )
+
+
+def _command_files(it: Iteration) -> dict[str, str]:
+    """checkfiles.command_files against the base tree (what was approved), with every path it
+    asks about looked up in one git call: a first pass only collects the questions."""
+    commands, repo, base = trust.repo_commands(it.pconf), it.project.repo, it.base_commit
+    asked: list[str] = []
+    checkfiles.command_files(commands, lambda path: asked.append(path) or False)
+    known = gitops.files_at(repo, base, asked)
+    return checkfiles.command_files(
+        commands,
+        lambda path: path in known if path in asked else gitops.is_file_at(repo, base, path),
     )
 
 

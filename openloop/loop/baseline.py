@@ -161,7 +161,7 @@ def run_prefix(alias: str) -> str:
 
 
 def tree_of(repo: Path, commit: str) -> str:
-    return gitops.out(repo, "rev-parse", f"{commit}^{{tree}}")
+    return gitops.tree_of(repo, commit)
 
 
 def key_for(repo: Path, commit: str, commands: dict[str, str | None]) -> tuple[str, str]:

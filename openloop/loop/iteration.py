@@ -68,6 +68,7 @@ class Iteration:
     task_status: str | None = None
     merges_done: int = 0
     identity: dict[str, str] | None = None  # the user's git identity, read before the agent ran
+    gitdir: Path | None = None  # the user's git directory, read before the agent ran
     escape: list[str] = field(default_factory=list)  # what the agent changed outside its repo
     policy_approved: bool = True  # False: the governing policy differs from the approved one
     # Why project.json or policy.yaml cannot be used; pconf and policy are then placeholders.

@@ -438,8 +438,7 @@ def repair(
     if worktrees.is_dir():
         for leftover in worktrees.iterdir():
             workspace.remove_workspace(leftover)
-        # Worktrees made by OpenLoop versions before the separate workspaces.
-        gitops.git(it.project.repo, "worktree", "prune", check=False)
+        workspace.prune_old_worktrees(it.project.repo)
     if it.repaired:
         it.reporter.phase("repaired", task=",".join(it.repaired))
 

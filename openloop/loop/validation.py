@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from openloop.adapters.popen import Popen
 from openloop.adapters.supervise import (
     MARKER_VAR,
     STOP_REQUESTED,
@@ -54,7 +55,7 @@ def run_check(
     code: int | None = None
     with open_for_writing(log_path) as log:
         argv = contained(["/bin/sh", "-c", command], env)
-        proc = subprocess.Popen(
+        proc = Popen(
             argv,
             preexec_fn=die_with_parent if argv[0] != "/bin/sh" else None,
             cwd=cwd,

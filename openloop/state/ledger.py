@@ -29,6 +29,7 @@ from openloop.errors import ConfigError, InputError, NotFoundError, StateError
 from openloop.state.models_base import FileModel, describe_validation_error, file_version, validate
 from openloop.state.storage import (
     atomic_write_text,
+    collector_paused,
     load_json_object,
     lock_path_for,
     locked,
@@ -217,7 +218,8 @@ def load_ledger(path: Path) -> TaskLedger:
     text = read_text_or_none(path)
     if text is None:
         return TaskLedger()
-    return parse_ledger(load_json_object(path, text), str(path))
+    with collector_paused():
+        return parse_ledger(load_json_object(path, text), str(path))
 
 
 def load_rows(path: Path) -> list[TaskRow]:
@@ -227,7 +229,8 @@ def load_rows(path: Path) -> list[TaskRow]:
     except FileNotFoundError:
         return []
     try:
-        rows = _LedgerRows.model_validate_json(raw)
+        with collector_paused():
+            rows = _LedgerRows.model_validate_json(raw)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             load_json_object(path, raw.decode("utf-8", "replace"))  # for the line number
@@ -331,17 +334,19 @@ def append_to_ledger(path: Path, now: str) -> Iterator[LedgerAppend]:
 
             import pydantic_core
 
-            data = json.loads(raw)
-            view = LedgerAppend(
-                [
-                    TaskKey(t["id"], t["status"], (t.get("source") or {}).get("ref"))
-                    for t in data["tasks"]
-                ]
-            )
+            with collector_paused():
+                data = json.loads(raw)
+                view = LedgerAppend(
+                    [
+                        TaskKey(t["id"], t["status"], (t.get("source") or {}).get("ref"))
+                        for t in data["tasks"]
+                    ]
+                )
             yield view
             data["updatedAt"] = now
             data["tasks"].extend(t.to_data() for t in view.added)
-            text = pydantic_core.to_json(data, indent=2).decode("utf-8") + "\n"
+            with collector_paused():
+                text = pydantic_core.to_json(data, indent=2).decode("utf-8") + "\n"
         else:
             ledger = load_ledger(path)
             view = LedgerAppend([TaskKey(t.id, t.status, t.source.ref) for t in ledger.tasks])

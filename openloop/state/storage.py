@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gc
 import json
 import os
 import tempfile
@@ -98,6 +99,21 @@ def read_text_or_none(path: Path) -> str | None:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection in the block. Reading a large file makes hundreds of
+    thousands of objects that all stay alive, and the collections their allocation triggers
+    walk through all of them again and again: a tenth of `task add` at 10,000 tasks."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def load_json_object(path: Path, text: str) -> dict[str, Any]:
