@@ -136,6 +136,7 @@ def cli(ctx: click.Context, debug: bool, color: str | None) -> None:
     ledger). An iteration picks a task, runs the agent in a repository of its own, validates the
     result and promotes it by policy. systemd timers schedule the iterations.
     """
+    _imported()  # the command is resolved by now, lazy or not: collection goes on
     if debug:
         os.environ["OPENLOOP_DEBUG"] = "1"
     if color:
