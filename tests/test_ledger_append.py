@@ -72,5 +72,5 @@ def test_listing_order_is_priority_then_age_then_id():
         )
         for i in range(200)
     ]
-    expected = sorted(rows, key=lambda t: (-t.priority, t.createdAt, t.id))
+    expected = sorted(rows, key=lambda t: (-t["priority"], t["createdAt"], t["id"]))
     assert filter_tasks(list(reversed(rows))) == expected

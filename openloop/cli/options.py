@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from openloop.state.ledger import KINDS, RISKS, STATUSES
+from openloop.state.taskfields import KINDS, RISKS, STATUSES
 
 project_option = click.option(
     "--project",

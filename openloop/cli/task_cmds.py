@@ -20,8 +20,8 @@ from openloop.cli.options import (
 )
 from openloop.cli.output import info, print_json, print_table, truncate, want_json
 from openloop.errors import InputError
-from openloop.state.ledger import filter_tasks, load_rows, summary
 from openloop.state.project import require_initialized, resolve
+from openloop.state.rows import filter_tasks, load_rows, summary
 
 
 @click.group(
@@ -215,13 +215,13 @@ def list_cmd(env, project, status, risk, with_archive, fmt) -> None:
         return
     table = [
         {
-            "id": t.id,
-            "status": t.status,
-            "risk": t.risk,
-            "kind": t.kind,
-            "prio": t.priority,
-            "tries": t.attempts,
-            "title": truncate(t.title, 50),
+            "id": t["id"],
+            "status": t["status"],
+            "risk": t["risk"],
+            "kind": t["kind"],
+            "prio": t["priority"],
+            "tries": t["attempts"],
+            "title": truncate(t["title"], 50),
         }
         for t in rows
     ]

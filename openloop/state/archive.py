@@ -84,7 +84,9 @@ def _old_finished(status: str, updated: str, cutoff: datetime) -> bool:
 def rows_due(rows: list[TaskRow], now: str, days: int) -> bool:
     """Whether any row looks due (cheap: from the listing rows, before a full read)."""
     cutoff = _cutoff(now, days)
-    return cutoff is not None and any(_old_finished(r.status, r.updatedAt, cutoff) for r in rows)
+    return cutoff is not None and any(
+        _old_finished(r["status"], r["updatedAt"], cutoff) for r in rows
+    )
 
 
 def due(ledger: TaskLedger, now: str, days: int) -> list[Task]:
@@ -135,11 +137,11 @@ def archive_finished(plane: ControlPlane, now: str, days: int) -> list[str]:
 def all_rows(plane: ControlPlane) -> list[TaskRow]:
     """The ledger's rows and every archived one (the ledger's copy wins over an archived one)."""
     rows = load_rows(plane.ledger_file)
-    seen = {r.id for r in rows}
+    seen = {r["id"] for r in rows}
     for path in month_files(plane):
         for row in load_rows(path):
-            if row.id not in seen:
-                seen.add(row.id)
+            if row["id"] not in seen:
+                seen.add(row["id"])
                 rows.append(row)
     return rows
 

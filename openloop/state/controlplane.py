@@ -6,7 +6,6 @@ of what OpenLoop last wrote, so an untouched file can be upgraded while an edite
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from openloop.resources import data_dir
-from openloop.state.ledger import TaskLedger, load_ledger
 from openloop.state.projectconfig import ProjectConfig, load_project_config
 from openloop.state.storage import atomic_write_text, dump_json, read_text_or_none
 
@@ -85,6 +83,8 @@ def gitignore_text(ledger_versioned: bool) -> str:
 
 
 def _sha(text: str) -> str:
+    import hashlib
+
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -133,7 +133,10 @@ def _plan_project_config(
 
 def materialize(plane: ControlPlane, name: str, now: str, *, force: bool = False) -> InitReport:
     """Create or merge the control plane; everything is checked before anything is written."""
-    from openloop.state import stacks  # only init needs detection; keep it off the start-up path
+    # Only init needs detection and the ledger's models: both stay off every other command's
+    # start-up (a project is resolved by every command).
+    from openloop.state import stacks
+    from openloop.state.ledger import TaskLedger, load_ledger
 
     detection = stacks.detect_validation(plane.repo)
     config, config_changed = _plan_project_config(plane, name, now, detection, force)

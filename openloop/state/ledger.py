@@ -19,14 +19,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from operator import attrgetter
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from openloop.errors import ConfigError, InputError, NotFoundError, StateError
-from openloop.state.models_base import FileModel, describe_validation_error, file_version, validate
+from openloop.state.models_base import FileModel, file_version, validate
+
+# Re-exported: the ledger's vocabulary and its listing view live in modules of their own, which
+# importers that need nothing else (option parsing, `task list`) import directly.
+from openloop.state.rows import TaskRow as TaskRow
+from openloop.state.rows import filter_tasks as filter_tasks
+from openloop.state.rows import load_rows as load_rows
+from openloop.state.rows import summary as summary
 from openloop.state.storage import (
     atomic_write_text,
     collector_paused,
@@ -36,43 +42,13 @@ from openloop.state.storage import (
     open_for_writing,
     read_text_or_none,
 )
+from openloop.state.taskfields import KINDS as KINDS
+from openloop.state.taskfields import LEDGER_VERSION, TASK_ID_PATTERN, Kind, Risk, Status
+from openloop.state.taskfields import RISKS as RISKS
+from openloop.state.taskfields import STATUSES as STATUSES
+from openloop.state.taskfields import TASK_ID_RE as TASK_ID_RE
 from openloop.text import check_line
 
-LEDGER_VERSION = 2
-T = TypeVar("T", "Task", "TaskRow")
-
-Status = Literal[
-    "proposed",
-    "planned",
-    "ready",
-    "in_progress",
-    "validating",
-    "review",
-    "done",
-    "promoted",
-    "blocked",
-    "failed",
-    "cancelled",
-]
-STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
-Kind = Literal[
-    "feature",
-    "epic",
-    "bugfix",
-    "test",
-    "refactor",
-    "docs",
-    "lint-fix",
-    "type-fix",
-    "localized-test-fix",
-    "ci-heal",
-    "discovery",
-    "scope-proposal",
-    "chore",
-]
-KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
-Risk = Literal["low-risk", "medium-risk", "high-risk"]
-RISKS: tuple[str, ...] = Risk.__args__  # type: ignore[attr-defined]
 PromotionMode = Literal["auto-merge", "pull-request", "manual-only"]
 
 RUNNING = frozenset({"in_progress", "validating"})
@@ -98,8 +74,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 # Ids become branch names, worktree directories and file names: checked on every load, not
 # only when the CLI creates them (a ledger can be hand-edited, versioned, or pulled).
-TASK_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,99}$"
-TASK_ID_RE = re.compile(TASK_ID_PATTERN)
 TaskId = Annotated[str, Field(pattern=TASK_ID_PATTERN)]
 _SLUG_RUN = re.compile(r"[^a-z0-9]+")
 SLUG_MAX = 48
@@ -170,33 +144,6 @@ class TaskLedger(FileModel):
         return task
 
 
-class TaskRow(BaseModel):
-    """The listing view of a task, validated straight from the file's bytes.
-
-    `task list` on a large ledger must stay fast: this reads only the fields a listing shows
-    (still type-checked), skipping the full model of every task.
-    """
-
-    model_config = ConfigDict(extra="ignore", defer_build=True)
-
-    # Named as in the file (no alias generator: measurably faster on 10,000 rows).
-    id: TaskId
-    title: str
-    status: Status = "ready"
-    risk: Risk = "medium-risk"
-    kind: Kind = "feature"
-    priority: int = 0
-    attempts: int = Field(0, ge=0)
-    createdAt: str  # noqa: N815
-    updatedAt: str  # noqa: N815
-
-
-class _LedgerRows(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    version: int = 1
-    tasks: list[TaskRow] = Field(default_factory=list)
-
-
 # --- reading and writing ------------------------------------------------------------------------
 
 
@@ -220,23 +167,6 @@ def load_ledger(path: Path) -> TaskLedger:
         return TaskLedger()
     with collector_paused():
         return parse_ledger(load_json_object(path, text), str(path))
-
-
-def load_rows(path: Path) -> list[TaskRow]:
-    """All tasks as listing rows; same errors as `load_ledger` for a broken file."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    try:
-        with collector_paused():
-            rows = _LedgerRows.model_validate_json(raw)
-    except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            load_json_object(path, raw.decode("utf-8", "replace"))  # for the line number
-        raise ConfigError(describe_validation_error(path, exc)) from None
-    file_version({"version": rows.version}, LEDGER_VERSION, path)
-    return rows.tasks
 
 
 def ledger_text(ledger: TaskLedger) -> str:
@@ -425,30 +355,6 @@ def new_task_id(
 
 
 # --- selection ----------------------------------------------------------------------------------
-
-
-def filter_tasks(tasks: list[T], *, status: str | None = None, risk: str | None = None) -> list[T]:
-    """Tasks (or rows) matching the filters, in run order: priority, then age."""
-    tasks = [
-        t
-        for t in tasks
-        if (status is None or t.status == status) and (risk is None or t.risk == risk)
-    ]
-    # (-priority, created, id) as two stable sorts with C-level keys: no Python call per task
-    # on a 10,000-task listing.
-    created = "createdAt" if tasks and isinstance(tasks[0], TaskRow) else "created_at"
-    tasks.sort(key=attrgetter(created, "id"))
-    tasks.sort(key=attrgetter("priority"), reverse=True)
-    return tasks
-
-
-def summary(tasks: list[Task] | list[TaskRow]) -> dict[str, Any]:
-    by_status = dict.fromkeys(STATUSES, 0)
-    by_risk = dict.fromkeys(RISKS, 0)
-    for t in tasks:
-        by_status[t.status] += 1
-        by_risk[t.risk] += 1
-    return {"total": len(tasks), "byStatus": by_status, "byRisk": by_risk}
 
 
 def return_stuck_tasks(

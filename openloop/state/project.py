@@ -9,7 +9,6 @@ from pathlib import Path
 
 from openloop.env import Environment
 from openloop.errors import InputError, NotFoundError
-from openloop.state.config import load_config
 from openloop.state.controlplane import ControlPlane
 from openloop.state.projectconfig import ProjectConfig, load_project_config
 from openloop.state.registry import ProjectEntry, load_registry
@@ -42,6 +41,8 @@ def resolve(env: Environment, alias: str | None) -> Project:
         check_line(alias, "project alias", "aliases")
     registry = load_registry(env)
     if not alias:
+        from openloop.state.config import load_config  # only without --project
+
         alias = load_config(env).active_project
     if not alias:
         if len(registry.projects) == 1:
