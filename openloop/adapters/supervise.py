@@ -16,7 +16,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,7 +197,7 @@ def supervise(
     is a budget stop: the agent is killed at once, without a grace period. With frame, plain
     output lines are recorded as {"type": "output"} events, so every transcript.jsonl is JSON
     lines."""
-    marker, start = uuid.uuid4().hex, time.monotonic()
+    marker, start = os.urandom(16).hex(), time.monotonic()
     with (
         open(stdin, "rb") as stdin_file,
         open(request.run_dir / STDERR, "wb") as stderr_file,

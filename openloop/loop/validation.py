@@ -9,10 +9,10 @@ when it overruns, when the iteration is told to stop by a signal, or when OpenLo
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,7 +51,7 @@ def run_check(
     name: str, command: str, cwd: Path, log_path: Path, timeout: float, env: Mapping[str, str]
 ) -> CheckResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    start, marker = time.monotonic(), uuid.uuid4().hex
+    start, marker = time.monotonic(), os.urandom(16).hex()
     code: int | None = None
     with open_for_writing(log_path) as log:
         argv = contained(["/bin/sh", "-c", command], env)

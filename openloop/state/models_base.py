@@ -9,7 +9,6 @@ silently drop a rule.
 
 from __future__ import annotations
 
-import difflib
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,6 +101,8 @@ def known_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
 def unknown_key_message(model: type[BaseModel], loc: Sequence[str | int]) -> str:
     """'unknown key', with the closest key the file could have meant when one is close."""
     key = str(loc[-1]) if loc else ""
+    import difflib  # only for an error message
+
     close = difflib.get_close_matches(key, known_keys(model, loc[:-1]), n=1)
     return f"unknown key (did you mean {close[0]}?)" if close else "unknown key"
 
