@@ -344,3 +344,37 @@ def test_apply_merges_the_branch_that_was_reviewed(ol, demo, env):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# --- a FIFO planted among OpenLoop's records must not hang the guard (review of issue 13) ------
+
+
+@pytest.mark.parametrize(
+    "where", [".openloop/promotions/x.json", ".openloop/runs/x.json", ".openloop/policy.yaml"]
+)
+def test_a_fifo_planted_among_the_records_ends_the_run_as_an_escape_not_a_hang(
+    ol, demo, env, where
+):
+    import signal
+
+    tid = add(ol, "Plant a fifo", "--risk", "low-risk")
+
+    def plant(cwd: Path) -> None:
+        target = demo / where
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        os.mkfifo(target)
+        (cwd / "src/other.py").write_text("o = 1\n")
+
+    def hung(*_: object) -> None:
+        raise TimeoutError("the iteration hung on the FIFO")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        result = once(env, FakeAgent([plant]))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert result.outcome == Outcome.ESCAPED, result
+    assert task_of(demo, tid).status == "blocked"

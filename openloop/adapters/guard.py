@@ -23,12 +23,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from stat import S_ISDIR, S_ISLNK
+from stat import S_ISDIR, S_ISLNK, S_ISREG
 
 from openloop.adapters.gitrun import Together, checked, git
 from openloop.adapters.workspace import ZERO
 from openloop.errors import GitError
-from openloop.state.storage import atomic_write_text, locked
+from openloop.state.storage import atomic_write_text, locked, read_regular
 
 GOVERNANCE_DIRS = (".openloop", ".pi", ".agents")
 LEDGER = ".openloop/tasks.json"
@@ -212,9 +212,10 @@ def restore_records(repo: Path, before: Snapshot) -> list[str]:
     removed, changed tasks of the ledger restored (tasks added meanwhile are kept)."""
     done: list[str] = []
     now = _records(repo)
+    absent = object()  # not None: None is the content of a link or a FIFO planted meanwhile
     for rel in sorted(set(before.records) | set(now)):
-        old, new = before.records.get(rel), now.get(rel, b"<absent>")
-        if old == new or (rel not in before.records and rel not in now):
+        old, new = before.records.get(rel, absent), now.get(rel, absent)
+        if old == new:
             continue
         path = repo / rel
         if path.is_symlink() or path.is_dir():
@@ -222,14 +223,14 @@ def restore_records(repo: Path, before: Snapshot) -> list[str]:
         if rel not in before.records:
             path.unlink(missing_ok=True)
             done.append(f"removed {rel}")
-        elif old is not None:
+        elif isinstance(old, bytes):
             atomic_write_text(path, old.decode("utf-8", "replace"))
             done.append(f"restored {rel}")
     if before.tasks is not None and _task_differences(before.tasks, _tasks(repo / LEDGER)):
         ledger = repo / LEDGER
         with locked(ledger, what="task ledger"):
             try:
-                data = json.loads(ledger.read_text(encoding="utf-8"))
+                data = json.loads(read_regular(ledger) or b"null")
                 tasks = data["tasks"] if isinstance(data, dict) else None
             except (OSError, ValueError, KeyError):
                 data, tasks = None, None
@@ -281,7 +282,10 @@ def verify(repo: Path, before: Snapshot, env: dict[str, str] | None = None) -> l
 
 def _tasks(path: Path) -> dict[str, str] | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = read_regular(path)
+        if raw is None:
+            return {"(not a regular file)": "x"}
+        data = json.loads(raw)
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -354,10 +358,15 @@ def _look(path: Path) -> tuple[str | None, bytes | None]:
             return "link:" + os.readlink(path), None
         if S_ISDIR(stat.st_mode):
             return "dir", None
+        if not S_ISREG(stat.st_mode):
+            # A FIFO, socket or device planted where a file was: never opened (a FIFO would
+            # block the snapshot, and with it every later iteration, for ever).
+            return f"special:{stat.st_mode:o}", None
         if stat.st_size > HASH_LIMIT:
             return f"big:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_mode:o}", None
-        with open(path, "rb") as file:
-            data = file.read()
+        data = read_regular(path)
+        if data is None:  # swapped for something else since the lstat
+            return "changing", None
         digest = hashlib.sha256(data).hexdigest()
         return f"{stat.st_mode:o}:{digest}", data if len(data) <= RECORD_LIMIT else None
     except FileNotFoundError:
@@ -368,6 +377,7 @@ def _look(path: Path) -> tuple[str | None, bytes | None]:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text().strip()
+        data = read_regular(path)
     except OSError:
         return ""
+    return "" if data is None else data.decode("utf-8", "replace").strip()

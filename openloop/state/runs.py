@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from openloop.errors import ConfigError
 from openloop.state.storage import atomic_write_text, dump_json, read_text_or_none
 
 RUNNING = "running"
@@ -33,7 +34,12 @@ def write_record(runs_dir: Path, record: dict[str, Any]) -> Path:
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
-    text = read_text_or_none(path)
+    """The record, or None when there is none or it is not one (not JSON, not UTF-8, not a
+    regular file)."""
+    try:
+        text = read_text_or_none(path)
+    except ConfigError:
+        return None
     if text is None:
         return None
     try:

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, TypeVar
 
 from openloop.errors import BusyError, ConfigError
@@ -92,7 +93,10 @@ def locked(path: Path, *, timeout: float | None = 30.0, what: str | None = None)
 
 def read_text_or_none(path: Path) -> str | None:
     try:
-        return path.read_text(encoding="utf-8")
+        raw = read_regular(path, follow=True)
+        if raw is None:
+            raise ConfigError(f"{path}: not a regular file")
+        return raw.decode("utf-8")
     except FileNotFoundError:
         return None
     except UnicodeDecodeError as exc:
@@ -142,3 +146,24 @@ def open_for_writing(path: Path, *, depth: int = 3):
         path.unlink()
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     return os.fdopen(os.open(path, flags, 0o644), "wb")
+
+
+def read_regular(path: Path, *, follow: bool = False) -> bytes | None:
+    """A regular file's bytes, or None for anything else (a FIFO, a device; a link too unless
+    `follow`), checked on the open file itself: opened without blocking, so a FIFO planted
+    where a file was (or swapped in after a caller's check) cannot hang the reader."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow:
+            return None  # a link
+        raise
+    try:
+        if not S_ISREG(os.fstat(fd).st_mode):
+            return None
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return file.read()
+    finally:
+        os.close(fd)
