@@ -81,7 +81,8 @@ def last_gate(env: Environment, alias: str) -> dict[str, Any] | None:
 def _gate(env: Environment, alias: str) -> GateDecision:
     from openloop.errors import BusyError
     from openloop.loop import governance
-    from openloop.loop.scheduler import gate_reason, has_work
+    from openloop.loop.scheduler import has_work
+    from openloop.loop.steps import gate_reason
     from openloop.state.locks import iteration_lock
 
     project = resolve(env, alias)
