@@ -21,9 +21,9 @@ import pytest
 import openloop
 from openloop.adapters.agent import make_adapter, transcript_cost
 from openloop.adapters.supervise import AgentRequest
-from openloop.loop import scheduler, steps
+from openloop.loop import scheduler
 from openloop.loop.outcomes import Outcome
-from openloop.state import budget
+from openloop.state import budget, gate
 from openloop.state.budget import Ceilings, LiveSpend
 from tests.conftest import make_repo
 from tests.support import fake_pi
@@ -127,7 +127,7 @@ def test_project_ceiling_stops_and_gates_only_that_project(ol, project, env):
     assert result.outcome == Outcome.SKIPPED
     assert "project 'demo' spent its daily budget of $0.50" in result.reason
     assert ol("config", "set", "budgets.projectDailyCostUsd", "null").code == 0
-    assert "budget" not in (steps.gate_reason(env, *_gate_args(env)) or "")
+    assert "budget" not in (gate.gate_reason(env, *_gate_args(env)) or "")
 
 
 def _gate_args(env):

@@ -16,9 +16,9 @@ from typing import Any
 
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
-from openloop.loop.steps import gate_reason
 from openloop.state import backoff, locks, pause, runs, trust
 from openloop.state.config import GlobalConfig
+from openloop.state.gate import gate_reason
 from openloop.state.project import Project
 
 

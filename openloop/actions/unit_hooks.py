@@ -82,7 +82,7 @@ def _gate(env: Environment, alias: str) -> GateDecision:
     from openloop.errors import BusyError
     from openloop.loop import governance
     from openloop.loop.scheduler import has_work
-    from openloop.loop.steps import gate_reason
+    from openloop.state.gate import gate_reason
     from openloop.state.locks import iteration_lock
 
     project = resolve(env, alias)

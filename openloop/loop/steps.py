@@ -10,13 +10,12 @@ from pathlib import Path
 from openloop.adapters import agent as agents
 from openloop.adapters import gitops, workspace
 from openloop.adapters.supervise import TRANSCRIPT
-from openloop.env import Environment
 from openloop.errors import ConfigError, GitError
 from openloop.loop import baseline, governance, modes, prompts
 from openloop.loop.iteration import Iteration, Selection, Stop
 from openloop.loop.outcomes import Outcome
-from openloop.state import backoff, budget, pause, runs, trust
-from openloop.state.config import GlobalConfig
+from openloop.state import budget, runs
+from openloop.state.gate import gate_reason
 from openloop.state.judge import assess_declared_scope
 from openloop.state.ledger import (
     HEALING_KINDS,
@@ -28,8 +27,6 @@ from openloop.state.ledger import (
     transition,
 )
 from openloop.state.policy import SelfHealing
-from openloop.state.project import Project
-from openloop.state.projectconfig import ProjectConfig
 
 DONE_STATUSES = frozenset({"promoted", "done"})
 
@@ -42,33 +39,6 @@ def gate(it: Iteration, *, dry: bool = False) -> None:
     reason = it.settings_error or gate_reason(it.env, it.project, it.gconf, it.pconf)
     if reason:
         raise Stop(Outcome.SKIPPED, reason)
-
-
-def gate_reason(
-    env: Environment, project: Project, gconf: GlobalConfig, pconf: ProjectConfig
-) -> str | None:
-    paused = pause.global_pause(env)
-    if paused:
-        return f"OpenLoop is paused (since {paused.get('pausedAt')}); 'openloop resume' to go on"
-    if project.entry.paused:
-        return f"project '{project.alias}' is paused; 'openloop resume -p {project.alias}'"
-    if untrusted := trust.untrusted_reason(project.entry, pconf):
-        return untrusted
-    conf = gconf.budgets
-    day = budget.today(env)
-    if day.total() >= conf.daily_cost_usd:
-        return (
-            f"daily budget of ${conf.daily_cost_usd:.2f} is spent; runs resume tomorrow "
-            "(or raise budgets.dailyCostUsd)"
-        )
-    own = conf.project_daily_cost_usd
-    if own is not None and day.total(project.alias) >= own:
-        return (
-            f"project '{project.alias}' spent its daily budget of ${own:.2f}; runs resume "
-            "tomorrow (or raise budgets.projectDailyCostUsd)"
-        )
-    # The agent's environment failed (pi missing, the key refused, the quota spent): wait.
-    return backoff.gate_reason(env, project.alias)
 
 
 def repair(
