@@ -378,3 +378,29 @@ def test_a_fifo_planted_among_the_records_ends_the_run_as_an_escape_not_a_hang(
         signal.signal(signal.SIGALRM, old)
     assert result.outcome == Outcome.ESCAPED, result
     assert task_of(demo, tid).status == "blocked"
+
+
+def test_a_fifo_planted_as_the_global_config_is_put_back_not_a_hang(ol, demo, env):
+    import signal
+
+    assert ol("config", "set", "budgets.dailyCostUsd", "3").code == 0
+    before = env.config_file.read_text()
+    add(ol, "Plant a fifo config", "--risk", "low-risk")
+
+    def plant(cwd: Path) -> None:
+        env.config_file.unlink()
+        os.mkfifo(env.config_file)
+        (cwd / "src/other.py").write_text("o = 1\n")
+
+    def hung(*_: object) -> None:
+        raise TimeoutError("the iteration hung on the FIFO")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        result = once(env, FakeAgent([plant]))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert result.outcome == Outcome.ESCAPED, result
+    assert env.config_file.read_text() == before

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openloop.env import Environment
+from openloop.errors import ConfigError
 from openloop.state import budget
 from openloop.state.registry import edit_registry, load_registry
 from openloop.state.storage import atomic_write_text, locked, read_text_or_none
@@ -46,6 +47,15 @@ def take(env: Environment, alias: str | None = None) -> UserState:
     )
 
 
+def _text(path: Path) -> str | None:
+    """The file's text for comparing with a snapshot's; what cannot be read (a FIFO or folder
+    planted in its place, bytes that are not UTF-8) compares as changed, so it is put back."""
+    try:
+        return read_text_or_none(path)
+    except ConfigError:
+        return "\0unreadable"
+
+
 def _projects(env: Environment) -> dict[str, dict]:
     try:
         entries = load_registry(env).projects
@@ -73,7 +83,7 @@ def verify(env: Environment, before: UserState) -> list[str]:
         f"budget charges lowered ({c}); OpenLoop put them back"
         for c in budget.restore_charges(env, before.charged)
     ]
-    if read_text_or_none(env.config_file) != before.config:
+    if _text(env.config_file) != before.config:
         found.append(f"{env.config_file} changed; OpenLoop put it back")
         with locked(env.config_file, what="global config"):
             if before.config is None:
@@ -83,7 +93,7 @@ def verify(env: Environment, before: UserState) -> list[str]:
     if before.paused and not env.pause_file.exists():
         found.append(f"{env.pause_file} removed (OpenLoop was paused); left for you to check")
     for path, text in before.baselines.items():
-        if read_text_or_none(path) != text:
+        if _text(path) != text:
             found.append(f"{path} changed; OpenLoop put it back")
             with locked(path, what="baseline cache"):
                 if text is None:
