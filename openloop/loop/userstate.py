@@ -49,7 +49,8 @@ def take(env: Environment, alias: str | None = None) -> UserState:
 
 def _text(path: Path) -> str | None:
     """The file's text for comparing with a snapshot's; what cannot be read (a FIFO or folder
-    planted in its place, bytes that are not UTF-8) compares as changed, so it is put back."""
+    planted in its place, bytes that are not UTF-8) compares as changed, so it is put back
+    (a planted folder cannot be replaced: the restore then fails loudly)."""
     try:
         return read_text_or_none(path)
     except ConfigError:
