@@ -495,3 +495,29 @@ def test_a_symlink_into_a_denied_path_is_blocked(world):
     assert "symlink" in record["reason"].lower(), record["reason"]
     assert world.task(task_id)["status"] == "blocked"
     assert sha(world) == main
+
+
+# --- special files planted among OpenLoop's records --------------------------------------------
+
+
+def test_a_fifo_planted_among_openloops_records_ends_the_run_escaped_not_hung(world):
+    """A FIFO where OpenLoop reads its records would block every read of it: the run (and every
+    later one) must end, as escaped, with the planted FIFOs removed."""
+    setup_project(world)
+    task_id = add_task(world, "Plant fifos")
+    plane = world.repo / ".openloop"
+    fifos = [plane / "promotions" / "x.json", plane / "runs" / "x.json"]
+    planted = " ".join(shlex.quote(str(p)) for p in fifos)
+    dirs = " ".join(shlex.quote(str(p.parent)) for p in fifos)
+    code, record, model = play(
+        world,
+        [
+            write("src/ok.py", "ok = 1\n"),
+            bash(f"mkdir -p {dirs} && mkfifo {planted} && echo PLANTED"),
+        ],
+    )
+    assert "PLANTED" in tool_output(model)
+    assert_escaped(world, code, record, task_id)
+    assert not [p for p in fifos if p.exists() or p.is_symlink()]
+    # The next command reading the records ends too.
+    assert world.openloop("status", "--json", timeout=60).returncode == 0
