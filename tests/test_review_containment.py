@@ -349,14 +349,28 @@ if __name__ == "__main__":
 # --- a FIFO planted among OpenLoop's records must not hang the guard (review of issue 13) ------
 
 
+def _once_within(env, agent, seconds: int):
+    """One iteration, failed as hung after `seconds` (a FIFO read would block for ever)."""
+    import signal
+
+    def hung(*_: object) -> None:
+        raise TimeoutError("the iteration hung on the FIFO")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        return once(env, agent)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
 @pytest.mark.parametrize(
     "where", [".openloop/promotions/x.json", ".openloop/runs/x.json", ".openloop/policy.yaml"]
 )
 def test_a_fifo_planted_among_the_records_ends_the_run_as_an_escape_not_a_hang(
     ol, demo, env, where
 ):
-    import signal
-
     tid = add(ol, "Plant a fifo", "--risk", "low-risk")
 
     def plant(cwd: Path) -> None:
@@ -366,23 +380,12 @@ def test_a_fifo_planted_among_the_records_ends_the_run_as_an_escape_not_a_hang(
         os.mkfifo(target)
         (cwd / "src/other.py").write_text("o = 1\n")
 
-    def hung(*_: object) -> None:
-        raise TimeoutError("the iteration hung on the FIFO")
-
-    old = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(60)
-    try:
-        result = once(env, FakeAgent([plant]))
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    result = _once_within(env, FakeAgent([plant]), seconds=60)
     assert result.outcome == Outcome.ESCAPED, result
     assert task_of(demo, tid).status == "blocked"
 
 
 def test_a_fifo_planted_as_the_global_config_is_put_back_not_a_hang(ol, demo, env):
-    import signal
-
     assert ol("config", "set", "budgets.dailyCostUsd", "3").code == 0
     before = env.config_file.read_text()
     add(ol, "Plant a fifo config", "--risk", "low-risk")
@@ -392,15 +395,6 @@ def test_a_fifo_planted_as_the_global_config_is_put_back_not_a_hang(ol, demo, en
         os.mkfifo(env.config_file)
         (cwd / "src/other.py").write_text("o = 1\n")
 
-    def hung(*_: object) -> None:
-        raise TimeoutError("the iteration hung on the FIFO")
-
-    old = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(60)
-    try:
-        result = once(env, FakeAgent([plant]))
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    result = _once_within(env, FakeAgent([plant]), seconds=60)
     assert result.outcome == Outcome.ESCAPED, result
     assert env.config_file.read_text() == before

@@ -16,6 +16,7 @@ from openloop.cli.render import color_option as render_color_option
 from openloop.loop import pending, promotion
 from openloop.state.ledger import check_task_id
 from openloop.state.project import resolve
+from openloop.state.requests import list_requests
 
 
 @click.group(
@@ -47,7 +48,7 @@ def promotion_group() -> None:
 def list_cmd(env, project, status, fmt) -> None:
     """List promotion requests, newest first."""
     proj = resolve(env, project)
-    rows = [r for r in promotion.list_requests(proj.plane) if not status or r["status"] == status]
+    rows = [r for r in list_requests(proj.plane) if not status or r["status"] == status]
     if want_json(fmt, env.stdout_isatty):
         print_json(rows)
         return

@@ -20,9 +20,6 @@ from openloop.state.controlplane import ControlPlane
 from openloop.state.ledger import transition
 from openloop.state.project import Project
 from openloop.state.projectconfig import ProjectConfig
-
-# Re-exported: the pending requests are read through this module by the loop and the CLI.
-from openloop.state.requests import list_requests as list_requests
 from openloop.state.storage import atomic_write_text, dump_json, locked, read_text_or_none
 
 

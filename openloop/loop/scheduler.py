@@ -19,7 +19,7 @@ from openloop.adapters import agent as agents
 from openloop.adapters import gitops
 from openloop.env import Environment
 from openloop.errors import ConfigError, GitError
-from openloop.loop import baseline, governance, interrupt, modes, pending, promotion
+from openloop.loop import baseline, governance, interrupt, modes, pending
 from openloop.loop.attempt import build_prompt, execute, execute_adhoc, stop_point
 from openloop.loop.iteration import Iteration, IterationResult, Stop
 from openloop.loop.outcomes import Outcome
@@ -44,6 +44,7 @@ from openloop.state.locks import iteration_lock, iteration_slot
 from openloop.state.policy import Policy
 from openloop.state.project import Project, require_initialized, resolve
 from openloop.state.projectconfig import ProjectConfig
+from openloop.state.requests import list_requests
 
 # --- entry points -------------------------------------------------------------------------------
 
@@ -260,7 +261,7 @@ def has_work(env: Environment, project: Project, gconf: GlobalConfig) -> str | N
     ledger = load_ledger(project.plane.ledger_file)
     if any(t.status in RUNNING for t in ledger.tasks) or runs.unfinished(project.plane.runs_dir):
         return "a previous iteration needs repair"
-    if any(r.get("status") == "deferred" for r in promotion.list_requests(project.plane)):
+    if any(r.get("status") == "deferred" for r in list_requests(project.plane)):
         return "a deferred merge can be retried"
     try:
         pconf = project.config()
