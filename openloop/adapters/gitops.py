@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 from openloop.adapters.gitrun import NO_PROGRAMS, QUIET_ENV, SAFE_ARGS, Together, checked, git
 from openloop.errors import GitError, InputError
@@ -66,6 +67,12 @@ def branch_to_pin(repo: Path, configured: str | None = None) -> str | None:
 
 def ref_exists(repo: Path, ref: str) -> bool:
     return git(repo, "rev-parse", "--verify", "--quiet", ref, check=False).returncode == 0
+
+
+def ref_value(repo: Path, ref: str) -> str | None:
+    """What `ref` holds, None when it does not exist."""
+    proc = git(repo, "rev-parse", "--verify", "--quiet", ref, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def rev_parse(repo: Path, ref: str) -> str:
@@ -126,6 +133,11 @@ def changed_symlinks(repo: Path, base: str, head: str) -> list[tuple[str, str | 
         if len(fields) == 5 and fields[1] == SYMLINK_MODE and fields[4] != "D":
             links.append((path, fields[3]))
         i += 1 + count
+    return link_targets(repo, links)
+
+
+def link_targets(repo: Path, links: list[tuple[str, str]]) -> list[tuple[str, str | None]]:
+    """(path, target) for each (path, link blob): see changed_symlinks."""
     if not links:
         return []
     sizes = git(
@@ -148,45 +160,61 @@ def lines_changed(repo: Path, base: str, head: str) -> int:
     return total
 
 
-def diff_summary(
-    repo: Path, base: str, head: str
-) -> tuple[list[tuple[str, str, str | None]], int, str | None]:
-    """name_status, lines_changed and diff_hash (None when nothing changed) of base..head, from
-    two diffs run side by side: --raw gives the statuses and paths --name-status gives, the
-    --numstat that follows it the same counts."""
+class DiffSummary(NamedTuple):
+    changes: list[tuple[str, str, str | None]]  # as name_status
+    lines: int
+    digest: str | None  # of the patch; None when nothing changed
+    links: list[tuple[str, str]]  # (path, blob) of each link added or changed: link_targets
+
+
+def diff_summary(repo: Path, base: str, head: str) -> DiffSummary:
+    """What the attempt's judge needs of base..head, from diffs run side by side: --raw gives
+    the statuses and paths --name-status gives, and the modes that tell links (a renamed link
+    is judged as added, at its new path, as changed_symlinks does); the --numstat that follows
+    it the same counts; the patch its hash. The --stat a review shows is asked too, and kept
+    (see diffstat)."""
     summary = ("diff", "--raw", "--numstat", "-z", "-M", "--no-abbrev", *NO_PROGRAMS, base, head)
-    with Together(repo, summary, _patch_args(base, head)) as asked:
+    with Together(repo, summary, _patch_args(base, head), _stat_args(base, head)) as asked:
         try:
             raw = checked(asked.result(0), summary).stdout
         except UnicodeDecodeError:  # a path that is not UTF-8: fail as the separate calls fail
             name_status(repo, base, head)
             raise
-        changes, total = _parse_summary(raw)
+        changes, total, links = _parse_summary(raw)
         if not changes:
-            return changes, total, None
+            return DiffSummary(changes, total, None, links)
         digest = _patch_hash(checked(asked.result(1), _patch_args(base, head)).stdout)
-    return changes, total, digest
+        stat = asked.result(2)
+        if stat.returncode == 0 and _object_id(head):
+            _keep((str(repo), base, "--stat", head), stat.stdout.rstrip())
+    return DiffSummary(changes, total, digest, links)
 
 
-def _parse_summary(raw: str) -> tuple[list[tuple[str, str, str | None]], int]:
+def _parse_summary(
+    raw: str,
+) -> tuple[list[tuple[str, str, str | None]], int, list[tuple[str, str]]]:
     parts = raw.split("\0")
     changes: list[tuple[str, str, str | None]] = []
+    links: list[tuple[str, str]] = []
     total, i = 0, 0
     while i < len(parts) - 1:
         if parts[i].startswith(":"):  # ":<modes> <blobs> <status>", then one or two paths
-            letter = parts[i].split()[-1][:1]
+            fields = parts[i][1:].split()
+            letter = fields[-1][:1]
             if letter in ("R", "C"):
                 changes.append((letter, parts[i + 2], parts[i + 1]))
                 i += 3
             else:
                 changes.append((letter, parts[i + 1], None))
                 i += 2
+            if len(fields) == 5 and fields[1] == SYMLINK_MODE and letter != "D":
+                links.append((changes[-1][1], fields[3]))
             continue
         # "<added>\t<deleted>\t<path>", or "...\t" then two paths for a rename or copy
         added, deleted, path = parts[i].split("\t", 2)
         total += (int(added) if added.isdigit() else 0) + (int(deleted) if deleted.isdigit() else 0)
         i += 1 if path else 3
-    return changes, total
+    return changes, total, links
 
 
 def diff_hash(repo: Path, base: str, head: str) -> str:
@@ -204,7 +232,14 @@ def _patch_hash(patch: str) -> str:
 
 
 def diffstat(repo: Path, base: str, head: str) -> str:
-    return git(repo, "diff", "--stat", "-M", *NO_PROGRAMS, base, head).stdout.rstrip()
+    key = (str(repo), base, "--stat", head)
+    if key in _FIXED:
+        return _FIXED[key]  # type: ignore[return-value]
+    return git(repo, *_stat_args(base, head)).stdout.rstrip()
+
+
+def _stat_args(base: str, head: str) -> tuple[str, ...]:
+    return ("diff", "--stat", "-M", *NO_PROGRAMS, base, head)
 
 
 # --- advancing the default branch ---------------------------------------------------------------

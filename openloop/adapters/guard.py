@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from stat import S_ISDIR, S_ISLNK, S_ISREG
 
@@ -265,6 +265,13 @@ def restore_refs(repo: Path, before: dict[str, str], after: dict[str, str]) -> l
 def verify(repo: Path, before: Snapshot, env: dict[str, str] | None = None) -> list[str]:
     """What changed since `before`, with refs already put back (reported as such). A snapshot
     that cannot be taken any more (the agent broke the index, say) is itself an escape."""
+    return compare(repo, before, env)[0]
+
+
+def compare(
+    repo: Path, before: Snapshot, env: dict[str, str] | None = None
+) -> tuple[list[str], Snapshot | None]:
+    """As verify, with the snapshot taken to compare (None if it could not be taken)."""
     try:
         after = take(repo, env)
     except Exception as exc:  # noqa: BLE001 - whatever broke, it was not so before the agent
@@ -272,12 +279,25 @@ def verify(repo: Path, before: Snapshot, env: dict[str, str] | None = None) -> l
         found = [f"the repository cannot be read as before ({exc})"]
         found += ref_differences(before.refs, now)
         found += [f"OpenLoop {r}" for r in restore_refs(repo, before.refs, now)]
-        return found + [f"OpenLoop {r}" for r in restore_records(repo, before)]
+        return found + [f"OpenLoop {r}" for r in restore_records(repo, before)], None
     found = before.differences(after)
     if found:
         found += [f"OpenLoop {r}" for r in restore_refs(repo, before.refs, after.refs)]
         found += [f"OpenLoop {r}" for r in restore_records(repo, before)]
-    return found
+    return found, after
+
+
+def carried(snapshot: Snapshot, moved: dict[str, str]) -> Snapshot:
+    """`snapshot`, proven clean when it was taken, with the refs OpenLoop itself moved since."""
+    return replace(snapshot, refs={**snapshot.refs, **moved})
+
+
+def resumed(snapshot: Snapshot, repo: Path) -> Snapshot:
+    """A carried snapshot as the start of the next guarded step, for when only OpenLoop ran
+    since it was taken: with the ledger read again (OpenLoop edits it in between), everything
+    else as it was then. The interval between the two steps is guarded too, and git is not
+    asked again."""
+    return replace(snapshot, tasks=_tasks(repo / LEDGER))
 
 
 def _tasks(path: Path) -> dict[str, str] | None:

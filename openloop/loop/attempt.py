@@ -196,16 +196,19 @@ def _ours(it: Iteration, branch: str) -> bool:
     return message.startswith("openloop: ") and f"\nTask: {it.task.id}\n" in message
 
 
-def guarded(it: Iteration, what: str, action):
+def guarded(it: Iteration, what: str, action, *, keep: bool = False):
     """Run `action` (code the agent wrote: the agent itself, or its checks) and prove it left
-    the user's repository, checkout, control files and git settings as they were."""
-    before = guard.take(it.project.repo, dict(it.env.environ))
+    the user's repository, checkout, control files and git settings as they were. `keep`: the
+    snapshot that proved it stays in it.clean for the next guarded step (see Iteration)."""
+    repo, clean, it.clean = it.project.repo, it.clean, None
+    before = guard.resumed(clean, repo) if clean else guard.take(repo, dict(it.env.environ))
     user_before = userstate.take(it.env, it.project.alias)
     try:
         return action()
     finally:
-        found = guard.verify(it.project.repo, before, dict(it.env.environ))
+        found, after = guard.compare(repo, before, dict(it.env.environ))
         found += userstate.verify(it.env, user_before)
+        it.clean = after if keep and not found else None
         if found:
             it.escape = found
             raise Stop(Outcome.ESCAPED, f"escaped: during {what}: " + "; ".join(found))
@@ -277,7 +280,7 @@ def run_agent(it: Iteration) -> None:
             request, lambda p: it.reporter.agent_event(p.tool_calls, p.cost_usd, p.last_tool)
         )
 
-    guarded(it, "the agent's run", run)
+    guarded(it, "the agent's run", run, keep=True)
 
 
 def ceilings(it: Iteration) -> budget.Ceilings:
@@ -297,13 +300,16 @@ def collect(it: Iteration) -> None:
     )
     start = it.start_commit or it.base_commit
     head = workspace.record(repo, it.worktree, start, message, it.identity or {}, it.gitdir)
-    branch_ref = f"refs/heads/{it.branch}"
-    old = gitops.rev_parse(repo, branch_ref) if gitops.ref_exists(repo, branch_ref) else None
+    branch_ref, clean, it.clean = f"refs/heads/{it.branch}", it.clean, None
+    # The branch as the guard saw it after the agent; the update is a compare-and-swap.
+    old = clean.refs.get(branch_ref) if clean else gitops.ref_value(repo, branch_ref)
     if not workspace.set_branch(repo, it.branch, head, old):
         raise Stop(Outcome.AGENT_ERROR, f"branch {it.branch} moved while recording the result")
     it.head_commit = head
-    raw, it.lines_changed, it.diff_hash = gitops.diff_summary(repo, it.base_commit, it.head_commit)
-    it.changes = [Change(status, path, old) for status, path, old in raw]
+    it.clean = clean and guard.carried(clean, {branch_ref: head})
+    diff = gitops.diff_summary(repo, it.base_commit, it.head_commit)
+    it.changes = [Change(status, path, old) for status, path, old in diff.changes]
+    it.lines_changed, it.diff_hash, it.links = diff.lines, diff.digest, diff.links
 
 
 # --- judging the attempt ------------------------------------------------------------------------
@@ -354,7 +360,7 @@ def judge(it: Iteration) -> tuple[Outcome, str]:
         declared_scope=it.task.scope_paths() or None,
         lines_changed=it.lines_changed,
         validations_passed=validation.all_passed(it.checks),
-        symlinks=gitops.changed_symlinks(it.project.repo, it.base_commit, it.head_commit),
+        symlinks=gitops.link_targets(it.project.repo, it.links),
         # The checks cannot vouch for a change to the files they run (base tree: what was approved).
         command_files=_command_files(it),
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from openloop.adapters import agent as agents
+from openloop.adapters import guard
 from openloop.env import Environment
 from openloop.loop import validation
 from openloop.loop.outcomes import Outcome
@@ -62,6 +63,7 @@ class Iteration:
     changes: list[Change] = field(default_factory=list)
     lines_changed: int = 0
     diff_hash: str | None = None
+    links: list[tuple[str, str]] = field(default_factory=list)  # (path, blob): gitops.DiffSummary
     checks: list[validation.CheckResult] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     decision: dict[str, Any] | None = None
@@ -70,6 +72,9 @@ class Iteration:
     identity: dict[str, str] | None = None  # the user's git identity, read before the agent ran
     gitdir: Path | None = None  # the user's git directory, read before the agent ran
     escape: list[str] = field(default_factory=list)  # what the agent changed outside its repo
+    # The user's repository as the last guarded step left it (proven unchanged), while only
+    # OpenLoop has run since: the next guarded step starts from it (see attempt.guarded).
+    clean: guard.Snapshot | None = None
     policy_approved: bool = True  # False: the governing policy differs from the approved one
     # Why project.json or policy.yaml cannot be used; pconf and policy are then placeholders.
     settings_error: str | None = None

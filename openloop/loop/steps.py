@@ -186,7 +186,8 @@ def eligible_tasks(
 def precheck(it: Iteration) -> None:
     """Before any money is spent: the default branch must exist (a repository with no commit
     yet is not the task's fault), and the task's declared scope must not hit a denied path."""
-    govern(it)
+    if it.base_commit is None:  # prepare_modes found no default branch, or no usable policy
+        govern(it)
     task = it.task
     verdict = assess_declared_scope(it.policy, task.risk, task.scope_paths() or None)
     if verdict.blocked:
@@ -198,15 +199,17 @@ def precheck(it: Iteration) -> None:
 def govern(it: Iteration) -> None:
     """The base branch and commit, and the policy committed there (see loop/governance.py)."""
     try:
-        it.base_branch = governance.base_branch(it.project, it.pconf)
-        it.base_commit = gitops.rev_parse(it.project.repo, f"refs/heads/{it.base_branch}")
+        branch = governance.base_branch(it.project, it.pconf)
+        commit = gitops.rev_parse(it.project.repo, f"refs/heads/{branch}")
     except GitError as exc:
         raise Stop(Outcome.SKIPPED, f"no default branch to start from: {exc}") from None
     try:
-        governing = governance.governing_policy(it.project, it.base_commit, it.base_branch)
+        governing = governance.governing_policy(it.project, commit, branch)
     except ConfigError as exc:
         # A policy that cannot be read (a misspelled denyGlobs...) governs nothing: skip.
         raise Stop(Outcome.SKIPPED, str(exc)) from None
+    # Set together, last: a base commit means its policy governs (precheck relies on it).
+    it.base_branch, it.base_commit = branch, commit
     it.policy, it.policy_approved = governing.policy, governing.approved
 
 

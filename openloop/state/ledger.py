@@ -14,6 +14,7 @@ OpenLoop); a reviewer may also mark reviewed work done after merging it by hand.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -163,8 +164,10 @@ def parse_ledger(data: dict[str, Any], source: str) -> TaskLedger:
 
 def load_ledger(path: Path) -> TaskLedger:
     text = read_text_or_none(path)
-    if text is None:
-        return TaskLedger()
+    return TaskLedger() if text is None else _parsed(path, text)
+
+
+def _parsed(path: Path, text: str) -> TaskLedger:
     with collector_paused():
         return parse_ledger(load_json_object(path, text), str(path))
 
@@ -188,10 +191,26 @@ def edit_ledger(path: Path, now: str) -> Iterator[TaskLedger]:
     copy over tasks the CLI added meanwhile. Nothing is written if the block raises.
     """
     with locked(path, what=f"task ledger {path}"):
-        ledger = load_ledger(path)
+        text = read_text_or_none(path)
+        ledger = TaskLedger() if text is None else _parsed(path, text)
+        stamp = ledger.updated_at
         yield ledger
+        if ledger.updated_at != stamp:  # the block set it: serialise afresh
+            stamp = ledger.updated_at = now
+        new = ledger_text(ledger)
+        if new == text:
+            return  # nothing changed: the file stays as it is, with its stamp
         ledger.updated_at = now
-        _write_validated(path, ledger_text(ledger))
+        _write_validated(path, _restamped(new, stamp, now) or ledger_text(ledger))
+
+
+def _restamped(text: str, old: str | None, new: str) -> str | None:
+    """`text`, serialised with the stamp `old`, as if with `new`: the stamp is the file's second
+    line (`version` comes first, and a value never spans lines), so no second serialisation of
+    a large ledger is needed. None when the text does not start as expected."""
+    head = f'{{\n  "version": {LEDGER_VERSION},\n  "updatedAt": '
+    before, after = f"{head}{json.dumps(old)},\n", f"{head}{json.dumps(new)},\n"
+    return after + text[len(before) :] if text.startswith(before) else None
 
 
 # --- appending without re-validating what OpenLoop itself wrote -------------------------------

@@ -113,7 +113,7 @@ def phase_file(state_dir: Path, alias: str) -> Path:
 
 def note_phase(state_dir: Path, alias: str, record: dict[str, Any]) -> None:
     try:
-        atomic_write_text(phase_file(state_dir, alias), dump_json(record))
+        atomic_write_text(phase_file(state_dir, alias), dump_json(record), durable=False)
     except OSError:
         pass  # progress for `status` only: never a reason to fail an iteration
 

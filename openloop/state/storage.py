@@ -25,15 +25,21 @@ from openloop.errors import BusyError, ConfigError
 T = TypeVar("T")
 
 
-def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> None:
-    """Replace `path` with `text`: temp file in the same directory, fsync, rename, fsync dir."""
+def atomic_write_text(
+    path: Path, text: str, *, mode: int | None = None, durable: bool = True
+) -> None:
+    """Replace `path` with `text`: temp file in the same directory, fsync, rename, fsync dir.
+    durable=False: no fsync, for what only shows progress. A running system still never shows
+    a torn file; after a power cut it may be old, empty or gone, which its readers must take
+    as "not known"."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
         elif path.exists():
@@ -45,6 +51,8 @@ def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
