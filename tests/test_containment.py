@@ -187,3 +187,35 @@ def test_replay_onto_a_moved_base_needs_no_work_tree(demo):  # noqa: F811
     assert replayed is None and "user.txt" in why
     workspace.remove_workspace(ws)
     assert journal  # imported for the sink fixture's monkeypatching
+
+
+def test_a_change_between_the_agents_end_and_its_checks_is_caught(ol, demo, env, monkeypatch):  # noqa: F811
+    # The checks' guard starts from the snapshot that proved the agent's run clean (not from a
+    # new one): what changes in between, apart from OpenLoop's own branch and ledger, is an
+    # escape too, and is put back.
+    from openloop.loop import attempt
+
+    tid = add(ol, "Add hello")
+    real = attempt._set_status
+
+    def set_status_and_plant(it, status, reason):
+        real(it, status, reason)
+        git(demo, "update-ref", "refs/heads/planted", "HEAD")
+
+    monkeypatch.setattr(attempt, "_set_status", set_status_and_plant)
+    result = once(env, FakeAgent([write("hello.py", "print('hi')\n")]))
+    assert result.outcome == Outcome.ESCAPED
+    assert "during the checks" in result.reason and "refs/heads/planted" in result.reason
+    assert git(demo, "for-each-ref", "refs/heads/planted") == ""
+    assert task_of(demo, tid).status != "in_progress"
+
+
+def test_openloops_own_branch_and_ledger_edits_between_agent_and_checks_are_not_escapes(
+    ol,
+    demo,  # noqa: F811
+    env,
+):
+    tid = add(ol, "Add hello")
+    result = once(env, FakeAgent([write("hello.py", "print('hi')\n")]))
+    assert result.outcome == Outcome.COMPLETED, result.reason
+    assert git(demo, "rev-parse", "--verify", "refs/heads/openloop/" + tid)

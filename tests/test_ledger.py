@@ -13,6 +13,8 @@ from openloop.state.ledger import (
     Task,
     TaskLedger,
     can_transition,
+    edit_ledger,
+    ledger_text,
     load_ledger,
     new_task_id,
     return_stuck_tasks,
@@ -145,3 +147,29 @@ def test_duplicate_ids_are_rejected(tmp_path):
     path.write_text(json.dumps({"version": 2, "tasks": [task, task]}))
     with pytest.raises(ConfigError, match="tasks.1.id: duplicate task id 'a'"):
         load_ledger(path)
+
+
+def test_an_edit_that_changes_nothing_leaves_the_file_as_it_is(tmp_path):
+    path = tmp_path / "tasks.json"
+    with edit_ledger(path, "2026-01-01T00:00:00.000Z") as ledger:
+        ledger.tasks.append(
+            Task(id="a", title="A", created_at="2026-01-01T00:00:00.000Z", updated_at="x")
+        )
+    before, inode = path.read_bytes(), path.stat().st_ino
+    with edit_ledger(path, "2026-02-02T00:00:00.000Z") as ledger:
+        assert ledger.get("a").title == "A"
+    assert path.read_bytes() == before and path.stat().st_ino == inode  # not even rewritten
+
+
+def test_an_edit_is_stamped_exactly_as_a_fresh_serialisation_would_be(tmp_path):
+    path = tmp_path / "tasks.json"
+    with edit_ledger(path, "2026-01-01T00:00:00.000Z") as ledger:
+        ledger.tasks.append(
+            Task(id="a", title='A "q"\n', created_at="2026-01-01T00:00:00.000Z", updated_at="x")
+        )
+    with edit_ledger(path, "2026-02-02T00:00:00.000Z") as ledger:
+        ledger.get("a").title = "B"
+    text = path.read_text()
+    reread = load_ledger(path)
+    assert reread.updated_at == "2026-02-02T00:00:00.000Z" and reread.get("a").title == "B"
+    assert text == ledger_text(reread)
