@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import stat
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,8 +16,14 @@ from openloop.state import registry as registry_module
 FAKE = r"""#!/usr/bin/env python3
 import json, os, sys
 args = [a for a in sys.argv[1:] if a not in ("--user", "--no-pager")]
+import time
+started = time.time()
+time.sleep(float(os.environ.get("FAKE_SYSTEMCTL_SLEEP", "0")))
 with open(os.environ["FAKE_SYSTEMCTL_LOG"], "a") as log:
     log.write(json.dumps(args) + "\n")
+if os.environ.get("FAKE_SYSTEMCTL_TIMES"):
+    with open(os.environ["FAKE_SYSTEMCTL_TIMES"], "a") as times:
+        times.write(f"{args[0]} {started} {time.time()}\n")
 verb = args[0]
 names = [a for a in args[1:] if not a.startswith("-")]
 if verb == "show":
@@ -89,8 +96,8 @@ def test_status_asks_systemd_twice_for_all_projects_and_reads_the_registry_once(
 
     data = dashboard.dashboard(fake_env, with_systemd=True)
 
-    verbs = [c[0] for c in _calls(log)]
-    assert verbs == ["show", "list-timers"], verbs
+    verbs = sorted(c[0] for c in _calls(log))
+    assert verbs == ["list-timers", "show"], verbs
     assert len(reads) == 1
     rows = {r["project"]: r for r in data["projects"]}
     assert rows["p1"]["running"] is True and rows["p1"]["status"] == "agent: editing"
@@ -128,3 +135,42 @@ def test_show_many_maps_blocks_to_units(env, tmp_path):
         "a.service": {"ActiveState": "inactive"},
         "b.timer": {"ActiveState": "inactive"},
     }
+
+
+def test_the_two_questions_run_side_by_side_and_beside_the_files(ol, env, tmp_path, monkeypatch):
+    # With a manager holding hundreds of timers each answer takes a while: the two calls
+    # overlap, and the projects' files are read before the answers are awaited.
+    _link(ol, env, tmp_path, 3)
+    fake_env, _log = _fake_systemctl(tmp_path, env)
+    times = tmp_path / "times"
+    fake_env = replace(
+        fake_env,
+        environ={
+            **fake_env.environ,
+            "FAKE_SYSTEMCTL_SLEEP": "0.4",
+            "FAKE_SYSTEMCTL_TIMES": str(times),
+        },
+    )
+    files_read_at = []
+    real = dashboard._row
+    monkeypatch.setattr(dashboard, "_row", lambda *a: files_read_at.append(time.time()) or real(*a))
+    data = dashboard.dashboard(fake_env, with_systemd=True)
+    spans = {
+        verb: (float(a), float(b))
+        for verb, a, b in (line.split() for line in times.read_text().splitlines())
+    }
+    (show_start, show_end), (timers_start, timers_end) = spans["show"], spans["list-timers"]
+    assert show_start < timers_end and timers_start < show_end  # they overlap
+    assert max(files_read_at) < min(show_end, timers_end)
+    assert [r["nextRun"] is not None for r in data["projects"]] == [True, True, True]
+
+
+def test_systemctl_that_cannot_start_fails_the_screen_not_each_row(ol, env, tmp_path):
+    import pytest
+
+    from openloop.adapters.units import SystemdError
+
+    _link(ol, env, tmp_path, 2)
+    broken = replace(env, environ={**env.environ, "PATH": str(tmp_path / "nothing-here")})
+    with pytest.raises(SystemdError, match="systemctl not found"):
+        dashboard.dashboard(broken, with_systemd=True)

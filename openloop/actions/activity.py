@@ -18,7 +18,7 @@ from openloop.env import Environment
 from openloop.errors import OpenLoopError
 from openloop.state import backoff, locks, pause, runs, trust
 from openloop.state.config import GlobalConfig
-from openloop.state.gate import gate_reason
+from openloop.state.gate import Shared, gate_reason
 from openloop.state.project import Project
 
 
@@ -33,11 +33,12 @@ def activity(
     gconf: GlobalConfig,
     held: dict[tuple[int, int], int] | None,
     last_gate: dict[str, Any] | None = None,
+    common: Shared | None = None,
 ) -> dict[str, Any]:
     """{"iteration": the run in progress or None, "skipped": why runs are skipped or None}."""
     return {
         "iteration": running_iteration(env, project, held),
-        "skipped": skip_reason(env, project, gconf, last_gate),
+        "skipped": skip_reason(env, project, gconf, last_gate, common),
     }
 
 
@@ -45,13 +46,16 @@ def running_iteration(
     env: Environment, project: Project, held: dict[tuple[int, int], int] | None
 ) -> dict[str, Any] | None:
     alias = project.alias
-    open_runs = runs.unfinished(project.plane.runs_dir)
+    open_runs = None
     if held is None:  # no /proc/locks: fall back on the run record's pid being alive
+        open_runs = runs.unfinished(project.plane.runs_dir)
         holder = next((r.get("pid") for r in open_runs if pid_alive(r.get("pid"))), None)
     else:
         holder = locks.iteration_lock_holder(env, alias, held)
     if holder is None:
         return None
+    if open_runs is None:  # all the run records (up to runtime.keepRuns): only when running
+        open_runs = runs.unfinished(project.plane.runs_dir)
     record = next((r for r in reversed(open_runs) if r.get("pid") in (holder, None)), None)
     phase = runs.read_phase(env.state_dir, alias) or {}
     if holder and phase.get("pid") != holder:
@@ -103,6 +107,7 @@ def skip_reason(
     project: Project,
     gconf: GlobalConfig,
     last_gate: dict[str, Any] | None = None,
+    common: Shared | None = None,
 ) -> dict[str, Any] | None:
     """Why this project's runs are skipped now: {"kind", "reason", "fix"}; None when they are
     not (an empty queue or a full host is not a problem to fix: not reported here)."""
@@ -115,7 +120,7 @@ def skip_reason(
             "reason": str(exc),
             "fix": f"fix the file, then 'openloop config validate -p {alias}'",
         }
-    reason = gate_reason(env, project, gconf, pconf)
+    reason = gate_reason(env, project, gconf, pconf, common)
     if reason:
         return {"kind": _kind(env, project, pconf, reason), "reason": reason,
                 "fix": _fix(env, project, pconf, reason)}  # fmt: skip
@@ -129,7 +134,7 @@ def skip_reason(
 
 
 def _kind(env: Environment, project: Project, pconf, reason: str) -> str:
-    if pause.global_pause(env) or project.entry.paused:
+    if project.entry.paused or pause.global_pause(env):
         return "paused"
     if trust.untrusted_reason(project.entry, pconf):
         return "untrusted"

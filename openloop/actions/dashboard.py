@@ -13,14 +13,15 @@ from typing import Any
 from openloop.actions import activity, unit_status
 from openloop.actions.unit_hooks import last_gate
 from openloop.actions.unit_status import budget_summary
+from openloop.adapters import manager
 from openloop.env import Environment
 from openloop.errors import OpenLoopError
-from openloop.state import backoff, budget, pause, requests
+from openloop.state import backoff, gate, requests
 from openloop.state import baseline as baseline_cache
 from openloop.state.config import load_config
-from openloop.state.ledger import load_ledger, load_rows, summary
 from openloop.state.project import project_of
 from openloop.state.registry import ProjectEntry, load_registry
+from openloop.state.rows import load_rows, summary
 
 
 def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
@@ -31,21 +32,30 @@ def dashboard(env: Environment, *, with_systemd: bool = True) -> dict[str, Any]:
     reader.start()
     gconf = load_config(env)
     entries = load_registry(env).projects
+    common = gate.shared(env)
     snapshot = contextlib.nullcontext()
     if with_systemd:
         snapshot = unit_status.systemd_snapshot(env, [e.alias for e in entries])
     with snapshot:
         reader.join()
         held = found[0] if found else None  # None: unknown, as when it cannot be read
-        rows = [_row(env, entry, gconf, held, with_systemd) for entry in entries]
+        # The files first, while systemctl answers; then what systemd says, per project.
+        rows = [_row(env, entry, gconf, held, common) for entry in entries]
+        if with_systemd:
+            manager.settle()  # systemctl missing: the whole screen's error, not each project's
+            for row, known in rows:
+                _unit_part(env, row, known, common)
     return {
-        "paused": pause.global_pause(env),
-        "budget": budget_summary(budget.today(env), gconf),
-        "projects": rows,
+        "paused": common.paused,
+        "budget": budget_summary(common.day, gconf),
+        "projects": [row for row, _known in rows],
     }
 
 
-def _row(env: Environment, entry: ProjectEntry, gconf, held, with_systemd: bool) -> dict[str, Any]:
+def _row(
+    env: Environment, entry: ProjectEntry, gconf, held, common: gate.Shared
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The project's row from its files, and what _unit_part needs of them (None: an error)."""
     row: dict[str, Any] = {"project": entry.alias, "paused": entry.paused}
     try:
         project = project_of(entry)
@@ -62,30 +72,43 @@ def _row(env: Environment, entry: ProjectEntry, gconf, held, with_systemd: bool)
             for r in requests.list_requests(project.plane)
             if r.get("status") in requests.OPEN_STATUSES
         )
-        row["activity"] = _activity(env, project, gconf, held)
-        if with_systemd:
-            state = unit_status.project_status(env, project)
-            row.update(
-                nextRun=state["nextRun"],
-                running=state["running"],
-                status=state["status"],
-                lastResult=state["lastResult"],
-                lastRun=state["lastRun"],
-                broken=state["broken"],
-            )
+        gate_ = last_gate(env, project.alias)
+        row["activity"] = activity.activity(env, project, gconf, held, gate_, common)
     except OpenLoopError as exc:
         row["error"] = str(exc)
-    return row
+        return row, None
+    return row, {"project": project, "gate": gate_, "waiting": waiting}
 
 
-def _activity(env: Environment, project, gconf, held) -> dict[str, Any]:
-    """What runs now and why runs are skipped (actions.activity: no systemctl, no git)."""
-    return activity.activity(env, project, gconf, held, last_gate(env, project.alias))
+def _unit_part(env: Environment, row: dict[str, Any], known, common: gate.Shared) -> None:
+    if known is None:
+        return
+    try:
+        state = unit_status.project_status(
+            env,
+            known["project"],
+            gate=known["gate"],
+            paused=common.paused,
+            waiting=known["waiting"],
+        )
+    except OpenLoopError as exc:
+        row["error"] = str(exc)
+        return
+    row.update(
+        nextRun=state["nextRun"],
+        running=state["running"],
+        status=state["status"],
+        lastResult=state["lastResult"],
+        lastRun=state["lastRun"],
+        broken=state["broken"],
+    )
 
 
 def _escaped(project) -> list[str]:
     """Blocked tasks whose last run changed something outside the agent's own repository:
     each needs a human to look at what changed (task show has the exact difference)."""
+    from openloop.state.ledger import load_ledger  # its models: only when something is blocked
+
     return [
         t.id
         for t in load_ledger(project.plane.ledger_file).tasks

@@ -33,7 +33,19 @@ RESULTS = {
 }
 
 
-def project_status(env: Environment, project: Project) -> dict[str, Any]:
+_UNREAD: Any = object()
+
+
+def project_status(
+    env: Environment,
+    project: Project,
+    *,
+    gate: Any = _UNREAD,
+    paused: Any = _UNREAD,
+    waiting: Any = _UNREAD,
+) -> dict[str, Any]:
+    """The project's unit, last run and gate. `gate` (last_gate), `paused` (the global pause)
+    and `waiting` (backoff.summary): what a caller over many projects has read already."""
     alias = project.alias
     timer = manager.show(env, units.instance(alias, "timer"), "ActiveState", "UnitFileState")
     next_run, last_trigger = manager.timer_times(env, units.instance(alias, "timer"))
@@ -52,7 +64,7 @@ def project_status(env: Environment, project: Project) -> dict[str, Any]:
     records = runs.list_records(project.plane.runs_dir, limit=1)
     last = records[0] if records else None
     result = RESULTS.get(svc.get("Result", ""), svc.get("Result") or None)
-    gate_ = last_gate(env, alias)
+    gate_ = last_gate(env, alias) if gate is _UNREAD else gate
     started = svc.get("InactiveExitTimestampMonotonic", "0") not in ("", "0") or svc.get(
         "ExecMainStartTimestampMonotonic", "0"
     ) not in ("", "0")
@@ -94,8 +106,9 @@ def project_status(env: Environment, project: Project) -> dict[str, Any]:
             "reason": last.get("reason"),
             "endedAt": last.get("endedAt"),
         },
-        "paused": project.entry.paused or bool(pause.global_pause(env)),
-        "environmentError": backoff.summary(env, alias),
+        "paused": project.entry.paused
+        or bool(pause.global_pause(env) if paused is _UNREAD else paused),
+        "environmentError": backoff.summary(env, alias) if waiting is _UNREAD else waiting,
     }
 
 
@@ -155,6 +168,7 @@ def status(env: Environment) -> dict[str, Any]:
     projects = []
     entries = load_registry(env).projects
     with systemd_snapshot(env, [e.alias for e in entries]):
+        manager.settle()  # systemctl missing: the whole screen's error, not each project's
         for entry in entries:
             try:
                 projects.append(project_status(env, project_of(entry)))

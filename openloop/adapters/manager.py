@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,7 @@ def systemctl(env: Environment, *args: str, check: bool = True, timeout: float =
 
 
 def show(env: Environment, unit: str, *props: str) -> dict[str, str]:
-    cached = _SNAPSHOT.show.get(unit)
+    cached = _SNAPSHOT.settled().show.get(unit)
     if cached is not None and set(props) <= _SNAPSHOT.props:
         return {k: v for k, v in cached.items() if k in props}
     proc = systemctl(env, "show", unit, *(f"--property={p}" for p in props), check=False)
@@ -95,6 +96,16 @@ class _Snapshot:
     props: frozenset[str] = frozenset()
     show: dict[str, dict[str, str]] = field(default_factory=dict)
     timers: dict[str, tuple[str | None, str | None]] | None = None
+    asking: list[threading.Thread] = field(default_factory=list)
+    failed: list[BaseException] = field(default_factory=list)
+
+    def settled(self) -> _Snapshot:
+        """Itself, once the systemctl calls started for it have answered."""
+        while self.asking:
+            self.asking.pop().join()
+        if self.failed:
+            raise self.failed[0]
+        return self
 
 
 _SNAPSHOT = _Snapshot()
@@ -102,22 +113,43 @@ _SNAPSHOT = _Snapshot()
 
 @contextlib.contextmanager
 def snapshot(env: Environment, names: list[str], *props: str) -> Iterator[None]:
-    """Answer `show(unit, *props)` and `timer_times` for `names` from two systemctl calls made
-    now, for the block: a screen over N projects asks the manager twice, not 3N times. (Each
-    unit is one D-Bus round trip either way; the N process starts were the cost.) Units or
-    properties not asked for here still go to systemctl."""
+    """Answer `show(unit, *props)` and `timer_times` for `names` from two systemctl calls,
+    for the block: a screen over N projects asks the manager twice, not 3N times. (Each unit
+    is one D-Bus round trip either way; the N process starts were the cost.) The two calls
+    run side by side, and beside the block until it first asks (`settle` waits for them).
+    Units or properties not asked for here still go to systemctl."""
     global _SNAPSHOT
     previous = _SNAPSHOT
     timers = [n for n in names if n.endswith(".timer")]
-    _SNAPSHOT = _Snapshot(
-        frozenset(props),
-        show_many(env, names, *props),
-        _list_timers(env, *timers) if timers else {},
-    )
+    taken = _SNAPSHOT = _Snapshot(frozenset(props), timers={} if not timers else None)
+
+    def ask(fill) -> None:
+        try:
+            fill()
+        except BaseException as exc:  # noqa: BLE001 - raised where the answer is needed
+            taken.failed.append(exc)
+
+    def fill_show() -> None:
+        taken.show = show_many(env, names, *props)
+
+    def fill_timers() -> None:
+        taken.timers = _list_timers(env, *timers)
+
+    for fill in (fill_show, fill_timers) if timers else (fill_show,):
+        thread = threading.Thread(target=ask, args=(fill,), daemon=True)
+        thread.start()
+        taken.asking.append(thread)
     try:
         yield
     finally:
+        with contextlib.suppress(Exception):
+            taken.settled()  # no call outlives the block
         _SNAPSHOT = previous
+
+
+def settle() -> None:
+    """Wait for the current snapshot's answers (raising what asking systemd raised)."""
+    _SNAPSHOT.settled()
 
 
 def check_unit_dir_seen(env: Environment) -> None:
@@ -143,7 +175,7 @@ def check_unit_dir_seen(env: Environment) -> None:
 def timer_times(env: Environment, timer: str) -> tuple[str | None, str | None]:
     """(next, last) elapse of a timer as ISO times. `show` has no wall-clock next elapse for
     monotonic timers (OnUnitInactiveSec=); `list-timers --output=json` has both."""
-    if _SNAPSHOT.timers is not None and timer in _SNAPSHOT.show:
+    if _SNAPSHOT.settled().timers is not None and timer in _SNAPSHOT.show:
         return _SNAPSHOT.timers.get(timer, (None, None))
     return _list_timers(env, timer).get(timer, (None, None))
 

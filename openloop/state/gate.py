@@ -5,6 +5,8 @@ of projects without importing the iteration's machinery."""
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from openloop.env import Environment
 from openloop.state import backoff, budget, pause, trust
 from openloop.state.config import GlobalConfig
@@ -12,18 +14,34 @@ from openloop.state.project import Project
 from openloop.state.projectconfig import ProjectConfig
 
 
+class Shared(NamedTuple):
+    """What every project's gate reads alike (the global pause, the day's budget): read once
+    by a screen over many projects."""
+
+    paused: dict[str, Any] | None
+    day: budget.DaySpend
+
+
+def shared(env: Environment) -> Shared:
+    return Shared(pause.global_pause(env), budget.today(env))
+
+
 def gate_reason(
-    env: Environment, project: Project, gconf: GlobalConfig, pconf: ProjectConfig
+    env: Environment,
+    project: Project,
+    gconf: GlobalConfig,
+    pconf: ProjectConfig,
+    common: Shared | None = None,
 ) -> str | None:
-    paused = pause.global_pause(env)
+    common = common or shared(env)
+    paused = common.paused
     if paused:
         return f"OpenLoop is paused (since {paused.get('pausedAt')}); 'openloop resume' to go on"
     if project.entry.paused:
         return f"project '{project.alias}' is paused; 'openloop resume -p {project.alias}'"
     if untrusted := trust.untrusted_reason(project.entry, pconf):
         return untrusted
-    conf = gconf.budgets
-    day = budget.today(env)
+    conf, day = gconf.budgets, common.day
     if day.total() >= conf.daily_cost_usd:
         return (
             f"daily budget of ${conf.daily_cost_usd:.2f} is spent; runs resume tomorrow "
