@@ -9,8 +9,8 @@ for people to read.
 
 Figures: start-up (--help); task list --json and task add at 10,000 tasks; status over 200
 linked projects (through the user manager when one is reachable); run-once overhead with a
-no-op agent and no checks; a whole iteration with the real pi (pinned in .tools/, or
-$OPENLOOP_PI_BIN) against a scripted model on 127.0.0.1; ledger throughput with 8 concurrent
+no-op agent and no checks, also in a project holding its 500 kept runs; a whole iteration with
+the real pi (pinned in .tools/, or $OPENLOOP_PI_BIN) against a scripted model on 127.0.0.1; ledger throughput with 8 concurrent
 writers; and the archive's effect: task add and run-once with a year of history (a task
 finished every 15 minutes).
 """
@@ -229,6 +229,23 @@ def find_pi() -> Path | None:
 _MODEL: list = []  # the scripted model, started once and shared by both trees
 
 
+def run_once_kept_runs(tree: Tree, runs: int, kept: int = 500) -> Callable[[], float]:
+    """run-once in a project at its runtime.keepRuns (500 earlier runs, each a record and a
+    folder of artifacts, as every project used for a while has)."""
+    home = _run_once_project(tree, "keptruns", None, runs + 1)
+    tree.ol("run-once", "-p", home, "-q", home=home)
+    runs_dir = tree.root / home / ".openloop" / "runs"
+    model = sorted(runs_dir.glob("*.json"))[-1]
+    record, folder = model.read_text(), runs_dir / model.stem
+    start = NOW - timedelta(days=30)
+    for i in range(kept - 1):
+        run_id = (start + timedelta(minutes=15 * i)).strftime("%Y%m%dT%H%M%SZ") + f"-old-{i}-beef"
+        (runs_dir / f"{run_id}.json").write_text(record.replace(model.stem, run_id))
+        shutil.copytree(folder, runs_dir / run_id)
+    argv = tree.argv("run-once", "-p", home, "-q")
+    return lambda: timed(argv, tree.env(home))
+
+
 def iteration_pi(tree: Tree, runs: int) -> Callable[[], float]:
     """A whole iteration with the real pi against a scripted model on 127.0.0.1 (OpenLoop's
     demo model, stdlib only): two model turns (a bash tool call that changes a file, then the
@@ -365,6 +382,7 @@ def main() -> None:
             status_200,
         ),
         Figure("run-once, no-op agent, no checks", lambda t: run_once(t, runs)),
+        Figure("run-once, 500 earlier runs kept", lambda t: run_once_kept_runs(t, runs)),
         Figure("iteration, real pi, scripted two-step task", lambda t: iteration_pi(t, runs)),
         Figure("ledger, 8 concurrent writers", lambda t: writers_8(t, per_writer), "tasks/s"),
         Figure("task add, a year of history", year_task_add),

@@ -82,19 +82,20 @@ def list_records(runs_dir: Path, limit: int | None = None) -> list[dict[str, Any
 
 
 def prune(runs_dir: Path, keep: int) -> int:
-    """Keep the newest `keep` finished runs (summary and artifact directory); returns how many
-    were removed. Unfinished ones stay: the next repair closes them."""
+    """Keep the newest `keep` runs (summary and artifact directory); returns how many were
+    removed. An older one still marked running stays too: the next repair closes it."""
     import shutil
 
     if not runs_dir.is_dir():
         return 0
-    finished = [
-        p
-        for p in sorted(runs_dir.glob("*.json"))
-        if (r := read_record(p)) is None or r.get("outcome") != RUNNING
-    ]
+    paths = sorted(runs_dir.glob("*.json"))  # run ids start with their time: oldest first
     removed = 0
-    for path in finished[:-keep] if keep > 0 else finished:
+    # Only those beyond `keep` are read (to spare the unfinished): a project at its keepRuns
+    # reads one record per run, not all of them.
+    for path in paths[: max(len(paths) - max(keep, 0), 0)]:
+        record = read_record(path)
+        if record is not None and record.get("outcome") == RUNNING:
+            continue
         shutil.rmtree(runs_dir / path.stem, ignore_errors=True)
         path.unlink(missing_ok=True)
         removed += 1
