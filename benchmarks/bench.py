@@ -11,8 +11,8 @@ Figures: start-up (--help); task list --json and task add at 10,000 tasks; statu
 linked projects (through the user manager when one is reachable); run-once overhead with a
 no-op agent and no checks, also in a project holding its 500 kept runs; a whole iteration with
 the real pi (pinned in .tools/, or $OPENLOOP_PI_BIN) against a scripted model on 127.0.0.1;
-ledger throughput with 8 concurrent writers; and the archive's effect: task add and run-once with a year of history (a task
-finished every 15 minutes).
+ledger throughput with 8 concurrent writers; and the archive's effect: task add and run-once
+with a year of history (a task finished every 15 minutes).
 """
 
 from __future__ import annotations
