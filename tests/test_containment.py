@@ -3,6 +3,7 @@ attacks with the real pi): the agent's own repository, the guard, and how an esc
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -101,7 +102,8 @@ def test_a_check_that_plants_a_hook_escapes(ol, demo, env, tmp_path):  # noqa: F
     assert result.outcome == Outcome.ESCAPED
     assert "during the checks" in result.reason and "hooks/post-merge created" in result.reason
     assert task_of(demo, tid).status == "blocked"
-    assert hook.exists() and not marker.exists()  # reported, and never run by OpenLoop
+    assert "OpenLoop removed it" in result.reason
+    assert not hook.exists() and not marker.exists()  # never run by OpenLoop, and removed
 
 
 def test_openloop_never_runs_hooks_or_fsmonitor_of_the_users_repository(ol, demo, env, tmp_path):  # noqa: F811
@@ -143,6 +145,8 @@ def test_what_openloop_and_the_user_write_meanwhile_is_not_an_escape(ol, demo): 
     add(ol, "Existing")
     run_dir = demo / ".openloop" / "runs" / "20261130T000000Z-existing-abcd"
     run_dir.mkdir(parents=True)
+    record = {"runId": run_dir.name, "outcome": "running"}  # written before the agent starts
+    (run_dir.parent / f"{run_dir.name}.json").write_text(json.dumps(record))
     before = guard.take(demo)
     (run_dir / "transcript.jsonl").write_text("{}\n")  # the running agent's transcript
     add(ol, "Added meanwhile")  # the user's `task add` while an agent runs

@@ -4,16 +4,22 @@ The agent can write anywhere the user can: the user's refs, checkout, control fi
 git config are one `cd` away. Without a filesystem sandbox that cannot be prevented, so it is
 detected: a snapshot is taken before any code the agent wrote runs (the agent itself, then its
 checks), and compared when that code has stopped. Any difference ends the attempt as "escaped".
-Refs are put back by compare-and-swap where they still hold the agent's value; files are never
-rewritten (OpenLoop cannot know which version the user wants), only reported.
+Refs are put back by compare-and-swap where they still hold the agent's value. Files are put back
+only where OpenLoop knows the version the user wants, and only while they still hold what the
+agent left (compared right before the swap, never written through a link): OpenLoop's own
+records, and git's settings files (gitsettings.py: a broken config stops every git command,
+the refs' restore included; a changed one or a hook would run the agent's program at the user's
+next git command, outside any run). The checkout and the control files are the user's work,
+edited meanwhile or not: they are only reported.
 
 What is compared: every ref; HEAD and the git state files that steer the user's next command
 (MERGE_HEAD, a rebase or cherry-pick in progress, other worktrees' HEADs); the index; the
 checkout as `git status` lists it with no excludes file of the user's and ignored paths named
 (so an ignore rule cannot hide a new file), with the content of every file it lists; the control
 files and OpenLoop's own records under `.openloop/` (the ledger by task: tasks added meanwhile are
-the user's `task add` and allowed, any change to an existing task is not); and the files from
-which git learns to run programs (config with its includes, hooks, info/, attributes, ignore).
+the user's `task add` and allowed, any change to an existing task is not), and earlier runs'
+transcripts and logs (runfolders.py); and the files from which git learns to run programs
+(config with its includes, hooks, info/, attributes, ignore).
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from stat import S_ISDIR, S_ISLNK, S_ISREG
 
+from openloop.adapters import gitsettings, runfolders, safefs
 from openloop.adapters.gitrun import Together, checked, git
 from openloop.adapters.workspace import ZERO
 from openloop.errors import GitError
@@ -53,6 +60,8 @@ HASH_LIMIT = 8 * 1024 * 1024  # bytes of one file hashed; a bigger one is judged
 # ledger's new tasks aside), so after an escape their earlier content is put back, whole.
 RECORD_DIRS = (".openloop/promotions", ".openloop/promotion-results")
 RECORD_LIMIT = 2 * 1024 * 1024
+Look = tuple[str | None, bytes | None]  # a file's fingerprint and content (see _look)
+ABSENT: Look = (None, None)
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,10 @@ class Snapshot:
     status: str
     files: dict[str, str]  # label -> content fingerprint
     tasks: dict[str, str] | None  # task id -> its canonical JSON (None: no ledger)
-    records: dict[str, bytes | None]  # OpenLoop's record files (relative path) -> content
+    records: dict[str, Look]  # OpenLoop's record files (relative path) -> what _look saw
+    # git's settings files -> what _look saw and the real folder holding them (put back there)
+    settings: dict[Path, gitsettings.Setting] = field(default_factory=dict)
+    gitdir: Path | None = None
 
     def differences(self, after: Snapshot) -> list[str]:
         found = ref_differences(self.refs, after.refs)
@@ -73,6 +85,12 @@ class Snapshot:
         for label in sorted(set(self.files) | set(after.files)):
             old, new = self.files.get(label), after.files.get(label)
             if old != new:
+                what = "created" if old is None else "deleted" if new is None else "changed"
+                found.append(f"{label} {what}")
+        for rel in sorted(set(self.records) | set(after.records)):
+            label = f"control file {rel}"  # most records are control files too: named once
+            old, new = self.records.get(rel, ABSENT)[0], after.records.get(rel, ABSENT)[0]
+            if old != new and label not in self.files and label not in after.files:
                 what = "created" if old is None else "deleted" if new is None else "changed"
                 found.append(f"{label} {what}")
         found += _task_differences(self.tasks, after.tasks)
@@ -154,8 +172,10 @@ def take(repo: Path, env: dict[str, str] | None = None) -> Snapshot:
         if len(entry) > 3 and not entry.startswith("!!"):
             files[f"checkout file {entry[3:]}"] = _fingerprint(repo / entry[3:])
     files.update(control)
-    for path in _git_settings(repo, gitdir, environ, config_call.stdout):
-        files[f"git setting {path}"] = _fingerprint(path)
+    listed = _git_settings(repo, gitdir, environ, config_call.stdout)
+    settings = {path: (*_look(path), os.path.realpath(path.parent)) for path in listed}
+    for path, (fingerprint, _content, _folder) in settings.items():
+        files[f"git setting {path}"] = fingerprint
     for path in _git_state(gitdir):
         files[f"git state {path}"] = _fingerprint(path)
     return Snapshot(
@@ -165,6 +185,8 @@ def take(repo: Path, env: dict[str, str] | None = None) -> Snapshot:
         {k: v for k, v in files.items() if v is not None},
         tasks,
         records,
+        settings,
+        gitdir,
     )
 
 
@@ -184,22 +206,29 @@ def _control_files(
                 continue  # OpenLoop's lock files and atomic-write temporaries
             looked[path] = _look(path)
             files[f"control file {rel}"] = looked[path][0]
+    runs = repo / RUN_ARTIFACTS
+    mine = runfolders.running((p.name, seen[1]) for p, seen in looked.items() if p.parent == runs)
+    files.update(runfolders.fingerprints(runs, f"earlier run's files {RUN_ARTIFACTS}", mine))
     return files
 
 
-def _records(
-    repo: Path, looked: dict[Path, tuple[str | None, bytes | None]] | None = None
-) -> dict[str, bytes | None]:
-    """OpenLoop's record files and their content (None: a link, unreadable, or too big).
-    `looked`: what this snapshot read already (the records are control files too)."""
-    found: dict[str, bytes | None] = {}
+def _records(repo: Path, looked: dict[Path, Look] | None = None) -> dict[str, Look]:
+    """OpenLoop's record files, each with its fingerprint and content (see _look), and any
+    folder planted among them. `looked`: what this snapshot read already (the records are
+    control files too)."""
+    found: dict[str, Look] = {}
     paths = [p for d in RECORD_DIRS for p in _walk(repo / d)]
+    for folder in RECORD_DIRS:  # flat: a folder there is planted (and hides from _walk)
+        top = repo / folder
+        if top.is_dir() and not top.is_symlink():
+            with os.scandir(top) as entries:
+                paths += [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
     runs = repo / RUN_ARTIFACTS
     paths += sorted(runs.glob("*.json")) if runs.is_dir() else []
     prefix = _prefix(repo)
     for path in paths:
         seen = (looked or {}).get(path)
-        found[str(path)[len(prefix) :]] = (seen or _look(path))[1]
+        found[str(path)[len(prefix) :]] = seen or _look(path)
     return found
 
 
@@ -209,24 +238,38 @@ def _prefix(repo: Path) -> str:
 
 
 def restore_records(repo: Path, before: Snapshot) -> list[str]:
-    """Put OpenLoop's records back as they were: request and run files rewritten, planted ones
-    removed, changed tasks of the ledger restored (tasks added meanwhile are kept)."""
+    """Put OpenLoop's records back as they were: request and run files rewritten with their
+    mode, whatever was put in their place (a link, a folder, a FIFO) removed first, planted ones
+    removed, changed tasks of the ledger restored (tasks added meanwhile are kept). Only ever
+    inside the repository, never through a link (safefs)."""
     done: list[str] = []
+    runs = RUN_ARTIFACTS.rstrip("/")
+    if (repo / runs).is_symlink() and f"control file {runs}" not in before.files:
+        # Planted in place of the runs' folder (the other record folders, links, are records):
+        # the run records are put back in a real folder, never through it.
+        if safefs.remove(repo, runs, (repo / runs).is_symlink):
+            done.append(f"removed the link at {runs}")
     now = _records(repo)
-    absent = object()  # not None: None is the content of a link or a FIFO planted meanwhile
     for rel in sorted(set(before.records) | set(now)):
-        old, new = before.records.get(rel, absent), now.get(rel, absent)
-        if old == new:
+        (old, content), seen = before.records.get(rel, ABSENT), now.get(rel, ABSENT)[0]
+        if old == seen:
             continue
         path = repo / rel
-        if path.is_symlink() or path.is_dir():
-            continue  # a planted link or folder: reported as changed, left to the user
-        if rel not in before.records:
-            path.unlink(missing_ok=True)
-            done.append(f"removed {rel}")
-        elif isinstance(old, bytes):
-            atomic_write_text(path, old.decode("utf-8", "replace"))
-            done.append(f"restored {rel}")
+
+        def unchanged(path: Path = path, seen: str | None = seen) -> bool:
+            return _fingerprint(path) == seen
+
+        try:
+            if old is None:
+                if safefs.remove(repo, rel, unchanged, folders=True):
+                    done.append(f"removed {rel}")
+            elif content is not None:
+                safefs.put(repo, rel, content, gitsettings.mode(old), unchanged, folders=True)
+                done.append(f"restored {rel}")
+            else:
+                done.append(f"left {rel} as it is now (too big to have been kept)")
+        except (OSError, ValueError, safefs.Moved) as exc:
+            done.append(f"could not put back {rel} ({exc})")
     if before.tasks is not None and _task_differences(before.tasks, _tasks(repo / LEDGER)):
         ledger = repo / LEDGER
         with locked(ledger, what="task ledger"):
@@ -264,8 +307,9 @@ def restore_refs(repo: Path, before: dict[str, str], after: dict[str, str]) -> l
 
 
 def verify(repo: Path, before: Snapshot, env: dict[str, str] | None = None) -> list[str]:
-    """What changed since `before`, with refs already put back (reported as such). A snapshot
-    that cannot be taken any more (the agent broke the index, say) is itself an escape."""
+    """What changed since `before`, with git's settings, refs and records already put back
+    (reported as such). A snapshot that cannot be taken any more (the agent broke the index,
+    say) is itself an escape."""
     return compare(repo, before, env)[0]
 
 
@@ -273,15 +317,25 @@ def compare(
     repo: Path, before: Snapshot, env: dict[str, str] | None = None
 ) -> tuple[list[str], Snapshot | None]:
     """As verify, with the snapshot taken to compare (None if it could not be taken)."""
+    # Settings first, before any git command: a config the agent broke fails them all, and
+    # one it changed would steer them.
+    gitdir = before.gitdir
+    planted = [p for f in ("hooks", "info") if gitdir for p in _walk(gitdir / f)]
+    found = gitsettings.restore(before.settings, gitdir, planted, _fingerprint)
     try:
         after = take(repo, env)
     except Exception as exc:  # noqa: BLE001 - whatever broke, it was not so before the agent
-        now = refs(repo)
-        found = [f"the repository cannot be read as before ({exc})"]
+        found.append(f"the repository cannot be read as before ({exc})")
+        try:
+            now = refs(repo)
+        except Exception as why:  # noqa: BLE001 - still an escape, whatever else fails
+            found.append(f"OpenLoop could not read the refs to put them back ({why})")
+            return found + [f"OpenLoop {r}" for r in restore_records(repo, before)], None
         found += ref_differences(before.refs, now)
         found += [f"OpenLoop {r}" for r in restore_refs(repo, before.refs, now)]
         return found + [f"OpenLoop {r}" for r in restore_records(repo, before)], None
-    found = before.differences(after)
+    # A setting that could not be put back is named once, by gitsettings.restore.
+    found += [d for d in before.differences(after) if not any(f.startswith(d + ";") for f in found)]
     if found:
         found += [f"OpenLoop {r}" for r in restore_refs(repo, before.refs, after.refs)]
         found += [f"OpenLoop {r}" for r in restore_records(repo, before)]
@@ -351,23 +405,25 @@ def _git_settings(repo: Path, gitdir: Path, env: dict[str, str], origins: str) -
     """The files from which git learns to run programs or what to ignore: every config file
     git reads (includes too), hooks, info/ (attributes, exclude), alternates, and the user's
     global attributes and ignore files."""
-    paths = [gitdir / "config", gitdir / "objects" / "info" / "alternates"]
+    home = Path(env.get("HOME", "~")).expanduser()
+    # config.worktree too, read once extensions.worktreeConfig is set (it may be set later).
+    paths = [gitdir / "config", gitdir / "config.worktree", gitdir / "objects/info/alternates"]
     worktree_gitdir = repo / ".git"
     if worktree_gitdir.is_file():  # the checkout is itself a worktree: its own config.worktree
-        paths.append(worktree_gitdir)
-    for item in origins.split("\0"):
-        if item.startswith("file:"):
-            paths.append(Path(item.removeprefix("file:")))
+        paths += [worktree_gitdir, *gitsettings.worktree_config(worktree_gitdir)]
+    paths += gitsettings.named(origins, home)
     for folder in (gitdir / "hooks", gitdir / "info"):
         paths.extend(_walk(folder))
         paths.append(folder)
-    home = Path(env.get("HOME", "~")).expanduser()
     xdg = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
     paths += [home / ".gitconfig", xdg / "git" / "config"]
     paths += [xdg / "git" / "attributes", xdg / "git" / "ignore"]
     if env.get("GIT_CONFIG_GLOBAL"):
         paths.append(Path(env["GIT_CONFIG_GLOBAL"]))
-    return list(dict.fromkeys(p if p.is_absolute() else repo / p for p in paths))
+    paths = [p if p.is_absolute() else repo / p for p in paths]
+    # A config that is a link (dotfiles): what git reads is the file it leads to.
+    paths += [Path(os.path.realpath(p)) for p in paths if p.is_symlink()]
+    return list(dict.fromkeys(paths))
 
 
 def _git_state(gitdir: Path) -> list[Path]:
