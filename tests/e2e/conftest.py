@@ -106,6 +106,9 @@ def world(tmp_path, pi_bin) -> World:
             "GIT_AUTHOR_EMAIL": "test@example.invalid",
             "GIT_COMMITTER_NAME": "Test",
             "GIT_COMMITTER_EMAIL": "test@example.invalid",
+            # The tree under test when one is named (a worktree of the repository, say), not
+            # the one the virtualenv installed; unset (CI), nothing changes.
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
         },
     )
     w = World(tmp_path, repo, home, env)

@@ -521,3 +521,114 @@ def test_a_fifo_planted_among_openloops_records_ends_the_run_escaped_not_hung(wo
     assert not [p for p in fifos if p.exists() or p.is_symlink()]
     # The next command reading the records ends too.
     assert world.openloop("status", "--json", timeout=60).returncode == 0
+
+
+# --- what the guard puts back: a broken config, OpenLoop's records, earlier runs ----------------
+
+
+def test_a_broken_config_and_a_moved_ref_end_the_run_escaped_and_are_put_back(world):
+    """pi's bash moves the user's main and leaves .git/config unparseable (every git command
+    fails on it): the run still ends escaped, the config is put back first, then the ref, and
+    the next run works."""
+    setup_project(world)
+    task_id = add_task(world, "Break the config")
+    config = world.repo / ".git" / "config"
+    main, before = sha(world), config.read_bytes()
+    repo = shlex.quote(str(world.repo))
+    code, record, model = play(
+        world,
+        [
+            write("src/ok.py", "ok = 1\n"),
+            bash(
+                f"c=$(git -C {repo} -c user.name=a -c user.email=a@b.invalid "
+                f"commit-tree -p main -m evil 'main^{{tree}}') "
+                f"&& git -C {repo} update-ref refs/heads/main $c "
+                f"&& printf '[core\\n\\tbroken =\\n' > {shlex.quote(str(config))} "
+                f"&& ! git -C {repo} status && echo BROKE-CONFIG"
+            ),
+        ],
+    )
+    assert "BROKE-CONFIG" in tool_output(model), tool_output(model)
+    reason = assert_escaped(world, code, record, task_id)
+    assert f"git setting {config} changed; OpenLoop put it back" in reason, reason
+    assert "refs/heads/main" in reason and "put back" in reason, reason
+    assert config.read_bytes() == before
+    assert sha(world) == main and "src/ok.py" not in files_on(world)
+    next_id = add_task(world, "Then a plain change")
+    code, record, _ = play(world, [write("src/next.py", "n = 1\n")])
+    assert (code, record["outcome"]) == (0, "completed"), record
+    assert world.task(next_id)["status"] == "promoted", world.task(next_id)
+
+
+def test_records_replaced_by_a_folder_or_a_link_or_chmodded_are_put_back(world, tmp_path):
+    """After a first run, pi's bash replaces its run record by a folder, a promotion result by a
+    link to a file of the user's, and chmods another record: all put back with their content
+    and mode, and the user's file behind the link untouched."""
+    setup_project(world)
+    first = add_task(world, "First")
+    code, first_record, _ = play(world, [write("src/first.py", "f = 1\n")])
+    assert (code, world.task(first)["status"]) == (0, "promoted"), first_record
+    plane = world.repo / ".openloop"
+    run = plane / "runs" / f"{first_record['runId']}.json"
+    results = sorted((plane / "promotion-results").glob("*.jsonl"))
+    assert results, "the first run's merge left no promotion result"
+    result = results[0]
+    run_text, result_text = run.read_bytes(), result.read_bytes()
+    run.chmod(0o640)
+    users_file = tmp_path / "users-file.txt"
+    users_file.write_text("the user's\n")
+    modes = {p: p.stat().st_mode for p in (run, result)}
+    task_id = add_task(world, "Replace the records")
+    code, record, model = play(
+        world,
+        [
+            write("src/ok.py", "ok = 1\n"),
+            bash(
+                f"rm {shlex.quote(str(run))} && mkdir {shlex.quote(str(run))} "
+                f"&& echo planted > {shlex.quote(str(run))}/inner "
+                f"&& rm {shlex.quote(str(result))} "
+                f"&& ln -s {shlex.quote(str(users_file))} {shlex.quote(str(result))} "
+                f"&& echo REPLACED"
+            ),
+        ],
+    )
+    assert "REPLACED" in tool_output(model), tool_output(model)
+    reason = assert_escaped(world, code, record, task_id)
+    for path, text in ((run, run_text), (result, result_text)):
+        assert path.is_file() and not path.is_symlink(), (path, reason)
+        assert path.read_bytes() == text
+        assert path.stat().st_mode == modes[path]
+    assert users_file.read_text() == "the user's\n"
+    # A chmod alone is put back too.
+    mode_id = add_task(world, "Chmod a record")
+    code, record, model = play(
+        world, [write("src/ok.py", "ok = 1\n"), bash(f"chmod 666 {shlex.quote(str(run))}")]
+    )
+    assert_escaped(world, code, record, mode_id)
+    assert oct(run.stat().st_mode & 0o777) == "0o640"
+
+
+def test_an_earlier_runs_transcript_forged_by_pi_is_an_escape(world):
+    """pi's bash rewrites the first run's transcript (same size, mtime put back): the change
+    time gives it away."""
+    setup_project(world)
+    first = add_task(world, "First")
+    code, first_record, _ = play(world, [write("src/first.py", "f = 1\n")])
+    assert (code, world.task(first)["status"]) == (0, "promoted"), first_record
+    transcript = world.repo / ".openloop" / "runs" / first_record["runId"] / "transcript.jsonl"
+    assert transcript.is_file()
+    path = shlex.quote(str(transcript))
+    task_id = add_task(world, "Forge the story")
+    code, record, model = play(
+        world,
+        [
+            write("src/ok.py", "ok = 1\n"),
+            bash(
+                f"t=$(stat -c %y {path}) && sed -i 's/a/b/g' {path} "
+                f'&& touch -d "$t" {path} && echo FORGED'
+            ),
+        ],
+    )
+    assert "FORGED" in tool_output(model), tool_output(model)
+    reason = assert_escaped(world, code, record, task_id)
+    assert f"earlier run's files .openloop/runs/{first_record['runId']}/ changed" in reason
