@@ -1,5 +1,7 @@
-"""The guard's walk lists what os.walk-based listing did (every file, link, FIFO; links to
-folders as entries, never followed; nothing below `skip`'s subfolders), on random trees."""
+"""The guard's file primitives (adapters/fileprint.py). The walk lists what os.walk-based
+listing did (every file, link, FIFO; links to folders as entries, never followed; nothing
+below `skip`'s subfolders), on random trees; a file is read again only when its lstat says it
+may have changed."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import os
 import random
 from pathlib import Path
 
-from openloop.adapters.guard import _walk
+from openloop.adapters.fileprint import walk as _walk
 
 
 def reference(top: Path, skip: Path | None = None) -> set[Path]:
@@ -83,51 +85,51 @@ def _rewrite_keeping_size_and_mtime(path: Path, text: str) -> None:
 def test_a_file_read_before_is_read_again_only_when_its_lstat_changed(tmp_path, monkeypatch):
     import time
 
-    from openloop.adapters import guard
+    from openloop.adapters import fileprint
 
-    monkeypatch.setattr(guard, "SETTLED_NS", 0)  # files written by the test count as settled
-    monkeypatch.setattr(guard, "_SEEN", {})
-    monkeypatch.setattr(guard, "_KEPT", [0])
+    monkeypatch.setattr(fileprint, "SETTLED_NS", 0)  # files written by the test count as settled
+    monkeypatch.setattr(fileprint, "_SEEN", {})
+    monkeypatch.setattr(fileprint, "_KEPT", [0])
     path = tmp_path / "record.json"
     path.write_text('{"cost": 1}')
     time.sleep(0.05)  # past the file system's clock tick: a rewrite gets a new ctime
     reads = []
-    real = guard.read_regular
-    monkeypatch.setattr(guard, "read_regular", lambda p, **k: reads.append(p) or real(p, **k))
-    first = guard._look(path)
-    assert guard._look(path) == first and len(reads) == 1  # unchanged: not read again
+    real = fileprint.read_regular
+    monkeypatch.setattr(fileprint, "read_regular", lambda p, **k: reads.append(p) or real(p, **k))
+    first = fileprint.look(path)
+    assert fileprint.look(path) == first and len(reads) == 1  # unchanged: not read again
     # Same size, mtime set back: only the ctime (which nobody but root can set) tells.
     _rewrite_keeping_size_and_mtime(path, '{"cost": 0}')
-    assert guard._look(path) != first and len(reads) == 2
+    assert fileprint.look(path) != first and len(reads) == 2
 
 
 def test_a_file_changed_just_before_it_was_read_is_read_again(tmp_path, monkeypatch):
-    from openloop.adapters import guard
+    from openloop.adapters import fileprint
 
-    monkeypatch.setattr(guard, "_SEEN", {})
-    monkeypatch.setattr(guard, "_KEPT", [0])
+    monkeypatch.setattr(fileprint, "_SEEN", {})
+    monkeypatch.setattr(fileprint, "_KEPT", [0])
     path = tmp_path / "record.json"
     path.write_text("{}")
     reads = []
-    real = guard.read_regular
-    monkeypatch.setattr(guard, "read_regular", lambda p, **k: reads.append(p) or real(p, **k))
-    guard._look(path)
-    guard._look(path)
+    real = fileprint.read_regular
+    monkeypatch.setattr(fileprint, "read_regular", lambda p, **k: reads.append(p) or real(p, **k))
+    fileprint.look(path)
+    fileprint.look(path)
     assert len(reads) == 2  # within SETTLED_NS of its change: never trusted by its lstat
 
 
 def test_a_big_file_rewritten_with_its_size_and_mtime_is_a_change(tmp_path, monkeypatch):
     import time
 
-    from openloop.adapters import guard
+    from openloop.adapters import fileprint
 
-    monkeypatch.setattr(guard, "HASH_LIMIT", 10)
-    monkeypatch.setattr(guard, "_SEEN", {})
-    monkeypatch.setattr(guard, "_KEPT", [0])
+    monkeypatch.setattr(fileprint, "HASH_LIMIT", 10)
+    monkeypatch.setattr(fileprint, "_SEEN", {})
+    monkeypatch.setattr(fileprint, "_KEPT", [0])
     path = tmp_path / "big.bin"
     path.write_text("a" * 100)
     time.sleep(0.05)
-    first = guard._look(path)[0]
+    first = fileprint.look(path)[0]
     assert first is not None and first.startswith("big:")
     _rewrite_keeping_size_and_mtime(path, "b" * 100)
-    assert guard._look(path)[0] != first
+    assert fileprint.look(path)[0] != first

@@ -5,7 +5,7 @@ They are put back (not only reported, as the user's checkout is) because what th
 once, outside any run: a broken config stops every git command (OpenLoop's restore of the refs
 included, and the next iteration), a changed one or a planted hook runs the agent's program at
 the user's next `git status` or commit. The snapshot keeps their content (they are small).
-The guard lists and fingerprints them (guard._git_settings, guard._look): its fingerprint is
+The guard lists and fingerprints them (guard._git_settings, fileprint.look): its fingerprint is
 passed in, so that both sides compare alike.
 """
 
@@ -53,7 +53,7 @@ def worktree_config(dotgit: Path) -> list[Path]:
 
 
 def mode(fingerprint: str) -> int:
-    """The permission bits in a regular file's fingerprint (guard._look's `<mode>:<digest>`)."""
+    """The permission bits in a regular file's fingerprint (fileprint.look's `<mode>:<digest>`)."""
     return int(fingerprint.partition(":")[0], 8) & 0o7777
 
 

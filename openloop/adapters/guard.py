@@ -24,15 +24,20 @@ transcripts and logs (runfolders.py); and the files from which git learns to run
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from stat import S_ISDIR, S_ISLNK, S_ISREG
 
 from openloop.adapters import gitsettings, runfolders, safefs
+from openloop.adapters.fileprint import (
+    ABSENT,
+    Look,
+    fingerprint,
+    look,
+    read_text,
+    walk,
+)
 from openloop.adapters.gitrun import Together, checked, git
 from openloop.adapters.workspace import ZERO
 from openloop.errors import GitError
@@ -53,15 +58,11 @@ STATE_FILES = (
     "index",
 )
 STATE_DIRS = ("sequencer", "rebase-merge", "rebase-apply", "worktrees")
-HASH_LIMIT = 8 * 1024 * 1024  # bytes of one file hashed; a bigger one is judged by size and time
 
 
 # OpenLoop's own records: nothing but OpenLoop writes them while code of the agent's runs (the
 # ledger's new tasks aside), so after an escape their earlier content is put back, whole.
 RECORD_DIRS = (".openloop/promotions", ".openloop/promotion-results")
-RECORD_LIMIT = 2 * 1024 * 1024
-Look = tuple[str | None, bytes | None]  # a file's fingerprint and content (see _look)
-ABSENT: Look = (None, None)
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,8 @@ class Snapshot:
     status: str
     files: dict[str, str]  # label -> content fingerprint
     tasks: dict[str, str] | None  # task id -> its canonical JSON (None: no ledger)
-    records: dict[str, Look]  # OpenLoop's record files (relative path) -> what _look saw
-    # git's settings files -> what _look saw and the real folder holding them (put back there)
+    records: dict[str, Look]  # OpenLoop's record files (relative path) -> fileprint.look's
+    # git's settings files -> fileprint.look's, and the real folder holding them (put back there)
     settings: dict[Path, gitsettings.Setting] = field(default_factory=dict)
     gitdir: Path | None = None
 
@@ -170,17 +171,17 @@ def take(repo: Path, env: dict[str, str] | None = None) -> Snapshot:
         # Dirty or untracked files already listed: their content must not change either.
         # Ignored ones ("!!") count by name only: build output may be huge.
         if len(entry) > 3 and not entry.startswith("!!"):
-            files[f"checkout file {entry[3:]}"] = _fingerprint(repo / entry[3:])
+            files[f"checkout file {entry[3:]}"] = fingerprint(repo / entry[3:])
     files.update(control)
     listed = _git_settings(repo, gitdir, environ, config_call.stdout)
-    settings = {path: (*_look(path), os.path.realpath(path.parent)) for path in listed}
-    for path, (fingerprint, _content, _folder) in settings.items():
-        files[f"git setting {path}"] = fingerprint
+    settings = {path: (*look(path), os.path.realpath(path.parent)) for path in listed}
+    for path, (print_, _content, _folder) in settings.items():
+        files[f"git setting {path}"] = print_
     for path in _git_state(gitdir):
-        files[f"git state {path}"] = _fingerprint(path)
+        files[f"git state {path}"] = fingerprint(path)
     return Snapshot(
         _parse_refs(checked(refs_call, _REFS).stdout),
-        _read(head_path),
+        read_text(head_path),
         status,
         {k: v for k, v in files.items() if v is not None},
         tasks,
@@ -196,7 +197,7 @@ def _control_files(
     files: dict[str, str | None] = {}
     prefix = _prefix(repo)
     for top in GOVERNANCE_DIRS:
-        for path in _walk(repo / top, skip=repo / RUN_ARTIFACTS):
+        for path in walk(repo / top, skip=repo / RUN_ARTIFACTS):
             rel = str(path)[len(prefix) :]
             if rel == LEDGER or (
                 rel.startswith(RUN_ARTIFACTS) and "/" in rel[len(RUN_ARTIFACTS) :]
@@ -204,7 +205,7 @@ def _control_files(
                 continue
             if rel.rpartition("/")[2].startswith(".") and rel.endswith((".lock", ".tmp")):
                 continue  # OpenLoop's lock files and atomic-write temporaries
-            looked[path] = _look(path)
+            looked[path] = look(path)
             files[f"control file {rel}"] = looked[path][0]
     runs = repo / RUN_ARTIFACTS
     mine = runfolders.running((p.name, seen[1]) for p, seen in looked.items() if p.parent == runs)
@@ -213,12 +214,12 @@ def _control_files(
 
 
 def _records(repo: Path, looked: dict[Path, Look] | None = None) -> dict[str, Look]:
-    """OpenLoop's record files, each with its fingerprint and content (see _look), and any
+    """OpenLoop's record files, each with its fingerprint and content (see fileprint.look), and any
     folder planted among them. `looked`: what this snapshot read already (the records are
     control files too)."""
     found: dict[str, Look] = {}
-    paths = [p for d in RECORD_DIRS for p in _walk(repo / d)]
-    for folder in RECORD_DIRS:  # flat: a folder there is planted (and hides from _walk)
+    paths = [p for d in RECORD_DIRS for p in walk(repo / d)]
+    for folder in RECORD_DIRS:  # flat: a folder there is planted (and hides from the walk)
         top = repo / folder
         if top.is_dir() and not top.is_symlink():
             with os.scandir(top) as entries:
@@ -228,7 +229,7 @@ def _records(repo: Path, looked: dict[Path, Look] | None = None) -> dict[str, Lo
     prefix = _prefix(repo)
     for path in paths:
         seen = (looked or {}).get(path)
-        found[str(path)[len(prefix) :]] = seen or _look(path)
+        found[str(path)[len(prefix) :]] = seen or look(path)
     return found
 
 
@@ -257,7 +258,7 @@ def restore_records(repo: Path, before: Snapshot) -> list[str]:
         path = repo / rel
 
         def unchanged(path: Path = path, seen: str | None = seen) -> bool:
-            return _fingerprint(path) == seen
+            return fingerprint(path) == seen
 
         try:
             if old is None:
@@ -320,8 +321,8 @@ def compare(
     # Settings first, before any git command: a config the agent broke fails them all, and
     # one it changed would steer them.
     gitdir = before.gitdir
-    planted = [p for f in ("hooks", "info") if gitdir for p in _walk(gitdir / f)]
-    found = gitsettings.restore(before.settings, gitdir, planted, _fingerprint)
+    planted = [p for f in ("hooks", "info") if gitdir for p in walk(gitdir / f)]
+    found = gitsettings.restore(before.settings, gitdir, planted, fingerprint)
     try:
         after = take(repo, env)
     except Exception as exc:  # noqa: BLE001 - whatever broke, it was not so before the agent
@@ -371,36 +372,6 @@ def _tasks(path: Path) -> dict[str, str] | None:
     return {str(t.get("id")): json.dumps(t, sort_keys=True) for t in tasks if isinstance(t, dict)}
 
 
-def _walk(top: Path, skip: Path | None = None):
-    """Every file and link under `top`; nothing below the folders inside `skip` (the runs'
-    own folders: all they hold is skipped by the caller anyway, and they are many). A folder
-    that cannot be listed is passed over, as os.walk does. The entries' types come with the
-    listing (no stat per entry): runs/ alone holds a thousand of them."""
-    if top.is_symlink() or not top.exists():
-        if top.is_symlink():
-            yield top
-        return
-    if not top.is_dir():
-        yield top
-        return
-    folders, stop = [str(top)], None if skip is None else str(skip)
-    while folders:
-        root = folders.pop()
-        try:
-            with os.scandir(root) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name)
-        except OSError:
-            continue
-        below = []
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                below.append(entry.path)
-            else:
-                yield Path(entry.path)
-        if root != stop:
-            folders.extend(reversed(below))
-
-
 def _git_settings(repo: Path, gitdir: Path, env: dict[str, str], origins: str) -> list[Path]:
     """The files from which git learns to run programs or what to ignore: every config file
     git reads (includes too), hooks, info/ (attributes, exclude), alternates, and the user's
@@ -413,7 +384,7 @@ def _git_settings(repo: Path, gitdir: Path, env: dict[str, str], origins: str) -
         paths += [worktree_gitdir, *gitsettings.worktree_config(worktree_gitdir)]
     paths += gitsettings.named(origins, home)
     for folder in (gitdir / "hooks", gitdir / "info"):
-        paths.extend(_walk(folder))
+        paths.extend(walk(folder))
         paths.append(folder)
     xdg = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
     paths += [home / ".gitconfig", xdg / "git" / "config"]
@@ -429,112 +400,5 @@ def _git_settings(repo: Path, gitdir: Path, env: dict[str, str], origins: str) -
 def _git_state(gitdir: Path) -> list[Path]:
     paths = [gitdir / name for name in STATE_FILES]
     for name in STATE_DIRS:
-        paths.extend(_walk(gitdir / name))
+        paths.extend(walk(gitdir / name))
     return paths
-
-
-def _fingerprint(path: Path) -> str | None:
-    return _look(path, content=False)[0]
-
-
-# What the guard read of a file, by path, with the lstat it had then: a later snapshot in the
-# same process (an iteration takes three) reads again only what has a different lstat. That is
-# sound because nobody but root can set a file's ctime: any write sets it to the current time.
-# As in git's "racy" rule, a file changed less than SETTLED_NS before it was read is not kept:
-# a write in the same tick of the (coarse) file-system clock could leave its ctime unchanged.
-# Contents are kept up to _SEEN_BYTES in all (records are small; a big untracked file in the
-# checkout is kept by fingerprint only, and read again if its content is asked for).
-_SEEN: dict[str, tuple[tuple[int, ...], str | None, bytes | None | object]] = {}
-SETTLED_NS = 2_000_000_000
-_SEEN_LIMIT = 50_000
-_SEEN_BYTES = 64 * 1024 * 1024
-_KEPT = [0]  # bytes of content in _SEEN
-_NOT_KEPT = object()
-
-
-def _look(path: Path, content: bool = True) -> tuple[str | None, bytes | None]:
-    """The file's fingerprint (None: it does not exist) and, for a record, its content: None
-    for a link, a folder, what cannot be read, and what is bigger than RECORD_LIMIT (and
-    whenever `content` is False)."""
-    # One lstat answers what is_symlink, is_dir and stat would (for what is not a link, stat
-    # and lstat agree); an error any of them would meet, lstat meets first.
-    try:
-        stat = os.lstat(path)
-        if S_ISREG(stat.st_mode):
-            key = (
-                stat.st_dev,
-                stat.st_ino,
-                stat.st_mode,
-                stat.st_size,
-                stat.st_mtime_ns,
-                stat.st_ctime_ns,
-            )
-            seen = _SEEN.get(str(path))
-            if seen is not None and seen[0] == key:
-                if not content:
-                    return seen[1], None
-                if seen[2] is not _NOT_KEPT:
-                    return seen[1], seen[2]  # type: ignore[return-value]
-            reading_at = time.time_ns()
-            found = _read_look(path, stat)
-            settled = stat.st_ctime_ns < reading_at - SETTLED_NS
-            if settled and found[0] is not None and found[0] != "changing":
-                _remember(str(path), key, found)
-            return found if content else (found[0], None)
-        if S_ISLNK(stat.st_mode):
-            return "link:" + os.readlink(path), None
-        if S_ISDIR(stat.st_mode):
-            return "dir", None
-        # A FIFO, socket or device planted where a file was: never opened (a FIFO would block
-        # the snapshot, and with it every later iteration, for ever).
-        return f"special:{stat.st_mode:o}", None
-    except FileNotFoundError:
-        return None, None
-    except OSError as exc:
-        return f"unreadable:{exc.errno}", None
-
-
-def _remember(path: str, key: tuple[int, ...], found: tuple[str | None, bytes | None]) -> None:
-    data = found[1]
-    size = len(data) if data is not None else 0
-    if len(_SEEN) >= _SEEN_LIMIT or _KEPT[0] + size > _SEEN_BYTES:
-        _SEEN.clear()
-        _KEPT[0] = 0
-    kept: bytes | None | object = data
-    if size > RECORD_LIMIT // 32:  # 64 KiB: a record is far smaller
-        kept, size = _NOT_KEPT, 0
-    previous = _SEEN.get(path)
-    if previous is not None and isinstance(previous[2], bytes):
-        _KEPT[0] -= len(previous[2])
-    _SEEN[path] = (key, found[0], kept)
-    _KEPT[0] += size
-
-
-def _read_look(path: Path, stat: os.stat_result) -> tuple[str | None, bytes | None]:
-    """_look of a regular file, read."""
-    if stat.st_size > HASH_LIMIT:
-        # Not hashed: known by its lstat. The ctime is in it because the mtime can be set
-        # back (`touch -d`) after a same-size rewrite; the ctime cannot.
-        return (
-            f"big:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}"
-            f":{stat.st_mode:o}",
-            None,
-        )
-    try:
-        data = read_regular(path)
-    except FileNotFoundError:
-        return None, None
-    except OSError as exc:
-        return f"unreadable:{exc.errno}", None
-    if data is None:  # swapped for something else since the lstat
-        return "changing", None
-    digest = hashlib.sha256(data).hexdigest()
-    return f"{stat.st_mode:o}:{digest}", data if len(data) <= RECORD_LIMIT else None
-
-
-def _read(path: Path) -> str:
-    try:
-        data = read_regular(path)
-    except OSError:
-        return ""
-    return "" if data is None else data.decode("utf-8", "replace").strip()
