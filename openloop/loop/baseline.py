@@ -156,6 +156,9 @@ def classify(check: validation.CheckResult, exists, roots: tuple[str, ...] = ())
 # --- validating the default branch --------------------------------------------------------------
 
 
+SCRATCH_PREFIX = "_baseline-"  # the checkout the checks run in, under worktrees/<alias>/
+
+
 def run_prefix(alias: str) -> str:
     return f"baseline:{alias}:"  # aliases hold no ":"
 
@@ -193,7 +196,7 @@ def ensure(it) -> dict[str, Any] | None:
     if trust.recheck(env, project.entry, it.pconf):
         return None
     it.reporter.phase("baseline", commit=commit[:12])
-    scratch = env.worktrees_dir / project.alias / f"_baseline-{commit[:12]}"
+    scratch = env.worktrees_dir / project.alias / f"{SCRATCH_PREFIX}{commit[:12]}"
     logs = cache.logs_dir(env, project.alias, key)
     run_env = {
         **dict(env.environ),

@@ -55,8 +55,12 @@ def repair(
     record-exit: a timeout, a watchdog kill); by default it was simply interrupted."""
     plane = it.project.plane
     now = it.env.now_iso()
-    # Checks of a killed validation of the default branch (they carry no run record).
-    _kill_run_processes(baseline.run_prefix(it.project.alias), prefix=True)
+    worktrees = it.env.worktrees_dir / it.project.alias
+    # Checks of a killed validation of the default branch (they carry no run record): only
+    # then is its scratch checkout still there (removed once its checks were stopped). The
+    # search reads every process's environment: not a cost to pay at every iteration.
+    if worktrees.is_dir() and any(worktrees.glob(f"{baseline.SCRATCH_PREFIX}*")):
+        _kill_run_processes(baseline.run_prefix(it.project.alias), prefix=True)
     for record in runs.unfinished(plane.runs_dir):
         _kill_run_processes(record.get("runId"))
         # The run never got to charge what the agent spent; its transcript knows. Its live
@@ -73,7 +77,6 @@ def repair(
             task.last_failure_signature = outcome.value
             block_if_exhausted(task, it.limit("max_attempts_per_task"), now)
     it.repaired = [t.id for t, _ in moved]
-    worktrees = it.env.worktrees_dir / it.project.alias
     if worktrees.is_dir():
         for leftover in worktrees.iterdir():
             workspace.remove_workspace(leftover)
