@@ -102,8 +102,11 @@ def test_a_check_that_plants_a_hook_escapes(ol, demo, env, tmp_path):  # noqa: F
     assert result.outcome == Outcome.ESCAPED
     assert "during the checks" in result.reason and "hooks/post-merge created" in result.reason
     assert task_of(demo, tid).status == "blocked"
-    assert "OpenLoop removed it" in result.reason
-    assert not hook.exists() and not marker.exists()  # never run by OpenLoop, and removed
+    assert "OpenLoop took it away; what was there is now post-merge.openloop-escaped-" in (
+        result.reason
+    )
+    assert not hook.exists() and not marker.exists()  # never run by OpenLoop, and set aside
+    assert [p.read_text() for p in hook.parent.glob("post-merge.openloop-escaped-*")] == [script]
 
 
 def test_openloop_never_runs_hooks_or_fsmonitor_of_the_users_repository(ol, demo, env, tmp_path):  # noqa: F811

@@ -42,7 +42,8 @@ def test_a_broken_config_ends_the_run_escaped_and_is_put_back_before_the_refs(ol
 
     result = once(env, FakeAgent([_and_a_change(break_it)]))
     assert result.outcome == Outcome.ESCAPED, result.reason
-    assert f"git setting {config} changed; OpenLoop put it back" in result.reason
+    put_back = f"git setting {config} changed; OpenLoop put it back; what was there is now"
+    assert put_back in result.reason
     assert "ref refs/heads/main" in result.reason and "put back" in result.reason
     assert config.read_bytes() == before
     assert git(demo, "rev-parse", "main") == main
@@ -65,7 +66,8 @@ def test_a_valid_config_that_runs_a_program_is_put_back(ol, demo, env, tmp_path)
 
     result = once(env, FakeAgent([_and_a_change(plant)]))
     assert result.outcome == Outcome.ESCAPED
-    assert f"git setting {config} changed; OpenLoop put it back" in result.reason
+    put_back = f"git setting {config} changed; OpenLoop put it back; what was there is now"
+    assert put_back in result.reason
     assert config.read_bytes() == before
     assert stat.S_IMODE(config.stat().st_mode) == mode
 
@@ -92,11 +94,12 @@ def test_included_config_files_and_config_worktree_are_guarded_and_put_back(ol, 
 
     result = once(env, FakeAgent([_and_a_change(plant)]))
     assert result.outcome == Outcome.ESCAPED, result.reason
-    assert f"git setting {local} changed; OpenLoop put it back" in result.reason
-    assert f"git setting {missing} created; OpenLoop removed it" in result.reason
-    assert f"git setting {worktree} created; OpenLoop removed it" in result.reason
+    put_back = f"git setting {local} changed; OpenLoop put it back; what was there is now"
+    assert put_back in result.reason
+    assert f"git setting {missing} created; OpenLoop took it away" in result.reason
+    assert f"git setting {worktree} created; OpenLoop took it away" in result.reason
     assert local.read_text() == "[user]\n\tname = Me\n"
-    assert f"git setting {conditional} created; OpenLoop removed it" in result.reason
+    assert f"git setting {conditional} created; OpenLoop took it away" in result.reason
     assert not missing.exists() and not worktree.exists() and not conditional.exists()
     assert config.read_bytes() == before
 

@@ -133,3 +133,23 @@ def test_a_big_file_rewritten_with_its_size_and_mtime_is_a_change(tmp_path, monk
     assert first is not None and first.startswith("big:")
     _rewrite_keeping_size_and_mtime(path, "b" * 100)
     assert fileprint.look(path)[0] != first
+
+
+def test_on_a_file_system_not_known_to_keep_ctime_every_look_reads(tmp_path, monkeypatch):
+    # FAT's ctime is its mtime (which `touch` sets); NFS may answer lstat from a cache.
+    import time
+
+    from openloop.adapters import fileprint
+
+    monkeypatch.setattr(fileprint, "SETTLED_NS", 0)
+    monkeypatch.setattr(fileprint, "_SEEN", {})
+    monkeypatch.setattr(fileprint, "CTIME_KEEPING", frozenset())
+    path = tmp_path / "record.json"
+    path.write_text("{}")
+    time.sleep(0.05)
+    reads = []
+    real = fileprint.read_regular
+    monkeypatch.setattr(fileprint, "read_regular", lambda p, **k: reads.append(p) or real(p, **k))
+    fileprint.look(path)
+    fileprint.look(path)
+    assert len(reads) == 2

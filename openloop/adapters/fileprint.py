@@ -6,7 +6,9 @@ A file read once is read again in the same process only when its lstat changed: 
 takes three snapshots, and a project holds hundreds of records. That is sound because nobody
 but root can set a file's ctime: any write sets it to the current time. As in git's "racy"
 rule, a file changed less than SETTLED_NS before it was read is not kept: a write in the same
-tick of the (coarse) file-system clock could leave its ctime unchanged.
+tick of the (coarse) file-system clock could leave its ctime unchanged. Only file systems known
+to keep the ctime so are trusted (CTIME_KEEPING): on FAT the ctime is the mtime, which `touch`
+sets; NFS may answer lstat from a cache while another client writes.
 """
 
 from __future__ import annotations
@@ -68,6 +70,28 @@ _SEEN_LIMIT = 50_000
 _SEEN_BYTES = 64 * 1024 * 1024
 _KEPT = [0]  # bytes of content in _SEEN
 _NOT_KEPT = object()
+CTIME_KEEPING = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs"})
+_FS_TYPES: dict[int, str] = {}  # st_dev -> file system type, from /proc/self/mountinfo
+
+
+def _keeps_ctime(dev: int) -> bool:
+    if not _FS_TYPES:
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as listing:
+                lines = listing.read().splitlines()
+        except OSError:
+            lines = []
+        _FS_TYPES[-1] = ""  # read once, even if empty
+        for line in lines:
+            # "36 35 98:0 /root /mnt rw master:1 - ext4 /dev/root rw": the type follows " - ".
+            fields, _, after = line.partition(" - ")
+            numbers, kind = fields.split()[2:3], after.split()[:1]
+            if not numbers or not kind:
+                continue
+            major, _, minor = numbers[0].partition(":")
+            if major.isdigit() and minor.isdigit():
+                _FS_TYPES[os.makedev(int(major), int(minor))] = kind[0]
+    return _FS_TYPES.get(dev) in CTIME_KEEPING
 
 
 def look(path: Path, content: bool = True) -> tuple[str | None, bytes | None]:
@@ -96,7 +120,7 @@ def look(path: Path, content: bool = True) -> tuple[str | None, bytes | None]:
             reading_at = time.time_ns()
             found = _read_look(path, stat)
             settled = stat.st_ctime_ns < reading_at - SETTLED_NS
-            if settled and found[0] is not None and found[0] != "changing":
+            if settled and found[0] is not None and found[0] != "changing" and _keeps_ctime(key[0]):
                 _remember(str(path), key, found)
             return found if content else (found[0], None)
         if S_ISLNK(stat.st_mode):
@@ -115,12 +139,12 @@ def look(path: Path, content: bool = True) -> tuple[str | None, bytes | None]:
 def _remember(path: str, key: tuple[int, ...], found: tuple[str | None, bytes | None]) -> None:
     data = found[1]
     size = len(data) if data is not None else 0
-    if len(_SEEN) >= _SEEN_LIMIT or _KEPT[0] + size > _SEEN_BYTES:
-        _SEEN.clear()
-        _KEPT[0] = 0
     kept: bytes | None | object = data
     if size > RECORD_LIMIT // 32:  # 64 KiB: a record is far smaller
         kept, size = _NOT_KEPT, 0
+    if len(_SEEN) >= _SEEN_LIMIT or _KEPT[0] + size > _SEEN_BYTES:
+        _SEEN.clear()
+        _KEPT[0] = 0
     previous = _SEEN.get(path)
     if previous is not None and isinstance(previous[2], bytes):
         _KEPT[0] -= len(previous[2])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from openloop.adapters import safefs
 from openloop.state.storage import read_regular
 
 Setting = tuple[str | None, bytes | None, str]  # fingerprint, content, real folder
+ASIDE = "openloop-escaped"  # what stood in a setting's place is renamed <name>.<ASIDE>-<time>
 _INCLUDE = re.compile(r"include\.path|includeif\..*\.path")
 
 
@@ -38,6 +40,12 @@ def named(origins: str, home: Path) -> list[Path]:
                 included = home / value[2:] if value.startswith("~/") else Path(value)
                 paths.append(included if included.is_absolute() else origin.parent / included)
     return paths
+
+
+def set_aside(path: Path) -> bool:
+    """Whether `path` is what restore() renamed out of a setting's place: git never reads it
+    (no hook or info/ file has such a name), and it stays there for the user."""
+    return f".{ASIDE}-" in path.name
 
 
 def worktree_config(dotgit: Path) -> list[Path]:
@@ -66,9 +74,12 @@ def restore(
     """Put git's settings files back as they were, each only while it holds what it holds now
     (compare-and-swap: a later writer's version is never overwritten), in the real folder that
     held it before (a folder on the way replaced by a link is refused, never followed).
-    `planted`: files found now where settings live (hooks, info/): removed unless known.
+    `planted`: files found now where settings live (hooks, info/): taken away unless known.
+    What was there is never deleted: it is renamed beside it, `<name>.<ASIDE>-<time>` (a name
+    git never reads), for the user to look at, or to take back if it was their own edit.
     Returns what changed, and what was done."""
     done: list[str] = []
+    aside = f"{ASIDE}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     paths = dict(settings)
     for path in planted:
         paths.setdefault(path, (None, None, os.path.realpath(path.parent)))
@@ -86,18 +97,19 @@ def restore(
             if os.path.realpath(path.parent) != folder:
                 raise OSError(f"{path.parent} is no longer the folder {folder}")
             root, name = Path(folder), path.name
+            kept = f"; what was there is now {path.name}.{aside}" if seen is not None else ""
             if old is None:
-                safefs.remove(root, name, unchanged, folders=inside)
-                how = "removed it"
+                safefs.remove(root, name, unchanged, folders=inside, aside=aside)
+                how = f"took it away{kept}"
             elif old == "dir":
-                safefs.make_folder(root, name, unchanged)
-                how = "made it a folder again"
+                safefs.make_folder(root, name, unchanged, aside=aside)
+                how = f"made it a folder again{kept}"
             elif old.startswith("link:"):
-                safefs.put_link(root, name, old.removeprefix("link:"), unchanged)
-                how = "put it back"
+                safefs.put_link(root, name, old.removeprefix("link:"), unchanged, aside=aside)
+                how = f"put it back{kept}"
             elif content is not None:
-                safefs.put(root, name, content, mode(old), unchanged, folders=inside)
-                how = "put it back"
+                safefs.put(root, name, content, mode(old), unchanged, folders=inside, aside=aside)
+                how = f"put it back{kept}"
             else:
                 how = "could not put it back (too big to have been kept)"
         except (OSError, ValueError, safefs.Moved) as exc:

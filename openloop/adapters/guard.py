@@ -9,8 +9,10 @@ only where OpenLoop knows the version the user wants, and only while they still 
 agent left (compared right before the swap, never written through a link): OpenLoop's own
 records, and git's settings files (gitsettings.py: a broken config stops every git command,
 the refs' restore included; a changed one or a hook would run the agent's program at the user's
-next git command, outside any run). The checkout and the control files are the user's work,
-edited meanwhile or not: they are only reported.
+next git command, outside any run; what stood in a setting's place is renamed beside it, never
+deleted). The checkout and the control files are the user's work, edited meanwhile or not: they
+are only reported. Nothing here raises: a step that cannot be done is reported as such, and the
+attempt ends escaped all the same.
 
 What is compared: every ref; HEAD and the git state files that steer the user's next command
 (MERGE_HEAD, a rebase or cherry-pick in progress, other worktrees' HEADs); the index; the
@@ -161,17 +163,18 @@ def take(repo: Path, env: dict[str, str] | None = None) -> Snapshot:
     if len(answer) != 2:
         raise GitError(f"git rev-parse in {repo}: unexpected output {answer!r}")
     gitdir, head_path = Path(answer[0]).resolve(), Path(answer[1])
-    status = checked(status_call, _STATUS).stdout
+    entries = _status_entries(checked(status_call, _STATUS).stdout)
     if failed is not None:
         raise failed
     assert ours is not None
     control, tasks, records = ours
     files: dict[str, str | None] = {}
-    for entry in status.split("\0"):
+    for xy, path, _orig in entries:
         # Dirty or untracked files already listed: their content must not change either.
         # Ignored ones ("!!") count by name only: build output may be huge.
-        if len(entry) > 3 and not entry.startswith("!!"):
-            files[f"checkout file {entry[3:]}"] = fingerprint(repo / entry[3:])
+        if xy != "!!":
+            files[f"checkout file {path}"] = fingerprint(repo / path)
+    status = "\0".join(f"{xy} {path}\0{orig or ''}" for xy, path, orig in entries)
     files.update(control)
     listed = _git_settings(repo, gitdir, environ, config_call.stdout)
     settings = {path: (*look(path), os.path.realpath(path.parent)) for path in listed}
@@ -189,6 +192,24 @@ def take(repo: Path, env: dict[str, str] | None = None) -> Snapshot:
         settings,
         gitdir,
     )
+
+
+def _status_entries(listing: str) -> list[tuple[str, str, str | None]]:
+    """(XY, path, original path of a rename or copy) of each entry of `git status -z`, but the
+    ledger's: with `ledger.versioned` it is a checkout file, and its tasks are compared one by
+    one (OpenLoop edits its own task between the guarded steps, and `task add` may add some)."""
+    parts, entries, i = listing.split("\0"), [], 0
+    while i < len(parts):
+        entry = parts[i]
+        if len(entry) < 4:
+            i += 1
+            continue
+        xy, path = entry[:2], entry[3:]
+        orig = parts[i + 1] if ("R" in xy or "C" in xy) and i + 1 < len(parts) else None
+        i += 2 if orig is not None else 1
+        if LEDGER not in (path, orig):
+            entries.append((xy, path, orig))
+    return entries
 
 
 def _control_files(
@@ -320,9 +341,10 @@ def compare(
     """As verify, with the snapshot taken to compare (None if it could not be taken)."""
     # Settings first, before any git command: a config the agent broke fails them all, and
     # one it changed would steer them.
+    # Nothing here raises: whatever the agent left (a link where a folder was, a folder where a
+    # lock file was), a step that fails is reported as not done, and the run still ends escaped.
     gitdir = before.gitdir
-    planted = [p for f in ("hooks", "info") if gitdir for p in walk(gitdir / f)]
-    found = gitsettings.restore(before.settings, gitdir, planted, fingerprint)
+    found = _done("put back git's settings", lambda: _restore_settings(before, gitdir))
     try:
         after = take(repo, env)
     except Exception as exc:  # noqa: BLE001 - whatever broke, it was not so before the agent
@@ -331,16 +353,40 @@ def compare(
             now = refs(repo)
         except Exception as why:  # noqa: BLE001 - still an escape, whatever else fails
             found.append(f"OpenLoop could not read the refs to put them back ({why})")
-            return found + [f"OpenLoop {r}" for r in restore_records(repo, before)], None
+            return found + _put_back_records(repo, before), None
         found += ref_differences(before.refs, now)
-        found += [f"OpenLoop {r}" for r in restore_refs(repo, before.refs, now)]
-        return found + [f"OpenLoop {r}" for r in restore_records(repo, before)], None
+        found += _done("put back the refs", lambda: _ours(restore_refs(repo, before.refs, now)))
+        return found + _put_back_records(repo, before), None
     # A setting that could not be put back is named once, by gitsettings.restore.
     found += [d for d in before.differences(after) if not any(f.startswith(d + ";") for f in found)]
     if found:
-        found += [f"OpenLoop {r}" for r in restore_refs(repo, before.refs, after.refs)]
-        found += [f"OpenLoop {r}" for r in restore_records(repo, before)]
+        found += _done(
+            "put back the refs", lambda: _ours(restore_refs(repo, before.refs, after.refs))
+        )
+        found += _put_back_records(repo, before)
     return found, after
+
+
+def _restore_settings(before: Snapshot, gitdir: Path | None) -> list[str]:
+    folders = [gitdir / "hooks", gitdir / "info"] if gitdir else []
+    planted = [p for f in folders for p in walk(f) if not gitsettings.set_aside(p)]
+    return gitsettings.restore(before.settings, gitdir, planted, fingerprint)
+
+
+def _put_back_records(repo: Path, before: Snapshot) -> list[str]:
+    return _done("put back its records", lambda: _ours(restore_records(repo, before)))
+
+
+def _ours(done: list[str]) -> list[str]:
+    return [f"OpenLoop {r}" for r in done]
+
+
+def _done(what: str, step) -> list[str]:
+    """`step()`'s report, or that OpenLoop could not do it."""
+    try:
+        return step()
+    except Exception as exc:  # noqa: BLE001 - reported: the run ends escaped all the same
+        return [f"OpenLoop could not {what} ({exc})"]
 
 
 def carried(snapshot: Snapshot, moved: dict[str, str]) -> Snapshot:
@@ -384,7 +430,7 @@ def _git_settings(repo: Path, gitdir: Path, env: dict[str, str], origins: str) -
         paths += [worktree_gitdir, *gitsettings.worktree_config(worktree_gitdir)]
     paths += gitsettings.named(origins, home)
     for folder in (gitdir / "hooks", gitdir / "info"):
-        paths.extend(walk(folder))
+        paths.extend(p for p in walk(folder) if not gitsettings.set_aside(p))
         paths.append(folder)
     xdg = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
     paths += [home / ".gitconfig", xdg / "git" / "config"]

@@ -34,10 +34,12 @@ def put(
     unchanged: Callable[[], bool],
     *,
     folders: bool = False,
+    aside: str | None = None,
 ) -> None:
     """`root/rel` holds `data` with `mode`, if `unchanged()` right before the swap. What is in
-    its place (file, link, FIFO; a folder too with `folders`) is replaced; missing folders on
-    the way are made. Raises OSError (a link on the way, say) or Moved."""
+    its place (file, link, FIFO; a folder too with `folders`) is replaced, or with `aside`
+    renamed to `<name>.<aside>` beside it (kept for the user to see); missing folders on the
+    way are made. Raises OSError (a link on the way, say) or Moved."""
     with _parent(root, rel, create=True) as (fd, name):
         tmp = f".{name}.{secrets.token_hex(4)}.tmp"  # skipped by the guard, like atomic writes
         out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd)
@@ -47,7 +49,7 @@ def put(
                 file.flush()
                 os.fchmod(file.fileno(), mode)
                 os.fsync(file.fileno())
-            _clear_folder(fd, name, folders, unchanged)
+            _clear_folder(fd, name, folders, unchanged, aside)
             os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -56,13 +58,15 @@ def put(
         os.fsync(fd)
 
 
-def put_link(root: Path, rel: str, target: str, unchanged: Callable[[], bool]) -> None:
+def put_link(
+    root: Path, rel: str, target: str, unchanged: Callable[[], bool], aside: str | None = None
+) -> None:
     """`root/rel` is a symbolic link to `target` again (a dotfile link the user had)."""
     with _parent(root, rel, create=True) as (fd, name):
         tmp = f".{name}.{secrets.token_hex(4)}.tmp"
         os.symlink(target, tmp, dir_fd=fd)
         try:
-            _clear_folder(fd, name, False, unchanged)
+            _clear_folder(fd, name, False, unchanged, aside)
             os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -70,21 +74,32 @@ def put_link(root: Path, rel: str, target: str, unchanged: Callable[[], bool]) -
             raise
 
 
-def make_folder(root: Path, rel: str, unchanged: Callable[[], bool]) -> None:
-    """`root/rel` is a folder again; what was put in its place (not a folder) is removed."""
+def make_folder(
+    root: Path, rel: str, unchanged: Callable[[], bool], aside: str | None = None
+) -> None:
+    """`root/rel` is a folder again; what was put in its place (not a folder) is removed, or
+    with `aside` renamed beside it."""
     with _parent(root, rel, create=True) as (fd, name):
         with contextlib.suppress(FileNotFoundError):
             if S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
                 return
             if not unchanged():
                 raise Moved(rel)
-            os.unlink(name, dir_fd=fd)
+            _drop(fd, name, aside)
         os.mkdir(name, 0o755, dir_fd=fd)
 
 
-def remove(root: Path, rel: str, unchanged: Callable[[], bool], *, folders: bool = False) -> bool:
+def remove(
+    root: Path,
+    rel: str,
+    unchanged: Callable[[], bool],
+    *,
+    folders: bool = False,
+    aside: str | None = None,
+) -> bool:
     """Remove what is at `root/rel` (a folder, with all it holds, only with `folders`), if
-    `unchanged()`. False: there was nothing to remove (or no folder on the way to it)."""
+    `unchanged()`; with `aside`, rename it to `<name>.<aside>` instead. False: there was nothing
+    to remove (or no folder on the way to it)."""
     try:
         with _parent(root, rel, create=False) as (fd, name):
             try:
@@ -93,27 +108,41 @@ def remove(root: Path, rel: str, unchanged: Callable[[], bool], *, folders: bool
                 return False
             if not unchanged():
                 raise Moved(rel)
-            if S_ISDIR(stat.st_mode):
-                if not folders:
-                    raise IsADirectoryError(f"{rel} is a folder")
-                shutil.rmtree(name, dir_fd=fd)  # walks by descriptor: links inside are removed
-            else:
-                os.unlink(name, dir_fd=fd)
+            if S_ISDIR(stat.st_mode) and not folders:
+                raise IsADirectoryError(f"{rel} is a folder")
+            _drop(fd, name, aside)
             return True
     except FileNotFoundError:  # a folder on the way is gone: so is what was in it
         return False
 
 
-def _clear_folder(fd: int, name: str, folders: bool, unchanged: Callable[[], bool]) -> None:
+def _clear_folder(
+    fd: int, name: str, folders: bool, unchanged: Callable[[], bool], aside: str | None = None
+) -> None:
     """Check, last thing before the swap, that the file still holds what the caller saw; a
-    folder in its place (which rename cannot replace) is removed first, with `folders`."""
+    folder in its place (which rename cannot replace) is removed first, with `folders`. With
+    `aside`, whatever is there is renamed beside it first, folder or not."""
     if not unchanged():
         raise Moved(name)
     with contextlib.suppress(FileNotFoundError):
+        if aside is not None:
+            os.rename(name, f"{name}.{aside}", src_dir_fd=fd, dst_dir_fd=fd)
+            return
         if S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
             if not folders:
                 raise IsADirectoryError(f"{name} is a folder")
             shutil.rmtree(name, dir_fd=fd)
+
+
+def _drop(fd: int, name: str, aside: str | None) -> None:
+    """Remove `name` in the folder `fd` (a folder by descriptor: links inside are removed, never
+    followed), or rename it to `<name>.<aside>` there."""
+    if aside is not None:
+        os.rename(name, f"{name}.{aside}", src_dir_fd=fd, dst_dir_fd=fd)
+    elif S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+        shutil.rmtree(name, dir_fd=fd)
+    else:
+        os.unlink(name, dir_fd=fd)
 
 
 @contextlib.contextmanager

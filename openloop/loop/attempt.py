@@ -15,9 +15,9 @@ from openloop.loop import (
     interrupt,
     planning,
     prompts,
-    userstate,
     validation,
 )
+from openloop.loop.guarding import guarded
 from openloop.loop.iteration import Iteration, IterationResult, Selection, Stop
 from openloop.loop.outcomes import Outcome
 from openloop.loop.record import charge, event, finish, run_record
@@ -194,24 +194,6 @@ def _ours(it: Iteration, branch: str) -> bool:
         it.project.repo, "log", "-1", "--format=%B", f"refs/heads/{branch}", check=False
     ).stdout
     return message.startswith("openloop: ") and f"\nTask: {it.task.id}\n" in message
-
-
-def guarded(it: Iteration, what: str, action, *, keep: bool = False):
-    """Run `action` (code the agent wrote: the agent itself, or its checks) and prove it left
-    the user's repository, checkout, control files and git settings as they were. `keep`: the
-    snapshot that proved it stays in it.clean for the next guarded step (see Iteration)."""
-    repo, clean, it.clean = it.project.repo, it.clean, None
-    before = guard.resumed(clean, repo) if clean else guard.take(repo, dict(it.env.environ))
-    user_before = userstate.take(it.env, it.project.alias)
-    try:
-        return action()
-    finally:
-        found, after = guard.compare(repo, before, dict(it.env.environ))
-        found += userstate.verify(it.env, user_before)
-        it.clean = after if keep and not found else None
-        if found:
-            it.escape = found
-            raise Stop(Outcome.ESCAPED, f"escaped: during {what}: " + "; ".join(found))
 
 
 def build_prompt(it: Iteration) -> str:

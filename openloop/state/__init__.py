@@ -28,7 +28,10 @@ def _without_pydantic_plugins() -> None:
     name = "pydantic.plugin._loader"
     if name in _sys.modules:
         return
+    from importlib.machinery import ModuleSpec
+
     stub = _types.ModuleType(name, "No pydantic plugins in OpenLoop (see openloop.state).")
+    stub.__spec__ = ModuleSpec(name, None)  # importlib.util.find_spec asks for one
     loaded: list[_types.ModuleType] = []
 
     def get_plugins() -> tuple[()]:

@@ -79,7 +79,7 @@ def locked(path: Path, *, timeout: float | None = 30.0, what: str | None = None)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     if lock_file.is_symlink():  # planted (lock files are OpenLoop's own): never followed
         lock_file.unlink()
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    fd = _open_lock(lock_file)
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.005
@@ -97,6 +97,20 @@ def locked(path: Path, *, timeout: float | None = 30.0, what: str | None = None)
         yield
     finally:
         os.close(fd)
+
+
+def _open_lock(lock_file: Path) -> int:
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    for _ in range(3):
+        try:
+            return os.open(lock_file, flags, 0o644)
+        except IsADirectoryError:
+            # A folder planted there (lock files are OpenLoop's own, and never folders): moved
+            # aside, kept for the user to look at, so that no write of OpenLoop's fails on it.
+            aside = f"{lock_file.name}.planted-{os.getpid()}-{time.time_ns()}"
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(lock_file, lock_file.with_name(aside))
+    return os.open(lock_file, flags, 0o644)
 
 
 def read_text_or_none(path: Path) -> str | None:
