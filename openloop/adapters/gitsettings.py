@@ -5,8 +5,8 @@ They are put back (not only reported, as the user's checkout is) because what th
 once, outside any run: a broken config stops every git command (OpenLoop's restore of the refs
 included, and the next iteration), a changed one or a planted hook runs the agent's program at
 the user's next `git status` or commit. The snapshot keeps their content (they are small).
-The guard lists and fingerprints them (guard._git_settings, fileprint.look): its fingerprint is
-passed in, so that both sides compare alike.
+The guard lists and fingerprints them (guarded_files.git_settings, fileprint.look): its
+fingerprint is passed in, so that both sides compare alike.
 """
 
 from __future__ import annotations

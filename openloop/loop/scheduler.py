@@ -20,7 +20,8 @@ from openloop.adapters import gitops
 from openloop.env import Environment
 from openloop.errors import ConfigError, GitError
 from openloop.loop import baseline, governance, interrupt, modes, pending
-from openloop.loop.attempt import build_prompt, execute, execute_adhoc, stop_point
+from openloop.loop.adhoc import execute_adhoc
+from openloop.loop.attempt import build_prompt, execute, stop_point
 from openloop.loop.iteration import Iteration, IterationResult, Stop
 from openloop.loop.outcomes import Outcome
 from openloop.loop.steps import (
