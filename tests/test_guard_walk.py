@@ -88,6 +88,7 @@ def test_a_file_read_before_is_read_again_only_when_its_lstat_changed(tmp_path, 
     from openloop.adapters import fileprint
 
     monkeypatch.setattr(fileprint, "SETTLED_NS", 0)  # files written by the test count as settled
+    monkeypatch.setattr(fileprint, "_keeps_ctime", lambda dev: True)  # whatever the tmp fs is
     monkeypatch.setattr(fileprint, "_SEEN", {})
     monkeypatch.setattr(fileprint, "_KEPT", [0])
     path = tmp_path / "record.json"

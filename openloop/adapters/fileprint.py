@@ -74,6 +74,12 @@ CTIME_KEEPING = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2f
 _FS_TYPES: dict[int, str] = {}  # st_dev -> file system type, from /proc/self/mountinfo
 
 
+def forget_mounts() -> None:
+    """Read the mount table again at the next question: a device number is reused after an
+    unmount (a long-running `service run` outlives many). Each snapshot starts with it."""
+    _FS_TYPES.clear()
+
+
 def _keeps_ctime(dev: int) -> bool:
     if not _FS_TYPES:
         try:

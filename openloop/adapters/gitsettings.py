@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -42,10 +43,14 @@ def named(origins: str, home: Path) -> list[Path]:
     return paths
 
 
+_SET_ASIDE: set[str] = set()  # what restore() renamed in this process
+
+
 def set_aside(path: Path) -> bool:
-    """Whether `path` is what restore() renamed out of a setting's place: git never reads it
-    (no hook or info/ file has such a name), and it stays there for the user."""
-    return f".{ASIDE}-" in path.name
+    """Whether `path` is what restore() renamed out of a setting's place in this process (the
+    compare that follows must not report it as planted). Later snapshots list it like any file
+    there: a name of this kind planted by the agent is no exception."""
+    return str(path) in _SET_ASIDE
 
 
 def worktree_config(dotgit: Path) -> list[Path]:
@@ -79,7 +84,9 @@ def restore(
     git never reads), for the user to look at, or to take back if it was their own edit.
     Returns what changed, and what was done."""
     done: list[str] = []
-    aside = f"{ASIDE}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    # Unpredictable: a folder planted at the name would make the rename fail (the setting is
+    # then taken away all the same, but not kept).
+    aside = f"{ASIDE}-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
     paths = dict(settings)
     for path in planted:
         paths.setdefault(path, (None, None, os.path.realpath(path.parent)))
@@ -97,22 +104,26 @@ def restore(
             if os.path.realpath(path.parent) != folder:
                 raise OSError(f"{path.parent} is no longer the folder {folder}")
             root, name = Path(folder), path.name
-            kept = f"; what was there is now {path.name}.{aside}" if seen is not None else ""
+            _SET_ASIDE.add(str(path.with_name(f"{path.name}.{aside}")))
+            _SET_ASIDE.add(str(Path(folder) / f"{path.name}.{aside}"))
             if old is None:
                 safefs.remove(root, name, unchanged, folders=inside, aside=aside)
-                how = f"took it away{kept}"
+                how = "took it away"
             elif old == "dir":
                 safefs.make_folder(root, name, unchanged, aside=aside)
-                how = f"made it a folder again{kept}"
+                how = "made it a folder again"
             elif old.startswith("link:"):
                 safefs.put_link(root, name, old.removeprefix("link:"), unchanged, aside=aside)
-                how = f"put it back{kept}"
+                how = "put it back"
             elif content is not None:
                 safefs.put(root, name, content, mode(old), unchanged, folders=inside, aside=aside)
-                how = f"put it back{kept}"
+                how = "put it back"
             else:
                 how = "could not put it back (too big to have been kept)"
         except (OSError, ValueError, safefs.Moved) as exc:
             how = f"could not put it back ({exc})"
+        kept = Path(folder) / f"{path.name}.{aside}"
+        if os.path.lexists(kept):
+            how += f"; what was there is now {kept.name}"
         done.append(f"git setting {path} {what}; OpenLoop {how}")
     return done

@@ -31,7 +31,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from openloop.adapters import gitsettings, safefs
+from openloop.adapters import fileprint, gitsettings, safefs
 from openloop.adapters.fileprint import (
     ABSENT,
     Look,
@@ -139,6 +139,7 @@ def _parse_refs(listing: str) -> dict[str, str]:
 
 def take(repo: Path, env: dict[str, str] | None = None) -> Snapshot:
     environ = env or dict(os.environ)
+    fileprint.forget_mounts()
     with Together(repo, _WHERE, _STATUS, _CONFIG, _REFS) as asked:
         # Read while git works. What fails here is raised after git's own errors, as before.
         try:

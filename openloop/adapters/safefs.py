@@ -125,8 +125,7 @@ def _clear_folder(
     if not unchanged():
         raise Moved(name)
     with contextlib.suppress(FileNotFoundError):
-        if aside is not None:
-            os.rename(name, f"{name}.{aside}", src_dir_fd=fd, dst_dir_fd=fd)
+        if _set_aside(fd, name, aside):
             return
         if S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
             if not folders:
@@ -134,12 +133,27 @@ def _clear_folder(
             shutil.rmtree(name, dir_fd=fd)
 
 
+def _set_aside(fd: int, name: str, aside: str | None) -> bool:
+    """Rename `name` to `<name>.<aside>` in the folder `fd`; False when there is no `aside` or
+    the rename fails (something planted at that name, say): the caller then removes it, as
+    taking it away matters more than keeping it."""
+    if aside is None:
+        return False
+    try:
+        os.rename(name, f"{name}.{aside}", src_dir_fd=fd, dst_dir_fd=fd)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        return False
+    return True
+
+
 def _drop(fd: int, name: str, aside: str | None) -> None:
     """Remove `name` in the folder `fd` (a folder by descriptor: links inside are removed, never
     followed), or rename it to `<name>.<aside>` there."""
-    if aside is not None:
-        os.rename(name, f"{name}.{aside}", src_dir_fd=fd, dst_dir_fd=fd)
-    elif S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+    if _set_aside(fd, name, aside):
+        return
+    if S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
         shutil.rmtree(name, dir_fd=fd)
     else:
         os.unlink(name, dir_fd=fd)

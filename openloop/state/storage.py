@@ -86,7 +86,12 @@ def locked(path: Path, *, timeout: float | None = 30.0, what: str | None = None)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                if _still_there(fd, lock_file):
+                    break
+                os.close(fd)  # held a file no longer at the path: take the one there now
+                fd = -1
+                fd = _open_lock(lock_file)
+                continue
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
@@ -96,21 +101,34 @@ def locked(path: Path, *, timeout: float | None = 30.0, what: str | None = None)
                 delay = min(delay * 2, 0.1)
         yield
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
 
 
 def _open_lock(lock_file: Path) -> int:
+    """The lock file, open. Lock files are OpenLoop's own: a folder planted there, or a file
+    nobody can open (mode 000), is moved aside (kept for the user to look at), so that no write
+    of OpenLoop's fails on it. Such a thing is never a lock someone holds: nobody could open it.
+    (Two processes meeting the same planted folder at once could each move aside what the other
+    then made; locked() checks, once it holds the lock, that its file is still the one there.)"""
     flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
     for _ in range(3):
         try:
             return os.open(lock_file, flags, 0o644)
-        except IsADirectoryError:
-            # A folder planted there (lock files are OpenLoop's own, and never folders): moved
-            # aside, kept for the user to look at, so that no write of OpenLoop's fails on it.
-            aside = f"{lock_file.name}.planted-{os.getpid()}-{time.time_ns()}"
+        except (IsADirectoryError, PermissionError):
+            aside = f"{lock_file.name}.planted-{os.urandom(4).hex()}"
             with contextlib.suppress(FileNotFoundError):
                 os.rename(lock_file, lock_file.with_name(aside))
     return os.open(lock_file, flags, 0o644)
+
+
+def _still_there(fd: int, lock_file: Path) -> bool:
+    """Whether the file `fd` holds is the one at `lock_file` (not moved aside or replaced)."""
+    try:
+        held, there = os.fstat(fd), os.lstat(lock_file)
+    except OSError:
+        return False
+    return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
 
 
 def read_text_or_none(path: Path) -> str | None:
