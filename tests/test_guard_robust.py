@@ -101,3 +101,50 @@ def test_a_folder_planted_at_the_ledgers_lock_file_ends_escaped(ol, demo, env): 
     assert task.title == "Add hello" and task.status == "blocked"
     aside = [p for p in lock.parent.iterdir() if p.name.startswith(".tasks.json.lock.planted-")]
     assert len(aside) == 1 and (aside[0] / "inside").read_text() == "kept"
+
+
+def test_a_ledger_replaced_by_a_folder_a_fifo_or_garbage_is_made_again(ol, demo, env):  # noqa: F811
+    import json
+    import os
+
+    ledger = demo / ".openloop/tasks.json"
+    for how in ("folder", "fifo", "garbage"):
+        tid = add(ol, f"Task {how}")
+
+        def act(cwd, how=how) -> None:
+            (cwd / "hello.py").write_text(f"x = '{how}'\n")
+            ledger.unlink()
+            if how == "folder":
+                ledger.mkdir()
+                (ledger / "x").write_text("x")
+            elif how == "fifo":
+                os.mkfifo(ledger)
+            else:
+                ledger.write_text("{ not json")
+
+        result = once(env, FakeAgent([act]))
+        assert result.outcome == Outcome.ESCAPED, (how, result.reason)
+        assert f"made {ledger.relative_to(demo)} again" in result.reason, how
+        data = json.loads(ledger.read_text())
+        assert tid in {t["id"] for t in data["tasks"]}, how
+        assert task_of(demo, tid).status == "blocked", how  # the run was recorded, escaped
+
+
+def test_a_forged_copy_of_a_task_placed_before_it_is_an_escape(ol, demo, env):  # noqa: F811
+    import json
+
+    tid = add(ol, "Add hello")
+    ledger = demo / ".openloop/tasks.json"
+
+    def forge(cwd) -> None:
+        (cwd / "hello.py").write_text("x = 1\n")
+        data = json.loads(ledger.read_text())
+        forged = {**data["tasks"][0], "title": "Forged", "risk": "low-risk"}
+        data["tasks"].insert(0, forged)
+        ledger.write_text(json.dumps(data))
+
+    result = once(env, FakeAgent([forge]))
+    assert result.outcome == Outcome.ESCAPED, result.reason
+    assert "duplicate task ids" in result.reason
+    data = json.loads(ledger.read_text())
+    assert [t["title"] for t in data["tasks"] if t["id"] == tid] == ["Add hello"]

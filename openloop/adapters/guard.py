@@ -53,7 +53,7 @@ from openloop.adapters.guarded_files import (
 )
 from openloop.adapters.workspace import ZERO
 from openloop.errors import GitError
-from openloop.state.storage import atomic_write_text, locked, read_regular
+from openloop.state.storage import locked, read_regular
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,8 @@ def _task_differences(before: dict[str, str] | None, after: dict[str, str] | Non
     if before is None or after is None:
         return [f"{LEDGER} {'created' if before is None else 'deleted or unreadable'}"]
     changed = [tid for tid, text in before.items() if after.get(tid) != text]
-    return [f"task {tid} changed in {LEDGER}" for tid in changed]
+    found = [f"task {tid} changed in {LEDGER}" for tid in changed]
+    return found + [f"{LEDGER}: {k}" for k in after if k.startswith("(") and k not in before]
 
 
 def _short(value: str | None) -> str:
@@ -218,21 +219,31 @@ def restore_records(repo: Path, before: Snapshot) -> list[str]:
         except (OSError, ValueError, safefs.Moved) as exc:
             done.append(f"could not put back {rel} ({exc})")
     if before.tasks is not None and _task_differences(before.tasks, tasks_of(repo / LEDGER)):
-        ledger = repo / LEDGER
-        with locked(ledger, what="task ledger"):
-            try:
-                data = json.loads(read_regular(ledger) or b"null")
-                tasks = data["tasks"] if isinstance(data, dict) else None
-            except (OSError, ValueError, KeyError):
-                data, tasks = None, None
-            if isinstance(tasks, list):
-                kept = {str(t.get("id")): t for t in tasks if isinstance(t, dict)}
-                for tid, text in before.tasks.items():
-                    kept[tid] = json.loads(text)
-                data["tasks"] = list(kept.values())
-                atomic_write_text(ledger, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-                done.append(f"restored the tasks changed in {LEDGER}")
+        done += _restore_tasks(repo, before.tasks)
     return done
+
+
+def _restore_tasks(repo: Path, before: dict[str, str]) -> list[str]:
+    """The tasks as they were, with the ones added meanwhile (a user's `task add`) kept. A
+    ledger that cannot be read any more (a folder, a FIFO, a link, broken JSON) is made again
+    from the tasks as they were. Written under the ledger's lock, never through a link."""
+    ledger = repo / LEDGER
+    with locked(ledger, what="task ledger"):
+        try:
+            data = json.loads(read_regular(ledger) or b"null")
+            tasks = data["tasks"] if isinstance(data, dict) else None
+        except (OSError, ValueError, KeyError):
+            data, tasks = None, None
+        earlier = [json.loads(text) for tid, text in before.items() if not tid.startswith("(")]
+        if isinstance(data, dict) and isinstance(tasks, list):
+            kept = {str(t.get("id")): t for t in tasks if isinstance(t, dict)}
+            kept.update((str(t.get("id")), t) for t in earlier)
+            data["tasks"], what = list(kept.values()), f"restored the tasks changed in {LEDGER}"
+        else:
+            data, what = {"version": 2, "tasks": earlier}, f"made {LEDGER} again from its tasks"
+        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        safefs.put(repo, LEDGER, text.encode(), 0o644, lambda: True, folders=True)
+    return [what]
 
 
 def restore_refs(repo: Path, before: dict[str, str], after: dict[str, str]) -> list[str]:

@@ -100,7 +100,12 @@ def prefix_of(repo: Path) -> str:
     return "" if str(repo) == "." else str(repo).rstrip("/") + "/"
 
 
+DUPLICATES = "(duplicate task ids)"  # a key of tasks_of's answer when the ledger has some
+
+
 def tasks_of(path: Path) -> dict[str, str] | None:
+    """Task id -> its canonical JSON, in the ledger's order (None: no ledger; a key in
+    parentheses: the ledger is not a regular file, cannot be read, or repeats an id)."""
     try:
         raw = read_regular(path)
         if raw is None:
@@ -113,7 +118,10 @@ def tasks_of(path: Path) -> dict[str, str] | None:
     tasks = data.get("tasks") if isinstance(data, dict) else None
     if not isinstance(tasks, list):
         return {"(unreadable)": "x"}
-    return {str(t.get("id")): json.dumps(t, sort_keys=True) for t in tasks if isinstance(t, dict)}
+    found = {str(t.get("id")): json.dumps(t, sort_keys=True) for t in tasks if isinstance(t, dict)}
+    if len(found) < sum(1 for t in tasks if isinstance(t, dict)):
+        found[DUPLICATES] = "x"  # a forged copy placed before the real task would hide
+    return found
 
 
 def git_settings(repo: Path, gitdir: Path, env: dict[str, str], origins: str) -> list[Path]:
