@@ -92,32 +92,3 @@ def test_the_lock_is_held_on_the_file_at_its_path(tmp_path, monkeypatch):
         there = os.stat(lock)
         assert (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
     assert len(calls) == 2
-
-
-def test_a_hook_planted_in_the_users_core_hookspath_is_taken_away(ol, demo, env, tmp_path):  # noqa: F811
-    from tests.conftest import git
-
-    hooks = tmp_path / "my-hooks"  # a global hooks folder, as many set up
-    hooks.mkdir()
-    (hooks / "pre-push").write_text("#!/bin/sh\nexit 0\n")
-    git(demo, "config", "core.hooksPath", str(hooks))
-    husky = demo / ".husky/_"  # and one inside the checkout, ignored by git (husky's way)
-    husky.mkdir(parents=True)
-    (husky / ".gitignore").write_text("*\n")
-    add(ol, "Plant hooks")
-
-    def plant(cwd: Path) -> None:
-        _hook(cwd, hooks / "pre-commit")
-        (hooks / "pre-push").write_text("#!/bin/sh\necho changed\n")
-
-    result = once(env, FakeAgent([plant]))
-    assert result.outcome == Outcome.ESCAPED, result.reason
-    assert f"git setting {hooks / 'pre-commit'} created" in result.reason
-    assert not (hooks / "pre-commit").exists()
-    assert (hooks / "pre-push").read_text() == "#!/bin/sh\nexit 0\n"
-
-    git(demo, "config", "core.hooksPath", ".husky/_")
-    add(ol, "Plant a husky hook")
-    result = once(env, FakeAgent([lambda cwd: _hook(cwd, husky / "post-checkout")]))
-    assert result.outcome == Outcome.ESCAPED, result.reason
-    assert not (husky / "post-checkout").exists()

@@ -46,20 +46,6 @@ def named(origins: str, home: Path) -> list[Path]:
 _SET_ASIDE: set[str] = set()  # what restore() renamed in this process
 
 
-def hooks_folders(origins: str, home: Path, repo: Path) -> list[Path]:
-    """Every folder a config file names as `core.hooksPath` (whichever wins: all are watched),
-    from the same `git config --list --show-origin -z` output. Relative to the work tree, as
-    git takes it; `~/` is the home folder."""
-    folders = []
-    items = origins.split("\0")
-    for item, entry in zip(items, items[1:] + [""], strict=True):
-        key, _, value = entry.partition("\n")
-        if item.startswith("file:") and key == "core.hookspath" and value:
-            folder = home / value[2:] if value.startswith("~/") else Path(value)
-            folders.append(folder if folder.is_absolute() else repo / folder)
-    return folders
-
-
 def set_aside(path: Path) -> bool:
     """Whether `path` is what restore() renamed out of a setting's place in this process (the
     compare that follows must not report it as planted). Later snapshots list it like any file

@@ -304,8 +304,7 @@ def compare(
 
 
 def _restore_settings(before: Snapshot, gitdir: Path | None) -> list[str]:
-    # What is new in the settings' folders (hooks, info/, a core.hooksPath) is planted.
-    folders = [path for path, setting in before.settings.items() if setting[0] == "dir"]
+    folders = [gitdir / "hooks", gitdir / "info"] if gitdir else []
     planted = [p for f in folders for p in walk(f) if not gitsettings.set_aside(p)]
     return gitsettings.restore(before.settings, gitdir, planted, fingerprint)
 

@@ -126,9 +126,8 @@ def tasks_of(path: Path) -> dict[str, str] | None:
 
 def git_settings(repo: Path, gitdir: Path, env: dict[str, str], origins: str) -> list[Path]:
     """The files from which git learns to run programs or what to ignore: every config file
-    git reads (includes too), hooks (the git directory's, and any core.hooksPath folder's),
-    info/ (attributes, exclude), alternates, and the user's global attributes and ignore
-    files."""
+    git reads (includes too), hooks, info/ (attributes, exclude), alternates, and the user's
+    global attributes and ignore files."""
     home = Path(env.get("HOME", "~")).expanduser()
     # config.worktree too, read once extensions.worktreeConfig is set (it may be set later).
     paths = [gitdir / "config", gitdir / "config.worktree", gitdir / "objects/info/alternates"]
@@ -136,8 +135,7 @@ def git_settings(repo: Path, gitdir: Path, env: dict[str, str], origins: str) ->
     if worktree_gitdir.is_file():  # the checkout is itself a worktree: its own config.worktree
         paths += [worktree_gitdir, *gitsettings.worktree_config(worktree_gitdir)]
     paths += gitsettings.named(origins, home)
-    hooks = [gitdir / "hooks", gitdir / "info", *gitsettings.hooks_folders(origins, home, repo)]
-    for folder in hooks:
+    for folder in (gitdir / "hooks", gitdir / "info"):
         paths.extend(p for p in walk(folder) if not gitsettings.set_aside(p))
         paths.append(folder)
     xdg = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
