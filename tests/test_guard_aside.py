@@ -92,3 +92,41 @@ def test_the_lock_is_held_on_the_file_at_its_path(tmp_path, monkeypatch):
         there = os.stat(lock)
         assert (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
     assert len(calls) == 2
+
+
+def test_what_was_set_aside_is_watched_by_later_snapshots(ol, demo, env):  # noqa: F811
+    add(ol, "Plant a hook")
+    hook = demo / ".git/hooks/pre-commit"
+    assert once(env, FakeAgent([lambda cwd: _hook(cwd, hook)])).outcome == Outcome.ESCAPED
+    (kept,) = hook.parent.glob("pre-commit.openloop-escaped-*")
+    assert kept.stat().st_mode & 0o111 == 0  # a runner of `hooks/*.d/*` would not run it
+    add(ol, "Rewrite what was set aside")
+
+    def rewrite(cwd: Path) -> None:
+        kept.write_text("#!/bin/sh\necho changed\n")
+        (cwd / "ok.py").write_text("ok = 2\n")
+
+    result = once(env, FakeAgent([rewrite]))
+    assert result.outcome == Outcome.ESCAPED, result.reason
+    assert kept.name in result.reason
+
+
+def test_a_lock_file_that_keeps_moving_ends_in_busy_not_a_spin(tmp_path, monkeypatch):
+    import pytest
+
+    from openloop.errors import BusyError
+
+    target = tmp_path / "state.json"
+    lock = storage.lock_path_for(target)
+    real = fcntl.flock
+    calls = []
+
+    def flock_then_move(fd, op):
+        real(fd, op)
+        calls.append(fd)
+        os.rename(lock, lock.with_name(f"moved-{len(calls)}"))
+
+    monkeypatch.setattr(storage.fcntl, "flock", flock_then_move)
+    with pytest.raises(BusyError), storage.locked(target, timeout=0.3):
+        pass
+    assert 2 <= len(calls) < 100  # retried, with pauses, until the deadline

@@ -47,10 +47,14 @@ _SET_ASIDE: set[str] = set()  # what restore() renamed in this process
 
 
 def set_aside(path: Path) -> bool:
-    """Whether `path` is what restore() renamed out of a setting's place in this process (the
-    compare that follows must not report it as planted). Later snapshots list it like any file
-    there: a name of this kind planted by the agent is no exception."""
+    """Whether `path` is what restore() renamed out of a setting's place, for the compare that
+    follows (which must not report it as planted): forget_set_aside() ends that, and later
+    snapshots list it like any file there (a name of this kind planted by the agent too)."""
     return str(path) in _SET_ASIDE
+
+
+def forget_set_aside() -> None:
+    _SET_ASIDE.clear()
 
 
 def worktree_config(dotgit: Path) -> list[Path]:

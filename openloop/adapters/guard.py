@@ -284,6 +284,7 @@ def compare(
     try:
         after = take(repo, env)
     except Exception as exc:  # noqa: BLE001 - whatever broke, it was not so before the agent
+        gitsettings.forget_set_aside()
         found.append(f"the repository cannot be read as before ({exc})")
         try:
             now = refs(repo)
@@ -293,6 +294,7 @@ def compare(
         found += ref_differences(before.refs, now)
         found += _done("put back the refs", lambda: _ours(restore_refs(repo, before.refs, now)))
         return found + _put_back_records(repo, before), None
+    gitsettings.forget_set_aside()  # from now on, what was set aside is watched like the rest
     # A setting that could not be put back is named once, by gitsettings.restore.
     found += [d for d in before.differences(after) if not any(f.startswith(d + ";") for f in found)]
     if found:

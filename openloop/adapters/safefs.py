@@ -17,7 +17,7 @@ import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from stat import S_ISDIR
+from stat import S_ISDIR, S_ISREG
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -145,7 +145,23 @@ def _set_aside(fd: int, name: str, aside: str | None) -> bool:
         raise
     except OSError:
         return False
+    _not_runnable(fd, f"{name}.{aside}")
     return True
+
+
+def _not_runnable(fd: int, name: str) -> None:
+    """A regular file kept aside loses its execute bits: a hook runner that runs whatever is in
+    a folder (`pre-commit.d/*`) must not run it. Opened without following a link."""
+    try:
+        kept = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+    except OSError:
+        return  # a link, a FIFO's peer...: nothing to run from here
+    try:
+        mode = os.fstat(kept).st_mode
+        if S_ISREG(mode):
+            os.fchmod(kept, mode & 0o666)
+    finally:
+        os.close(kept)
 
 
 def _drop(fd: int, name: str, aside: str | None) -> None:

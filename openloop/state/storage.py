@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_ISDIR, S_ISREG
 from typing import Any, TypeVar
 
 from openloop.errors import BusyError, ConfigError
@@ -86,19 +86,19 @@ def locked(path: Path, *, timeout: float | None = 30.0, what: str | None = None)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            else:
                 if _still_there(fd, lock_file):
                     break
                 os.close(fd)  # held a file no longer at the path: take the one there now
                 fd = -1
                 fd = _open_lock(lock_file)
-                continue
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise BusyError(f"{what or path} is locked by another process") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise BusyError(f"{what or path} is locked by another process") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
         yield
     finally:
         if fd >= 0:
@@ -116,10 +116,24 @@ def _open_lock(lock_file: Path) -> int:
         try:
             return os.open(lock_file, flags, 0o644)
         except (IsADirectoryError, PermissionError):
+            if not _planted(lock_file):
+                raise
             aside = f"{lock_file.name}.planted-{os.urandom(4).hex()}"
             with contextlib.suppress(FileNotFoundError):
                 os.rename(lock_file, lock_file.with_name(aside))
     return os.open(lock_file, flags, 0o644)
+
+
+def _planted(lock_file: Path) -> bool:
+    """A folder, or a file of ours that its owner cannot open (mode 000): never a lock anyone
+    holds. A lock file of another user's that we may not open is theirs, and stays."""
+    try:
+        st = os.lstat(lock_file)
+    except FileNotFoundError:
+        return True  # gone meanwhile: the next open makes it
+    if S_ISDIR(st.st_mode):
+        return True
+    return S_ISREG(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o600
 
 
 def _still_there(fd: int, lock_file: Path) -> bool:

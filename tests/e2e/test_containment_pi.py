@@ -634,17 +634,14 @@ def test_an_earlier_runs_transcript_forged_by_pi_is_an_escape(world):
     assert f"earlier run's files .openloop/runs/{first_record['runId']}/ changed" in reason
 
 
-def test_a_hook_in_the_users_hookspath_and_a_ledger_made_a_folder_are_put_back(world, tmp_path):
-    """The user keeps hooks in a folder of their own (core.hooksPath). pi's bash plants a hook
-    there and turns the task ledger into a folder: the run ends escaped, the hook is set aside
-    (it never runs), the ledger is made again from its tasks, and the next run works."""
+def test_a_planted_hook_and_a_ledger_made_a_folder_are_put_back(world, tmp_path):
+    """pi's bash plants a hook in the user's .git/hooks and turns the task ledger into a folder:
+    the run ends escaped, the hook is set aside (never run, no longer executable), the ledger
+    is made again from its tasks, and the next run works."""
     setup_project(world)
-    hooks = tmp_path / "my-hooks"
-    hooks.mkdir()
-    g(world.repo, "config", "core.hooksPath", str(hooks))
     task_id = add_task(world, "Plant a hook")
     ledger = world.repo / ".openloop" / "tasks.json"
-    hook, marker = hooks / "post-merge", tmp_path / "hook-ran"
+    hook, marker = world.repo / ".git" / "hooks" / "post-merge", tmp_path / "hook-ran"
     q = {name: shlex.quote(str(path)) for name, path in (("h", hook), ("m", marker), ("l", ledger))}
     code, record, model = play(
         world,
@@ -661,10 +658,9 @@ def test_a_hook_in_the_users_hookspath_and_a_ledger_made_a_folder_are_put_back(w
     reason = assert_escaped(world, code, record, task_id)
     assert f"git setting {hook} created" in reason, reason
     assert "made .openloop/tasks.json again" in reason, reason
-    assert not hook.exists() and not marker.exists()
-    assert [p.name.split(".")[0] for p in hooks.glob("post-merge.openloop-escaped-*")] == [
-        "post-merge"
-    ]
+    kept = list(hook.parent.glob("post-merge.openloop-escaped-*"))
+    assert not hook.exists() and len(kept) == 1 and not marker.exists()
+    assert kept[0].stat().st_mode & 0o111 == 0  # not runnable by a dispatcher hook either
     assert ledger.is_file() and world.task(task_id)["status"] == "blocked"
     next_id = add_task(world, "Then a plain change")
     code, record, _ = play(world, [write("src/next.py", "n = 1\n")])
