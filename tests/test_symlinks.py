@@ -94,26 +94,6 @@ def test_changed_symlinks_lists_new_changed_and_retyped_links_only(linked) -> No
     ]
 
 
-def test_the_iterations_diff_summary_finds_the_same_links(linked) -> None:
-    # The iteration reads links from the rename-detecting diff it makes anyway: the same
-    # answer as changed_symlinks' own diff, renamed and retyped links included.
-    repo, base = linked
-    link(repo, "src/pw", "/etc/passwd")
-    link(repo, "src/old", "../secrets/key.txt")
-    (repo / "src/plain.txt").unlink()
-    link(repo, "src/plain.txt", "../..")
-    (repo / "src/gone").unlink()
-    (repo / "lib").mkdir()
-    (repo / "src/moved").rename(repo / "lib/moved")
-    (repo / "src/app.py").write_text("x = 2\n")
-    head = commit(repo)
-    summary = gitops.diff_summary(repo, base, head)
-    assert sorted(gitops.link_targets(repo, summary.links)) == sorted(
-        gitops.changed_symlinks(repo, base, head)
-    )
-    assert ("R", "lib/moved", "src/moved") in summary.changes
-
-
 def test_targets_come_from_git_not_from_the_disk(linked) -> None:
     repo, base = linked
     link(repo, "src/pw", "/etc/passwd")
@@ -164,7 +144,7 @@ def judge(repo: Path, base: str, head: str, policy: Policy, risk: str = "low-ris
         policy,
         declared_risk=risk,
         declared_scope=["src/**"],
-        lines_changed=gitops.lines_changed(repo, base, head),
+        lines_changed=gitops.diff_summary(repo, base, head).lines,
         validations_passed=True,
         symlinks=gitops.changed_symlinks(repo, base, head),
     )

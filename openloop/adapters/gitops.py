@@ -107,33 +107,10 @@ def changed_symlinks(repo: Path, base: str, head: str) -> list[tuple[str, str | 
     """(path, target) for every symlink added or changed base..head: mode 120000 on the new
     side, the target being the link blob's text in git (the link on disk is never followed or
     read: the checks still run in the worktree after the commit, and may change it). target is
-    None for a blob too long to be a link target. --no-renames: a renamed link shows as added,
-    so it is judged afresh. Undecodable bytes become U+FFFD, which never turns into '/' or '..'."""
-    raw = git(
-        repo,
-        "diff",
-        "--raw",
-        "-z",
-        "--no-renames",
-        "--no-abbrev",
-        *NO_PROGRAMS,
-        base,
-        head,
-        errors="replace",
-    ).stdout
-    parts = raw.split("\0")
-    links: list[tuple[str, str]] = []  # (path, blob)
-    i = 0
-    while i < len(parts) - 1:
-        # ":<old mode> <new mode> <old blob> <new blob> <status>", then the path (two paths for
-        # a copy or rename, which --no-renames should rule out; skipped correctly all the same).
-        fields = parts[i].lstrip(":").split()
-        count = 2 if len(fields) == 5 and fields[4][:1] in ("R", "C") else 1
-        path = parts[i + count]
-        if len(fields) == 5 and fields[1] == SYMLINK_MODE and fields[4] != "D":
-            links.append((path, fields[3]))
-        i += 1 + count
-    return link_targets(repo, links)
+    None for a blob too long to be a link target. A renamed link is judged afresh at its new
+    place. Undecodable bytes become U+FFFD, which never turns into '/' or '..'. (An iteration
+    has diff_summary's links already: link_targets of those.)"""
+    return link_targets(repo, diff_summary(repo, base, head).links)
 
 
 def link_targets(repo: Path, links: list[tuple[str, str]]) -> list[tuple[str, str | None]]:
@@ -150,14 +127,6 @@ def link_targets(repo: Path, links: list[tuple[str, str]]) -> list[tuple[str, st
             continue
         found.append((path, git(repo, "cat-file", "blob", blob, errors="replace").stdout))
     return found
-
-
-def lines_changed(repo: Path, base: str, head: str) -> int:
-    total = 0
-    for line in git(repo, "diff", "--numstat", "-M", *NO_PROGRAMS, base, head).stdout.splitlines():
-        added, deleted, _ = line.split("\t", 2)
-        total += (int(added) if added.isdigit() else 0) + (int(deleted) if deleted.isdigit() else 0)
-    return total
 
 
 class DiffSummary(NamedTuple):
@@ -215,10 +184,6 @@ def _parse_summary(
         total += (int(added) if added.isdigit() else 0) + (int(deleted) if deleted.isdigit() else 0)
         i += 1 if path else 3
     return changes, total, links
-
-
-def diff_hash(repo: Path, base: str, head: str) -> str:
-    return _patch_hash(git(repo, *_patch_args(base, head)).stdout)
 
 
 def _patch_args(base: str, head: str) -> tuple[str, ...]:
